@@ -1,0 +1,1 @@
+//! Analyses of predicted BOLD: first-level GLM contrasts and ICA network maps.

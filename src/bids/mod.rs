@@ -1,0 +1,1 @@
+//! The BIDS layer (ours): dataset layout, entities, sidecar inheritance, events, derivatives naming.

@@ -1,0 +1,4 @@
+//! The toolbox: `tribe predict|encode|features|inspect`.
+fn main() {
+    std::process::exit(tribe_bids::cli::toolbox_main());
+}

@@ -1,0 +1,1 @@
+//! The per-subject HTML report and its figures.
