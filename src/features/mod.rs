@@ -1,6 +1,7 @@
 //! Feature extractors (text, audio, video) onto the 2 Hz grid, and the feature cache.
 
 pub mod audio;
+pub mod cache;
 pub mod layers;
 pub mod text;
 pub mod video;

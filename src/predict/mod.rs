@@ -7,3 +7,5 @@ use crate::error::{Error, Result};
 pub fn predict_cli(_args: &PredictArgs) -> Result<()> {
     Err(Error::Other("tribe predict: not built yet".into()))
 }
+
+pub mod alignment;
