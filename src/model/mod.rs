@@ -14,3 +14,5 @@ pub fn encode_cli(_args: &EncodeArgs) -> Result<()> {
 pub fn inspect_cli(_dir: &Path) -> Result<()> {
     Err(Error::Other("tribe inspect: not built yet".into()))
 }
+
+pub mod models_dir;
