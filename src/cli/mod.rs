@@ -4,6 +4,8 @@
 //! stderr and an exit code from the contract table.
 
 pub mod bids_app;
+pub mod interrupt;
+pub mod progress;
 pub mod toolbox;
 
 use clap::Parser;

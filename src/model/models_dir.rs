@@ -184,7 +184,7 @@ pub fn resolve(models_dir: &Path, needed: &[Role]) -> Result<ModelSet> {
             fix: layout_fix,
         });
     }
-    let mut get = |role: Role| -> Result<Option<PathBuf>> {
+    let get = |role: Role| -> Result<Option<PathBuf>> {
         let p = find_role(models_dir, role)?;
         if p.is_none() && (role == Role::Brain || needed.contains(&role)) {
             return Err(Error::Model {
