@@ -43,18 +43,35 @@ impl DatasetDescription {
     }
 
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
-        let invalid = |reason: String, fix: &str| Error::DatasetInvalid { path: path.to_path_buf(), reason, fix: fix.to_string() };
+        let invalid = |reason: String, fix: &str| Error::DatasetInvalid {
+            path: path.to_path_buf(),
+            reason,
+            fix: fix.to_string(),
+        };
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| invalid(format!("dataset_description.json is not valid JSON: {e}"), "fix the JSON syntax (a JSON linter shows the exact spot)"))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            invalid(
+                format!("dataset_description.json is not valid JSON: {e}"),
+                "fix the JSON syntax (a JSON linter shows the exact spot)",
+            )
+        })?;
         let Value::Object(raw) = value else {
-            return Err(invalid("dataset_description.json must hold a JSON object".into(), "write an object such as {\"Name\": \"...\", \"BIDSVersion\": \"1.10.0\"}"));
+            return Err(invalid(
+                "dataset_description.json must hold a JSON object".into(),
+                "write an object such as {\"Name\": \"...\", \"BIDSVersion\": \"1.10.0\"}",
+            ));
         };
         let required = |key: &str| -> Result<String> {
             match raw.get(key) {
                 Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-                Some(other) => Err(invalid(format!("'{key}' must be a non-empty string, found {other}"), &format!("set \"{key}\" to a string"))),
-                None => Err(invalid(format!("the REQUIRED field '{key}' is missing"), &format!("add \"{key}\" to dataset_description.json"))),
+                Some(other) => Err(invalid(
+                    format!("'{key}' must be a non-empty string, found {other}"),
+                    &format!("set \"{key}\" to a string"),
+                )),
+                None => Err(invalid(
+                    format!("the REQUIRED field '{key}' is missing"),
+                    &format!("add \"{key}\" to dataset_description.json"),
+                )),
             }
         };
         let name = required("Name")?;
@@ -62,9 +79,24 @@ impl DatasetDescription {
         let dataset_type = match raw.get("DatasetType") {
             None => "raw".to_string(),
             Some(Value::String(s)) => s.clone(),
-            Some(other) => return Err(invalid(format!("'DatasetType' must be a string, found {other}"), "use \"raw\", \"derivative\" or \"study\"")),
+            Some(other) => {
+                return Err(invalid(
+                    format!("'DatasetType' must be a string, found {other}"),
+                    "use \"raw\", \"derivative\" or \"study\"",
+                ));
+            }
         };
-        let license = raw.get("License").and_then(Value::as_str).map(str::to_string);
-        Ok(DatasetDescription { path: path.to_path_buf(), name, bids_version, dataset_type, license, raw })
+        let license = raw
+            .get("License")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        Ok(DatasetDescription {
+            path: path.to_path_buf(),
+            name,
+            bids_version,
+            dataset_type,
+            license,
+            raw,
+        })
     }
 }

@@ -11,20 +11,57 @@ use std::fmt;
 /// The canonical entity order of the BIDS schema (`rules/entities.yaml`, spec v1.11.1). Names are
 /// built in this order, whatever order the entities were added in; `desc` is last by convention.
 pub const ENTITY_ORDER: &[&str] = &[
-    "sub", "tpl", "ses", "cohort", "sample", "task", "tracksys", "acq", "nuc", "voi", "ce", "trc", "stain", "rec",
-    "dir", "run", "mod", "echo", "flip", "inv", "mt", "part", "proc", "hemi", "space", "split", "recording", "chunk",
-    "atlas", "seg", "scale", "res", "den", "label", "desc",
+    "sub",
+    "tpl",
+    "ses",
+    "cohort",
+    "sample",
+    "task",
+    "tracksys",
+    "acq",
+    "nuc",
+    "voi",
+    "ce",
+    "trc",
+    "stain",
+    "rec",
+    "dir",
+    "run",
+    "mod",
+    "echo",
+    "flip",
+    "inv",
+    "mt",
+    "part",
+    "proc",
+    "hemi",
+    "space",
+    "split",
+    "recording",
+    "chunk",
+    "atlas",
+    "seg",
+    "scale",
+    "res",
+    "den",
+    "label",
+    "desc",
 ];
 
 /// Entities a raw `func/*_bold` file may carry (`rules/files/raw/func.yaml`). A `_bold` image with
 /// any other entity (`space`, `desc`, ...) is a derivative, not a run to predict.
-pub const RAW_BOLD_ENTITIES: &[&str] = &["sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "part", "chunk"];
+pub const RAW_BOLD_ENTITIES: &[&str] = &[
+    "sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "part", "chunk",
+];
 
 /// Entities whose values are indices (`run-1` and `run-01` are the same run, as in pybids).
 const INDEX_ENTITIES: &[&str] = &["run", "echo", "flip", "inv", "split", "chunk"];
 
 fn rank(key: &str) -> usize {
-    ENTITY_ORDER.iter().position(|k| *k == key).unwrap_or(ENTITY_ORDER.len())
+    ENTITY_ORDER
+        .iter()
+        .position(|k| *k == key)
+        .unwrap_or(ENTITY_ORDER.len())
 }
 
 /// True when `value` is a valid BIDS label: letters, digits and `+` (`objects/formats.yaml`).
@@ -36,7 +73,10 @@ pub fn is_valid_label(value: &str) -> bool {
 /// character a label may not hold, so callers never have to invent their own rule.
 /// Returns `None` when nothing usable is left.
 pub fn sanitize_label(text: &str) -> Option<String> {
-    let s: String = text.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '+').collect();
+    let s: String = text
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '+')
+        .collect();
     (!s.is_empty()).then_some(s)
 }
 
@@ -77,7 +117,11 @@ impl Entities {
     /// with `_` or `-` inside a value could not be parsed back.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         if !key.chars().all(|c| c.is_ascii_alphanumeric()) || key.is_empty() {
-            return Err(Error::InvalidLabel { entity: key.to_string(), value: value.to_string(), reason: "entity names are letters and digits".into() });
+            return Err(Error::InvalidLabel {
+                entity: key.to_string(),
+                value: value.to_string(),
+                reason: "entity names are letters and digits".into(),
+            });
         }
         if !is_valid_label(value) {
             return Err(Error::InvalidLabel {
@@ -101,7 +145,10 @@ impl Entities {
         let pos = if r == ENTITY_ORDER.len() {
             self.pairs.len()
         } else {
-            self.pairs.iter().position(|(k, _)| rank(k) > r).unwrap_or(self.pairs.len())
+            self.pairs
+                .iter()
+                .position(|(k, _)| rank(k) > r)
+                .unwrap_or(self.pairs.len())
         };
         self.pairs.insert(pos, (key.to_string(), value.to_string()));
     }
@@ -113,7 +160,10 @@ impl Entities {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn contains(&self, key: &str) -> bool {
@@ -170,7 +220,11 @@ impl Entities {
 
     /// `sub-01_ses-x_task-y_run-1`: the part of a file name before `_<suffix>`.
     pub fn to_filename_prefix(&self) -> String {
-        self.pairs.iter().map(|(k, v)| format!("{k}-{v}")).collect::<Vec<_>>().join("_")
+        self.pairs
+            .iter()
+            .map(|(k, v)| format!("{k}-{v}"))
+            .collect::<Vec<_>>()
+            .join("_")
     }
 
     /// A full file name: `<prefix>_<suffix><extension>`; `extension` includes its leading dot
@@ -187,7 +241,9 @@ impl Entities {
     /// The inheritance test (BIDS.md §2.4 (c)): every entity of `self` is in `other` with the
     /// same value, so a metadata file named by `self` applies to a data file named by `other`.
     pub fn is_subset_of(&self, other: &Entities) -> bool {
-        self.pairs.iter().all(|(k, v)| other.get(k).is_some_and(|w| values_equal(k, v, w)))
+        self.pairs
+            .iter()
+            .all(|(k, v)| other.get(k).is_some_and(|w| values_equal(k, v, w)))
     }
 }
 
@@ -235,7 +291,11 @@ impl BidsName {
             }
             entities.insert_unchecked(k, v);
         }
-        Some(BidsName { entities, suffix: suffix.to_string(), extension: extension.to_string() })
+        Some(BidsName {
+            entities,
+            suffix: suffix.to_string(),
+            extension: extension.to_string(),
+        })
     }
 
     pub fn filename(&self) -> String {
@@ -249,7 +309,9 @@ mod tests {
 
     #[test]
     fn parses_raw_bold_name() {
-        let n = BidsName::parse("sub-01_ses-test_task-finger+foot_acq-mb_run-02_echo-1_bold.nii.gz").unwrap();
+        let n =
+            BidsName::parse("sub-01_ses-test_task-finger+foot_acq-mb_run-02_echo-1_bold.nii.gz")
+                .unwrap();
         assert_eq!(n.suffix, "bold");
         assert_eq!(n.extension, ".nii.gz");
         assert_eq!(n.entities.sub(), Some("01"));
@@ -258,13 +320,22 @@ mod tests {
         assert_eq!(n.entities.acq(), Some("mb"));
         assert_eq!(n.entities.run_index(), Some(2));
         assert_eq!(n.entities.echo(), Some("1"));
-        assert_eq!(n.filename(), "sub-01_ses-test_task-finger+foot_acq-mb_run-02_echo-1_bold.nii.gz");
+        assert_eq!(
+            n.filename(),
+            "sub-01_ses-test_task-finger+foot_acq-mb_run-02_echo-1_bold.nii.gz"
+        );
     }
 
     #[test]
     fn rejects_non_bids_names() {
         // README/CHANGES parse as a bare suffix, which is harmless: only .json/.tsv/.nii are indexed.
-        for name in ["extra_file_that_is_not_bids.txt", ".bidsignore", "sub-01__bold.nii", "sub-01_sub-02_bold.nii", "sub-_bold.nii"] {
+        for name in [
+            "extra_file_that_is_not_bids.txt",
+            ".bidsignore",
+            "sub-01__bold.nii",
+            "sub-01_sub-02_bold.nii",
+            "sub-_bold.nii",
+        ] {
             assert!(BidsName::parse(name).is_none(), "{name}");
         }
         let top = BidsName::parse("task-rest_bold.json").unwrap();
@@ -291,25 +362,56 @@ mod tests {
             .unwrap()
             .with("sub", "01")
             .unwrap();
-        assert_eq!(e.filename("bold", ".func.gii"), "sub-01_ses-01_task-movie_run-1_hemi-L_space-fsaverage5_desc-predicted_bold.func.gii");
+        assert_eq!(
+            e.filename("bold", ".func.gii"),
+            "sub-01_ses-01_task-movie_run-1_hemi-L_space-fsaverage5_desc-predicted_bold.func.gii"
+        );
         let p = BidsName::parse("sub-10_task-x_space-fsaverage5_hemi-L_bold.func.gii").unwrap();
-        assert_eq!(p.filename(), "sub-10_task-x_hemi-L_space-fsaverage5_bold.func.gii");
+        assert_eq!(
+            p.filename(),
+            "sub-10_task-x_hemi-L_space-fsaverage5_bold.func.gii"
+        );
     }
 
     #[test]
     fn invalid_labels_are_refused_when_building() {
         let err = Entities::new().with("desc", "faces-vs-houses").unwrap_err();
         assert!(matches!(err, Error::InvalidLabel { .. }));
-        assert_eq!(sanitize_label("faces-vs-houses").as_deref(), Some("facesvshouses"));
+        assert_eq!(
+            sanitize_label("faces-vs-houses").as_deref(),
+            Some("facesvshouses")
+        );
         assert_eq!(sanitize_label("--"), None);
     }
 
     #[test]
     fn subset_uses_index_equality_for_runs() {
-        let run = BidsName::parse("sub-01_task-a_run-01_bold.nii").unwrap().entities;
-        assert!(BidsName::parse("task-a_run-1_events.tsv").unwrap().entities.is_subset_of(&run));
-        assert!(BidsName::parse("task-a_events.tsv").unwrap().entities.is_subset_of(&run));
-        assert!(!BidsName::parse("task-a_acq-x_events.tsv").unwrap().entities.is_subset_of(&run));
-        assert!(!BidsName::parse("task-b_events.tsv").unwrap().entities.is_subset_of(&run));
+        let run = BidsName::parse("sub-01_task-a_run-01_bold.nii")
+            .unwrap()
+            .entities;
+        assert!(
+            BidsName::parse("task-a_run-1_events.tsv")
+                .unwrap()
+                .entities
+                .is_subset_of(&run)
+        );
+        assert!(
+            BidsName::parse("task-a_events.tsv")
+                .unwrap()
+                .entities
+                .is_subset_of(&run)
+        );
+        assert!(
+            !BidsName::parse("task-a_acq-x_events.tsv")
+                .unwrap()
+                .entities
+                .is_subset_of(&run)
+        );
+        assert!(
+            !BidsName::parse("task-b_events.tsv")
+                .unwrap()
+                .entities
+                .is_subset_of(&run)
+        );
     }
 }

@@ -80,27 +80,45 @@ impl Events {
                 return Err(err(
                     line,
                     None,
-                    format!("byte {at} is not UTF-8 text: this looks like a binary file, or text in another encoding"),
+                    format!(
+                        "byte {at} is not UTF-8 text: this looks like a binary file, or text in another encoding"
+                    ),
                     "save the file as UTF-8 tab-separated text (events.tsv is plain text)",
                 ));
             }
         };
-        if let Some(at) = text.find(|c: char| c == '\0' || (c.is_control() && c != '\t' && c != '\n' && c != '\r')) {
+        if let Some(at) = text
+            .find(|c: char| c == '\0' || (c.is_control() && c != '\t' && c != '\n' && c != '\r'))
+        {
             let line = 1 + text[..at].matches('\n').count();
             return Err(err(
                 line,
                 None,
-                format!("control character U+{:04X} at byte {at}: this looks like a binary file", text[at..].chars().next().map(|c| c as u32).unwrap_or(0)),
+                format!(
+                    "control character U+{:04X} at byte {at}: this looks like a binary file",
+                    text[at..].chars().next().map(|c| c as u32).unwrap_or(0)
+                ),
                 "save the file as plain UTF-8 tab-separated text",
             ));
         }
 
-        let mut lines = text.split('\n').enumerate().map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
+        let mut lines = text
+            .split('\n')
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
         let header_line = lines.next().map(|(_, l)| l).unwrap_or("");
         if header_line.trim().is_empty() {
-            return Err(err(1, None, "the header line is empty".into(), "the first line must name the columns, starting with onset<TAB>duration"));
+            return Err(err(
+                1,
+                None,
+                "the header line is empty".into(),
+                "the first line must name the columns, starting with onset<TAB>duration",
+            ));
         }
-        let mut columns: Vec<String> = header_line.split('\t').map(|c| c.trim().to_string()).collect();
+        let mut columns: Vec<String> = header_line
+            .split('\t')
+            .map(|c| c.trim().to_string())
+            .collect();
         while columns.len() > 1 && columns.last().is_some_and(|c| c.is_empty()) {
             columns.pop();
         }
@@ -114,22 +132,48 @@ impl Events {
         }
         for (i, c) in columns.iter().enumerate() {
             if c.is_empty() {
-                return Err(err(1, None, format!("column {} has an empty name", i + 1), "give every column a name, or remove the extra tab"));
+                return Err(err(
+                    1,
+                    None,
+                    format!("column {} has an empty name", i + 1),
+                    "give every column a name, or remove the extra tab",
+                ));
             }
             if columns[..i].contains(c) {
-                return Err(err(1, Some(c), "this column name appears twice".into(), "give each column a unique name"));
+                return Err(err(
+                    1,
+                    Some(c),
+                    "this column name appears twice".into(),
+                    "give each column a unique name",
+                ));
             }
         }
         for (want, pos) in [("onset", 0usize), ("duration", 1)] {
             if columns.get(pos).map(String::as_str) != Some(want) {
                 let found = columns.iter().position(|c| c == want);
-                let case_twin = columns.iter().find(|c| c.eq_ignore_ascii_case(want) && *c != want);
+                let case_twin = columns
+                    .iter()
+                    .find(|c| c.eq_ignore_ascii_case(want) && *c != want);
                 let message = match (found, case_twin) {
-                    (Some(i), _) => format!("'{want}' is column {} but BIDS requires it to be column {}", i + 1, pos + 1),
-                    (None, Some(t)) => format!("the required column '{want}' is missing ('{t}' is there, but names are case-sensitive)"),
-                    (None, None) => format!("the required column '{want}' is missing (header: {})", columns.join(", ")),
+                    (Some(i), _) => format!(
+                        "'{want}' is column {} but BIDS requires it to be column {}",
+                        i + 1,
+                        pos + 1
+                    ),
+                    (None, Some(t)) => format!(
+                        "the required column '{want}' is missing ('{t}' is there, but names are case-sensitive)"
+                    ),
+                    (None, None) => format!(
+                        "the required column '{want}' is missing (header: {})",
+                        columns.join(", ")
+                    ),
                 };
-                return Err(err(1, Some(want), message, "the first two columns must be onset and duration, in that order (seconds; n/a for unknown)"));
+                return Err(err(
+                    1,
+                    Some(want),
+                    message,
+                    "the first two columns must be onset and duration, in that order (seconds; n/a for unknown)",
+                ));
             }
         }
 
@@ -151,7 +195,11 @@ impl Events {
                 return Err(err(
                     line,
                     None,
-                    format!("this row has {} cells but the header has {} columns", cells.len(), columns.len()),
+                    format!(
+                        "this row has {} cells but the header has {} columns",
+                        cells.len(),
+                        columns.len()
+                    ),
                     if more {
                         "remove the extra cells or add their column names to the header (a cell containing a tab splits in two)"
                     } else {
@@ -170,17 +218,35 @@ impl Events {
                 }
                 match t.parse::<f64>() {
                     Ok(v) if v.is_finite() => Ok(Some(v)),
-                    _ => Err(err(line, Some(col), format!("'{t}' is not a number"), "write the time in seconds as a decimal number (e.g. 12.5), or n/a if unknown")),
+                    _ => Err(err(
+                        line,
+                        Some(col),
+                        format!("'{t}' is not a number"),
+                        "write the time in seconds as a decimal number (e.g. 12.5), or n/a if unknown",
+                    )),
                 }
             };
             let onset = number("onset", cells[0])?;
             let duration = number("duration", cells[1])?;
             if let Some(d) = duration {
                 if d < 0.0 {
-                    return Err(err(line, Some("duration"), format!("duration {d} is negative"), "durations are >= 0 seconds (0 for an impulse); use n/a if unknown"));
+                    return Err(err(
+                        line,
+                        Some("duration"),
+                        format!("duration {d} is negative"),
+                        "durations are >= 0 seconds (0 for an impulse); use n/a if unknown",
+                    ));
                 }
             }
-            let mut row = EventRow { line, onset, duration, trial_type: None, stim_file: None, word: None, other: BTreeMap::new() };
+            let mut row = EventRow {
+                line,
+                onset,
+                duration,
+                trial_type: None,
+                stim_file: None,
+                word: None,
+                other: BTreeMap::new(),
+            };
             for (name, cell) in columns.iter().zip(&cells).skip(2) {
                 match name.as_str() {
                     "trial_type" => row.trial_type = value(cell),
@@ -193,7 +259,11 @@ impl Events {
             row.word = word_of(&row);
             rows.push(row);
         }
-        Ok(Events { path: path.to_path_buf(), columns, rows })
+        Ok(Events {
+            path: path.to_path_buf(),
+            columns,
+            rows,
+        })
     }
 
     /// True when the file has a column of this name.
@@ -211,7 +281,11 @@ fn word_of(row: &EventRow) -> Option<String> {
     if let Some(Some(w)) = row.other.get("word") {
         return Some(w.clone());
     }
-    if row.trial_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("word")) {
+    if row
+        .trial_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("word"))
+    {
         for col in ["text", "value"] {
             if let Some(Some(w)) = row.other.get(col) {
                 return Some(w.clone());
@@ -269,10 +343,20 @@ mod tests {
         ];
         for (bytes, line, col) in cases {
             match parse(bytes) {
-                Err(Error::Tsv { line: l, column, .. }) => {
-                    assert_eq!((l, column.as_deref()), (*line, *col), "{}", String::from_utf8_lossy(bytes));
+                Err(Error::Tsv {
+                    line: l, column, ..
+                }) => {
+                    assert_eq!(
+                        (l, column.as_deref()),
+                        (*line, *col),
+                        "{}",
+                        String::from_utf8_lossy(bytes)
+                    );
                 }
-                other => panic!("{}: expected a Tsv error, got {other:?}", String::from_utf8_lossy(bytes)),
+                other => panic!(
+                    "{}: expected a Tsv error, got {other:?}",
+                    String::from_utf8_lossy(bytes)
+                ),
             }
         }
     }

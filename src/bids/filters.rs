@@ -44,7 +44,9 @@ impl Constraint {
             (Constraint::Absent, v) => v.is_none(),
             (Constraint::Present, v) => v.is_some(),
             (Constraint::OneOf(_), None) => false,
-            (Constraint::OneOf(options), Some(v)) => options.iter().any(|o| values_equal(key, o, v)),
+            (Constraint::OneOf(options), Some(v)) => {
+                options.iter().any(|o| values_equal(key, o, v))
+            }
         }
     }
 }
@@ -72,7 +74,12 @@ pub struct Filters {
 }
 
 fn strip(labels: &[String], prefix: &str) -> Vec<String> {
-    labels.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).map(|l| l.strip_prefix(prefix).unwrap_or(l).to_string()).collect()
+    labels
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| l.strip_prefix(prefix).unwrap_or(l).to_string())
+        .collect()
 }
 
 impl Filters {
@@ -83,7 +90,12 @@ impl Filters {
 
     /// From the CLI label options; empty lists select everything. Leading `sub-`, `ses-`,
     /// `task-`, `run-` are stripped.
-    pub fn from_labels(participants: &[String], sessions: &[String], tasks: &[String], runs: &[String]) -> Self {
+    pub fn from_labels(
+        participants: &[String],
+        sessions: &[String],
+        tasks: &[String],
+        runs: &[String],
+    ) -> Self {
         Filters {
             participants: strip(participants, "sub-"),
             sessions: strip(sessions, "ses-"),
@@ -109,23 +121,43 @@ impl Filters {
 
     /// True when no filter is set.
     pub fn is_empty(&self) -> bool {
-        self.participants.is_empty() && self.sessions.is_empty() && self.tasks.is_empty() && self.runs.is_empty() && self.file_constraints.is_empty() && self.fixed.is_empty()
+        self.participants.is_empty()
+            && self.sessions.is_empty()
+            && self.tasks.is_empty()
+            && self.runs.is_empty()
+            && self.file_constraints.is_empty()
+            && self.fixed.is_empty()
     }
 
     /// Does a raw bold run with these entities and this extension (`.nii.gz`) pass?
     pub fn matches(&self, entities: &Entities, extension: &str) -> bool {
-        let label_ok = |labels: &[String], key: &str| labels.is_empty() || entities.get(key).is_some_and(|v| labels.iter().any(|l| values_equal(key, l, v)));
-        if !(label_ok(&self.participants, "sub") && label_ok(&self.sessions, "ses") && label_ok(&self.tasks, "task") && label_ok(&self.runs, "run")) {
+        let label_ok = |labels: &[String], key: &str| {
+            labels.is_empty()
+                || entities
+                    .get(key)
+                    .is_some_and(|v| labels.iter().any(|l| values_equal(key, l, v)))
+        };
+        if !(label_ok(&self.participants, "sub")
+            && label_ok(&self.sessions, "ses")
+            && label_ok(&self.tasks, "task")
+            && label_ok(&self.runs, "run"))
+        {
             return false;
         }
-        if !self.file_constraints.iter().all(|(k, c)| c.matches(k, entities.get(k))) {
+        if !self
+            .file_constraints
+            .iter()
+            .all(|(k, c)| c.matches(k, entities.get(k)))
+        {
             return false;
         }
         self.fixed.iter().all(|(what, c)| match what {
             Fixed::Datatype => c.matches("datatype", Some("func")),
             Fixed::Suffix => c.matches("suffix", Some("bold")),
             Fixed::Extension => match c {
-                Constraint::OneOf(opts) => opts.iter().any(|o| o.trim_start_matches('.') == extension.trim_start_matches('.')),
+                Constraint::OneOf(opts) => opts
+                    .iter()
+                    .any(|o| o.trim_start_matches('.') == extension.trim_start_matches('.')),
                 other => other.matches("extension", Some(extension)),
             },
         })
@@ -134,7 +166,12 @@ impl Filters {
     /// A one-line description for messages (`participant 01, 02; task rest; filter file f.json`).
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
-        for (name, labels) in [("participant", &self.participants), ("session", &self.sessions), ("task", &self.tasks), ("run", &self.runs)] {
+        for (name, labels) in [
+            ("participant", &self.participants),
+            ("session", &self.sessions),
+            ("task", &self.tasks),
+            ("run", &self.runs),
+        ] {
             if !labels.is_empty() {
                 parts.push(format!("{name} {}", labels.join(", ")));
             }
@@ -149,20 +186,35 @@ impl Filters {
                     Constraint::OneOf(v) => format!("{k}={}", v.join("|")),
                 })
                 .collect();
-            parts.push(format!("--bids-filter-file {} ({})", f.display(), cs.join(", ")));
+            parts.push(format!(
+                "--bids-filter-file {} ({})",
+                f.display(),
+                cs.join(", ")
+            ));
         }
-        if parts.is_empty() { "no filters".to_string() } else { parts.join("; ") }
+        if parts.is_empty() {
+            "no filters".to_string()
+        } else {
+            parts.join("; ")
+        }
     }
 }
 
 type Parsed = (Vec<(String, Constraint)>, Vec<(Fixed, Constraint)>);
 
 fn parse_filter_file(bytes: &[u8], path: &Path) -> Result<Parsed> {
-    let jerr = |message: String, fix: &str| Error::Json { path: path.to_path_buf(), message, fix: fix.to_string() };
+    let jerr = |message: String, fix: &str| Error::Json {
+        path: path.to_path_buf(),
+        message,
+        fix: fix.to_string(),
+    };
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let v: Value = serde_json::from_slice(bytes).map_err(|e| jerr(format!("not valid JSON: {e}"), "fix the JSON syntax; the format is {\"bold\": {\"session\": \"01\", \"task\": [\"a\", \"b\"]}}"))?;
     let Value::Object(top) = v else {
-        return Err(jerr("the filter file must hold a JSON object keyed by query type".into(), "write {\"bold\": {...}}"));
+        return Err(jerr(
+            "the filter file must hold a JSON object keyed by query type".into(),
+            "write {\"bold\": {...}}",
+        ));
     };
     let mut constraints = Vec::new();
     let mut fixed = Vec::new();
@@ -170,16 +222,28 @@ fn parse_filter_file(bytes: &[u8], path: &Path) -> Result<Parsed> {
         return Ok((constraints, fixed));
     };
     let Value::Object(q) = bold else {
-        return Err(jerr(format!("\"bold\" must be an object of entity filters, found {bold}"), "write {\"bold\": {\"session\": \"01\"}}"));
+        return Err(jerr(
+            format!("\"bold\" must be an object of entity filters, found {bold}"),
+            "write {\"bold\": {\"session\": \"01\"}}",
+        ));
     };
     for (name, value) in q {
         let c = constraint(name, value).map_err(|m| jerr(m, "filter values are a string, a number, a list of them, null (entity absent) or \"*\" (entity present)"))?;
         let lower = name.to_ascii_lowercase();
-        if let Some((_, key)) = PYBIDS_ENTITIES.iter().find(|(long, short)| *long == lower || *short == lower) {
+        if let Some((_, key)) = PYBIDS_ENTITIES
+            .iter()
+            .find(|(long, short)| *long == lower || *short == lower)
+        {
             let c = match c {
-                Constraint::OneOf(v) if *key == "sub" || *key == "ses" || *key == "task" || *key == "run" => {
+                Constraint::OneOf(v)
+                    if *key == "sub" || *key == "ses" || *key == "task" || *key == "run" =>
+                {
                     let prefix = format!("{key}-");
-                    Constraint::OneOf(v.into_iter().map(|s| s.strip_prefix(&prefix).map(str::to_string).unwrap_or(s)).collect())
+                    Constraint::OneOf(
+                        v.into_iter()
+                            .map(|s| s.strip_prefix(&prefix).map(str::to_string).unwrap_or(s))
+                            .collect(),
+                    )
                 }
                 c => c,
             };
@@ -193,7 +257,10 @@ fn parse_filter_file(bytes: &[u8], path: &Path) -> Result<Parsed> {
                     let known: Vec<&str> = PYBIDS_ENTITIES.iter().map(|(l, _)| *l).collect();
                     return Err(jerr(
                         format!("unknown entity '{name}' in the \"bold\" filter"),
-                        &format!("use pybids entity names: {}, or datatype, suffix, extension", known.join(", ")),
+                        &format!(
+                            "use pybids entity names: {}, or datatype, suffix, extension",
+                            known.join(", ")
+                        ),
                     ));
                 }
             }
@@ -207,7 +274,9 @@ fn constraint(name: &str, v: &Value) -> std::result::Result<Constraint, String> 
         match x {
             Value::String(s) => Ok(s.clone()),
             Value::Number(n) => Ok(n.to_string()),
-            other => Err(format!("filter '{name}': {other} is not a string or number")),
+            other => Err(format!(
+                "filter '{name}': {other} is not a string or number"
+            )),
         }
     };
     match v {
@@ -217,7 +286,12 @@ fn constraint(name: &str, v: &Value) -> std::result::Result<Constraint, String> 
             if items.is_empty() {
                 return Err(format!("filter '{name}': an empty list matches nothing"));
             }
-            Ok(Constraint::OneOf(items.iter().map(scalar).collect::<std::result::Result<_, _>>()?))
+            Ok(Constraint::OneOf(
+                items
+                    .iter()
+                    .map(scalar)
+                    .collect::<std::result::Result<_, _>>()?,
+            ))
         }
         other => Ok(Constraint::OneOf(vec![scalar(other)?])),
     }
@@ -234,7 +308,12 @@ mod tests {
 
     #[test]
     fn labels_strip_prefixes_and_runs_are_integers() {
-        let f = Filters::from_labels(&["sub-01".into()], &[], &["task-rest".into()], &["1".into()]);
+        let f = Filters::from_labels(
+            &["sub-01".into()],
+            &[],
+            &["task-rest".into()],
+            &["1".into()],
+        );
         assert!(f.matches(&ents("sub-01_task-rest_run-01_bold.nii"), ".nii"));
         assert!(!f.matches(&ents("sub-01_task-rest_run-02_bold.nii"), ".nii"));
         assert!(!f.matches(&ents("sub-01_task-rest_bold.nii"), ".nii"));
@@ -244,15 +323,37 @@ mod tests {
     #[test]
     fn filter_file_semantics() {
         let (c, fx) = parse_filter_file(br#"{"t1w": {"x": 1}, "bold": {"session": "01", "task": ["a","b"], "acquisition": null, "run": "*", "extension": [".nii.gz"]}}"#, Path::new("f.json")).unwrap();
-        let f = Filters { file_constraints: c, fixed: fx, filter_file: Some("f.json".into()), ..Filters::default() };
+        let f = Filters {
+            file_constraints: c,
+            fixed: fx,
+            filter_file: Some("f.json".into()),
+            ..Filters::default()
+        };
         assert!(f.matches(&ents("sub-1_ses-01_task-a_run-1_bold.nii.gz"), ".nii.gz"));
         assert!(!f.matches(&ents("sub-1_ses-01_task-a_run-1_bold.nii.gz"), ".nii"));
         assert!(!f.matches(&ents("sub-1_ses-01_task-c_run-1_bold.nii.gz"), ".nii.gz"));
-        assert!(!f.matches(&ents("sub-1_ses-01_task-b_acq-x_run-1_bold.nii.gz"), ".nii.gz"));
+        assert!(!f.matches(
+            &ents("sub-1_ses-01_task-b_acq-x_run-1_bold.nii.gz"),
+            ".nii.gz"
+        ));
         assert!(!f.matches(&ents("sub-1_ses-01_task-b_bold.nii.gz"), ".nii.gz"));
         assert!(f.describe().contains("ses=01"));
-        for bad in [&b"{"[..], b"[1]", br#"{"bold": 3}"#, br#"{"bold": {"subjectt": "01"}}"#, br#"{"bold": {"run": true}}"#, br#"{"bold": {"run": []}}"#] {
-            assert!(matches!(parse_filter_file(bad, Path::new("f.json")), Err(Error::Json { .. })), "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"{"[..],
+            b"[1]",
+            br#"{"bold": 3}"#,
+            br#"{"bold": {"subjectt": "01"}}"#,
+            br#"{"bold": {"run": true}}"#,
+            br#"{"bold": {"run": []}}"#,
+        ] {
+            assert!(
+                matches!(
+                    parse_filter_file(bad, Path::new("f.json")),
+                    Err(Error::Json { .. })
+                ),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -12,7 +12,14 @@ use std::path::Path;
 
 /// Top-level folders that are never raw data (deno validator `src/files/ignore.ts`): derivatives
 /// have their own layout, `stimuli/` is opaque and read only through `stim_file`.
-const DEFAULT_IGNORED_TOP: &[&str] = &["derivatives", "sourcedata", "code", "stimuli", "log", "logs"];
+const DEFAULT_IGNORED_TOP: &[&str] = &[
+    "derivatives",
+    "sourcedata",
+    "code",
+    "stimuli",
+    "log",
+    "logs",
+];
 
 #[derive(Debug)]
 pub struct IgnoreRules {
@@ -25,7 +32,11 @@ pub struct IgnoreRules {
 impl IgnoreRules {
     /// No `.bidsignore`: only the default ignores apply.
     pub fn empty() -> Self {
-        IgnoreRules { set: GlobSet::empty(), negated: Vec::new(), patterns: Vec::new() }
+        IgnoreRules {
+            set: GlobSet::empty(),
+            negated: Vec::new(),
+            patterns: Vec::new(),
+        }
     }
 
     /// Reads `<root>/.bidsignore` when it exists.
@@ -53,11 +64,17 @@ impl IgnoreRules {
                 None => (false, line.strip_prefix('\\').unwrap_or(line)),
             };
             for glob in translate(pat) {
-                let g = GlobBuilder::new(&glob).literal_separator(true).build().map_err(|e| Error::DatasetInvalid {
-                    path: path.to_path_buf(),
-                    reason: format!("line {}: pattern '{line}' is not a valid glob: {e}", i + 1),
-                    fix: "fix or remove the line (patterns use .gitignore syntax)".into(),
-                })?;
+                let g = GlobBuilder::new(&glob)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| Error::DatasetInvalid {
+                        path: path.to_path_buf(),
+                        reason: format!(
+                            "line {}: pattern '{line}' is not a valid glob: {e}",
+                            i + 1
+                        ),
+                        fix: "fix or remove the line (patterns use .gitignore syntax)".into(),
+                    })?;
                 b.add(g);
                 negated.push(neg);
             }
@@ -68,7 +85,11 @@ impl IgnoreRules {
             reason: format!("cannot compile patterns: {e}"),
             fix: "fix the .bidsignore patterns (.gitignore syntax)".into(),
         })?;
-        Ok(IgnoreRules { set, negated, patterns })
+        Ok(IgnoreRules {
+            set,
+            negated,
+            patterns,
+        })
     }
 
     /// The patterns as written (for the dry-run summary).
@@ -100,7 +121,11 @@ fn translate(pat: &str) -> Vec<String> {
     let p = pat.trim_end_matches('/');
     let anchored = p.contains('/');
     let p = p.trim_start_matches('/');
-    let base = if anchored || p.starts_with("**") { p.to_string() } else { format!("**/{p}") };
+    let base = if anchored || p.starts_with("**") {
+        p.to_string()
+    } else {
+        format!("**/{p}")
+    };
     vec![format!("{base}/**"), base]
 }
 
@@ -114,7 +139,9 @@ mod tests {
 
     #[test]
     fn gitignore_semantics() {
-        let r = rules("run-*_echo-*_FLASH.json\n**/sub-*_ses-mri_run-*_echo-*_FLASH.nii.gz\n# comment\n/extra/\n*.txt\n!keep.txt\n");
+        let r = rules(
+            "run-*_echo-*_FLASH.json\n**/sub-*_ses-mri_run-*_echo-*_FLASH.nii.gz\n# comment\n/extra/\n*.txt\n!keep.txt\n",
+        );
         assert!(r.is_ignored("run-1_echo-1_FLASH.json"));
         assert!(r.is_ignored("sub-01/anat/run-1_echo-1_FLASH.json"));
         assert!(r.is_ignored("sub-01/ses-mri/anat/sub-01_ses-mri_run-1_echo-1_FLASH.nii.gz"));

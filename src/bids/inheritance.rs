@@ -25,7 +25,13 @@ pub struct MetaFile {
 /// Applicable files for a data file in `data_rel_dir` named `data`, ordered from the root down
 /// (and, within one folder, fewest entities first), so a JSON merge in this order lets the most
 /// specific file win. `suffix` and `extension` select the kind (`bold`/`.json`, `events`/`.tsv`).
-pub fn applicable<'a>(candidates: &'a [MetaFile], data_rel_dir: &Path, data: &BidsName, suffix: &str, extension: &str) -> Vec<&'a MetaFile> {
+pub fn applicable<'a>(
+    candidates: &'a [MetaFile],
+    data_rel_dir: &Path,
+    data: &BidsName,
+    suffix: &str,
+    extension: &str,
+) -> Vec<&'a MetaFile> {
     let mut out: Vec<&MetaFile> = candidates
         .iter()
         .filter(|m| m.name.suffix == suffix && m.name.extension == extension)
@@ -35,7 +41,9 @@ pub fn applicable<'a>(candidates: &'a [MetaFile], data_rel_dir: &Path, data: &Bi
     out.sort_by(|a, b| {
         let da = a.rel_dir.components().count();
         let db = b.rel_dir.components().count();
-        da.cmp(&db).then(a.name.entities.len().cmp(&b.name.entities.len())).then(a.path.cmp(&b.path))
+        da.cmp(&db)
+            .then(a.name.entities.len().cmp(&b.name.entities.len()))
+            .then(a.path.cmp(&b.path))
     });
     out
 }
@@ -43,10 +51,15 @@ pub fn applicable<'a>(candidates: &'a [MetaFile], data_rel_dir: &Path, data: &Bi
 /// The nearest applicable file (for TSV metadata such as events.tsv), or `None`. `data_path`
 /// names the data file in the error for an ambiguous tie.
 pub fn nearest<'a>(applicable: &[&'a MetaFile], data_path: &Path) -> Result<Option<&'a MetaFile>> {
-    let Some(last) = applicable.last() else { return Ok(None) };
+    let Some(last) = applicable.last() else {
+        return Ok(None);
+    };
     let depth = last.rel_dir.components().count();
     let n = last.name.entities.len();
-    let ties: Vec<&&MetaFile> = applicable.iter().filter(|m| m.rel_dir.components().count() == depth && m.name.entities.len() == n).collect();
+    let ties: Vec<&&MetaFile> = applicable
+        .iter()
+        .filter(|m| m.rel_dir.components().count() == depth && m.name.entities.len() == n)
+        .collect();
     if ties.len() > 1 {
         return Err(Error::DatasetInvalid {
             path: data_path.to_path_buf(),
@@ -66,7 +79,11 @@ mod tests {
     use super::*;
 
     fn meta(dir: &str, name: &str) -> MetaFile {
-        MetaFile { path: Path::new(dir).join(name), rel_dir: PathBuf::from(dir), name: BidsName::parse(name).unwrap() }
+        MetaFile {
+            path: Path::new(dir).join(name),
+            rel_dir: PathBuf::from(dir),
+            name: BidsName::parse(name).unwrap(),
+        }
     }
 
     #[test]
@@ -81,11 +98,26 @@ mod tests {
         ];
         let data = BidsName::parse("sub-01_task-a_run-1_bold.nii.gz").unwrap();
         let a = applicable(&c, Path::new("sub-01/func"), &data, "events", ".tsv");
-        let names: Vec<_> = a.iter().map(|m| m.path.to_string_lossy().to_string()).collect();
-        assert_eq!(names, ["task-a_events.tsv", "sub-01/func/sub-01_task-a_events.tsv"]);
-        assert_eq!(nearest(&a, Path::new("x")).unwrap().unwrap().path, Path::new("sub-01/func/sub-01_task-a_events.tsv"));
-        let tie = vec![meta("", "task-a_run-1_events.tsv"), meta("", "sub-01_task-a_events.tsv")];
+        let names: Vec<_> = a
+            .iter()
+            .map(|m| m.path.to_string_lossy().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["task-a_events.tsv", "sub-01/func/sub-01_task-a_events.tsv"]
+        );
+        assert_eq!(
+            nearest(&a, Path::new("x")).unwrap().unwrap().path,
+            Path::new("sub-01/func/sub-01_task-a_events.tsv")
+        );
+        let tie = vec![
+            meta("", "task-a_run-1_events.tsv"),
+            meta("", "sub-01_task-a_events.tsv"),
+        ];
         let a = applicable(&tie, Path::new("sub-01/func"), &data, "events", ".tsv");
-        assert!(matches!(nearest(&a, Path::new("x")), Err(Error::DatasetInvalid { .. })));
+        assert!(matches!(
+            nearest(&a, Path::new("x")),
+            Err(Error::DatasetInvalid { .. })
+        ));
     }
 }

@@ -100,7 +100,10 @@ impl Run {
 }
 
 fn rel_string(rel: &Path) -> String {
-    rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/")
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 impl Layout {
@@ -113,14 +116,20 @@ impl Layout {
             fix: "check BIDS_DIR (inside a container, check that it is mounted)".into(),
         })?;
         if !meta.is_dir() {
-            return Err(Error::InputMissing { path: root.to_path_buf(), what: "a folder (BIDS_DIR is a file)".into(), fix: "give the dataset's root folder as BIDS_DIR".into() });
+            return Err(Error::InputMissing {
+                path: root.to_path_buf(),
+                what: "a folder (BIDS_DIR is a file)".into(),
+                fix: "give the dataset's root folder as BIDS_DIR".into(),
+            });
         }
         let canonical_root = std::fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
         let description = DatasetDescription::read(root)?;
         if description.dataset_type == "derivative" {
             return Err(Error::DatasetInvalid {
                 path: description.path.clone(),
-                reason: "this is a BIDS-Derivatives dataset (DatasetType \"derivative\"), not raw data".into(),
+                reason:
+                    "this is a BIDS-Derivatives dataset (DatasetType \"derivative\"), not raw data"
+                        .into(),
                 fix: "give the raw dataset (the one with the events.tsv files) as BIDS_DIR".into(),
             });
         }
@@ -130,17 +139,36 @@ impl Layout {
         let mut sessions: HashMap<String, BTreeSet<String>> = HashMap::new();
         let mut bolds = Vec::new();
         let mut metadata_files = Vec::new();
-        let walker = walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name().into_iter().filter_entry(|e| {
-            let rel = e.path().strip_prefix(root).map(rel_string).unwrap_or_default();
-            !ignore.is_ignored(&rel)
-        });
+        let walker = walkdir::WalkDir::new(root)
+            .min_depth(1)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| {
+                let rel = e
+                    .path()
+                    .strip_prefix(root)
+                    .map(rel_string)
+                    .unwrap_or_default();
+                !ignore.is_ignored(&rel)
+            });
         for entry in walker {
             let entry = entry.map_err(|e| {
                 let path = e.path().unwrap_or(root).to_path_buf();
-                Error::io(path, e.into_io_error().unwrap_or_else(|| std::io::Error::other("filesystem loop")))
+                Error::io(
+                    path,
+                    e.into_io_error()
+                        .unwrap_or_else(|| std::io::Error::other("filesystem loop")),
+                )
             })?;
-            let rel = entry.path().strip_prefix(root).unwrap_or(entry.path()).to_path_buf();
-            let comps: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+            let rel = entry
+                .path()
+                .strip_prefix(root)
+                .unwrap_or(entry.path())
+                .to_path_buf();
+            let comps: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
             let name = entry.file_name().to_string_lossy().into_owned();
             if entry.file_type().is_dir() {
                 if comps.len() == 1 {
@@ -149,27 +177,48 @@ impl Layout {
                     }
                 } else if comps.len() == 2 && comps[0].starts_with("sub-") {
                     if let Some(s) = name.strip_prefix("ses-") {
-                        sessions.entry(comps[0]["sub-".len()..].to_string()).or_default().insert(s.to_string());
+                        sessions
+                            .entry(comps[0]["sub-".len()..].to_string())
+                            .or_default()
+                            .insert(s.to_string());
                     }
                 }
                 continue;
             }
-            let Some(parsed) = BidsName::parse(&name) else { continue };
+            let Some(parsed) = BidsName::parse(&name) else {
+                continue;
+            };
             let rel_dir = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-            let in_func = comps.len() >= 3 && comps[comps.len() - 2] == "func" && comps[0].starts_with("sub-");
+            let in_func = comps.len() >= 3
+                && comps[comps.len() - 2] == "func"
+                && comps[0].starts_with("sub-");
             let is_image = parsed.extension == ".nii" || parsed.extension == ".nii.gz";
             if parsed.suffix == "bold" && is_image {
                 if !in_func {
                     continue;
                 }
-                let raw = parsed.entities.iter().all(|(k, _)| RAW_BOLD_ENTITIES.contains(&k));
+                let raw = parsed
+                    .entities
+                    .iter()
+                    .all(|(k, _)| RAW_BOLD_ENTITIES.contains(&k));
                 if !raw || parsed.entities.sub().is_none() || parsed.entities.task().is_none() {
-                    tracing::warn!("{}: not a raw BOLD run name (needs sub- and task-, and only raw entities); skipped", entry.path().display());
+                    tracing::warn!(
+                        "{}: not a raw BOLD run name (needs sub- and task-, and only raw entities); skipped",
+                        entry.path().display()
+                    );
                     continue;
                 }
-                bolds.push(BoldFile { path: entry.path().to_path_buf(), rel_dir, name: parsed });
+                bolds.push(BoldFile {
+                    path: entry.path().to_path_buf(),
+                    rel_dir,
+                    name: parsed,
+                });
             } else if parsed.extension == ".json" || parsed.extension == ".tsv" {
-                metadata_files.push(MetaFile { path: entry.path().to_path_buf(), rel_dir, name: parsed });
+                metadata_files.push(MetaFile {
+                    path: entry.path().to_path_buf(),
+                    rel_dir,
+                    name: parsed,
+                });
             }
         }
         bolds.sort_by_key(|b| sort_key(&b.name.entities));
@@ -179,7 +228,10 @@ impl Layout {
             description,
             ignore,
             subjects: subjects.into_iter().collect(),
-            sessions: sessions.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect(),
+            sessions: sessions
+                .into_iter()
+                .map(|(k, v)| (k, v.into_iter().collect()))
+                .collect(),
             bolds,
             metadata_files,
         })
@@ -201,11 +253,19 @@ impl Layout {
     }
     /// Session labels of a subject (without `ses-`), sorted; empty when it has no sessions.
     pub fn sessions(&self, subject: &str) -> &[String] {
-        self.sessions.get(subject.strip_prefix("sub-").unwrap_or(subject)).map(Vec::as_slice).unwrap_or(&[])
+        self.sessions
+            .get(subject.strip_prefix("sub-").unwrap_or(subject))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
     /// Task labels of all BOLD runs, sorted.
     pub fn tasks(&self) -> Vec<String> {
-        self.bolds.iter().filter_map(|b| b.name.entities.task().map(str::to_string)).collect::<BTreeSet<_>>().into_iter().collect()
+        self.bolds
+            .iter()
+            .filter_map(|b| b.name.entities.task().map(str::to_string))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
     }
     /// Paths of all BOLD images (before filtering), in run order.
     pub fn bold_paths(&self) -> Vec<&Path> {
@@ -216,29 +276,54 @@ impl Layout {
     /// or an empty selection -> [`Error::NoDataMatched`]; any run's bad sidecar, timing, header,
     /// events or stim_file -> that error (the first one met, in run order).
     pub fn runs(&self, filters: &Filters) -> Result<Vec<Run>> {
-        let unknown: Vec<&String> = filters.participants.iter().filter(|p| !self.subjects.contains(p)).collect();
+        let unknown: Vec<&String> = filters
+            .participants
+            .iter()
+            .filter(|p| !self.subjects.contains(p))
+            .collect();
         if !unknown.is_empty() {
             return Err(Error::NoDataMatched {
                 filters: filters.describe(),
                 fix: format!(
                     "participant label(s) {} are not in {}; it has: {}",
-                    unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    unknown
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     self.root.display(),
                     self.subjects.join(", ")
                 ),
             });
         }
-        let selected: Vec<&BoldFile> = self.bolds.iter().filter(|b| filters.matches(&b.name.entities, &b.name.extension)).collect();
+        let selected: Vec<&BoldFile> = self
+            .bolds
+            .iter()
+            .filter(|b| filters.matches(&b.name.entities, &b.name.extension))
+            .collect();
         if selected.is_empty() {
             let fix = if self.bolds.is_empty() {
-                format!("{} has no BOLD runs (sub-*/[ses-*/]func/*_bold.nii[.gz])", self.root.display())
+                format!(
+                    "{} has no BOLD runs (sub-*/[ses-*/]func/*_bold.nii[.gz])",
+                    self.root.display()
+                )
             } else {
-                format!("the dataset has subjects {} and tasks {}; relax the filters", self.subjects.join(", "), self.tasks().join(", "))
+                format!(
+                    "the dataset has subjects {} and tasks {}; relax the filters",
+                    self.subjects.join(", "),
+                    self.tasks().join(", ")
+                )
             };
-            return Err(Error::NoDataMatched { filters: filters.describe(), fix });
+            return Err(Error::NoDataMatched {
+                filters: filters.describe(),
+                fix,
+            });
         }
         let mut cache = Cache::default();
-        selected.into_iter().map(|b| self.load_run(b, &mut cache)).collect()
+        selected
+            .into_iter()
+            .map(|b| self.load_run(b, &mut cache))
+            .collect()
     }
 
     fn load_run(&self, b: &BoldFile, cache: &mut Cache) -> Result<Run> {
@@ -265,7 +350,9 @@ impl Layout {
             if n != hint {
                 return Err(Error::DatasetInvalid {
                     path: b.path.clone(),
-                    reason: format!("VolumeTiming lists {hint} onsets but the image header has {n} volumes"),
+                    reason: format!(
+                        "VolumeTiming lists {hint} onsets but the image header has {n} volumes"
+                    ),
                     fix: "VolumeTiming needs exactly one onset per volume".into(),
                 });
             }
@@ -273,11 +360,15 @@ impl Layout {
         if let (Some(h), Some(tr)) = (&header, timing.repetition_time) {
             if let Some(htr) = h.tr_seconds {
                 if (htr - tr).abs() > 1e-3 {
-                    tracing::warn!("{}: RepetitionTime {tr} s differs from the NIfTI header's {htr} s; using RepetitionTime", b.path.display());
+                    tracing::warn!(
+                        "{}: RepetitionTime {tr} s differs from the NIfTI header's {htr} s; using RepetitionTime",
+                        b.path.display()
+                    );
                 }
             }
         }
-        let events_candidates = applicable(&self.metadata_files, &b.rel_dir, &b.name, "events", ".tsv");
+        let events_candidates =
+            applicable(&self.metadata_files, &b.rel_dir, &b.name, "events", ".tsv");
         let events_file = nearest(&events_candidates, &b.path)?;
         let (events_path, events, stimuli) = match events_file {
             Some(m) => {
@@ -318,10 +409,15 @@ impl Cache {
             let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::Json {
                 path: path.to_path_buf(),
                 message: format!("not valid JSON: {e}"),
-                fix: "fix the JSON syntax of this sidecar (a JSON linter shows the exact spot)".into(),
+                fix: "fix the JSON syntax of this sidecar (a JSON linter shows the exact spot)"
+                    .into(),
             })?;
             let Value::Object(map) = v else {
-                return Err(Error::Json { path: path.to_path_buf(), message: "a sidecar must hold a JSON object".into(), fix: "write the metadata as {\"Key\": value, ...}".into() });
+                return Err(Error::Json {
+                    path: path.to_path_buf(),
+                    message: "a sidecar must hold a JSON object".into(),
+                    fix: "write the metadata as {\"Key\": value, ...}".into(),
+                });
             };
             self.json.insert(path.to_path_buf(), map);
         }

@@ -46,8 +46,16 @@ pub fn read_bold_header(path: &Path) -> Result<Option<BoldHeader>> {
         let mut plain = prefix.chain(reader);
         read_header_bytes(&mut plain, &mut buf)
     };
-    res.map_err(|e| Error::Nifti { path: path.to_path_buf(), message: format!("cannot read the header: {e}") })?;
-    parse_header(&buf).map(Some).map_err(|message| Error::Nifti { path: path.to_path_buf(), message })
+    res.map_err(|e| Error::Nifti {
+        path: path.to_path_buf(),
+        message: format!("cannot read the header: {e}"),
+    })?;
+    parse_header(&buf)
+        .map(Some)
+        .map_err(|message| Error::Nifti {
+            path: path.to_path_buf(),
+            message,
+        })
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -69,19 +77,31 @@ fn read_header_bytes(r: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<()
     buf.resize(348, 0);
     let n = read_up_to(r, &mut buf[..])?;
     if n < 4 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("the file ends after {n} bytes, inside the header")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the file ends after {n} bytes, inside the header"),
+        ));
     }
     let le = i32::from_le_bytes(buf[0..4].try_into().unwrap());
     let be = i32::from_be_bytes(buf[0..4].try_into().unwrap());
     let want = if le == 540 || be == 540 { 540 } else { 348 };
     if n < 348 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("the file ends after {n} bytes, inside the {want}-byte header")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the file ends after {n} bytes, inside the {want}-byte header"),
+        ));
     }
     if want == 540 {
         buf.resize(540, 0);
         let m = read_up_to(r, &mut buf[348..])?;
         if m < 192 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("the file ends after {} bytes, inside the 540-byte NIfTI-2 header", 348 + m)));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the file ends after {} bytes, inside the 540-byte NIfTI-2 header",
+                    348 + m
+                ),
+            ));
         }
     }
     Ok(())
@@ -90,7 +110,10 @@ fn read_header_bytes(r: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<()
 /// Parses a header buffer (348 or 540 bytes). Errors are messages; the caller adds the path.
 pub fn parse_header(h: &[u8]) -> std::result::Result<BoldHeader, String> {
     if h.len() < 348 {
-        return Err(format!("header is {} bytes, expected at least 348", h.len()));
+        return Err(format!(
+            "header is {} bytes, expected at least 348",
+            h.len()
+        ));
     }
     let le = i32::from_le_bytes(h[0..4].try_into().unwrap());
     let be = i32::from_be_bytes(h[0..4].try_into().unwrap());
@@ -99,27 +122,51 @@ pub fn parse_header(h: &[u8]) -> std::result::Result<BoldHeader, String> {
         (_, 348) => (1, false),
         (540, _) => (2, true),
         (_, 540) => (2, false),
-        _ => return Err(format!("sizeof_hdr is {le}, expected 348 (NIfTI-1) or 540 (NIfTI-2): this is not a NIfTI file")),
+        _ => {
+            return Err(format!(
+                "sizeof_hdr is {le}, expected 348 (NIfTI-1) or 540 (NIfTI-2): this is not a NIfTI file"
+            ));
+        }
     };
     let i16_at = |o: usize| {
         let b = [h[o], h[o + 1]];
-        if little { i16::from_le_bytes(b) as i64 } else { i16::from_be_bytes(b) as i64 }
+        if little {
+            i16::from_le_bytes(b) as i64
+        } else {
+            i16::from_be_bytes(b) as i64
+        }
     };
     let i32_at = |o: usize| {
         let b: [u8; 4] = h[o..o + 4].try_into().unwrap();
-        if little { i32::from_le_bytes(b) } else { i32::from_be_bytes(b) }
+        if little {
+            i32::from_le_bytes(b)
+        } else {
+            i32::from_be_bytes(b)
+        }
     };
     let f32_at = |o: usize| {
         let b: [u8; 4] = h[o..o + 4].try_into().unwrap();
-        (if little { f32::from_le_bytes(b) } else { f32::from_be_bytes(b) }) as f64
+        (if little {
+            f32::from_le_bytes(b)
+        } else {
+            f32::from_be_bytes(b)
+        }) as f64
     };
     let i64_at = |o: usize| {
         let b: [u8; 8] = h[o..o + 8].try_into().unwrap();
-        if little { i64::from_le_bytes(b) } else { i64::from_be_bytes(b) }
+        if little {
+            i64::from_le_bytes(b)
+        } else {
+            i64::from_be_bytes(b)
+        }
     };
     let f64_at = |o: usize| {
         let b: [u8; 8] = h[o..o + 8].try_into().unwrap();
-        if little { f64::from_le_bytes(b) } else { f64::from_be_bytes(b) }
+        if little {
+            f64::from_le_bytes(b)
+        } else {
+            f64::from_be_bytes(b)
+        }
     };
     let (dims, pixdim4, xyzt_units): ([i64; 8], f64, i32) = if version == 1 {
         let mut d = [0i64; 8];
@@ -142,11 +189,19 @@ pub fn parse_header(h: &[u8]) -> std::result::Result<BoldHeader, String> {
     };
     let ndim = dims[0];
     if !(1..=7).contains(&ndim) {
-        return Err(format!("dim[0] is {ndim}, expected 1 to 7 (a byte-order or corruption problem)"));
+        return Err(format!(
+            "dim[0] is {ndim}, expected 1 to 7 (a byte-order or corruption problem)"
+        ));
     }
-    let shape: Vec<u64> = dims[1..=ndim as usize].iter().map(|&d| d.max(0) as u64).collect();
+    let shape: Vec<u64> = dims[1..=ndim as usize]
+        .iter()
+        .map(|&d| d.max(0) as u64)
+        .collect();
     if dims[1..=ndim as usize].iter().any(|&d| d < 1) {
-        return Err(format!("dimensions {:?} include a size below 1", &dims[1..=ndim as usize]));
+        return Err(format!(
+            "dimensions {:?} include a size below 1",
+            &dims[1..=ndim as usize]
+        ));
     }
     let n_volumes = if ndim >= 4 { shape[3] } else { 1 };
     // xyzt_units bits 3-5: 8 = s, 16 = ms, 24 = us.
@@ -160,7 +215,12 @@ pub fn parse_header(h: &[u8]) -> std::result::Result<BoldHeader, String> {
         Some(s) if ndim >= 4 && pixdim4.is_finite() && pixdim4 > 0.0 => Some(pixdim4 * s),
         _ => None,
     };
-    Ok(BoldHeader { nifti_version: version, shape, n_volumes, tr_seconds })
+    Ok(BoldHeader {
+        nifti_version: version,
+        shape,
+        n_volumes,
+        tr_seconds,
+    })
 }
 
 #[cfg(test)]
@@ -169,13 +229,27 @@ mod tests {
 
     fn nifti1(dims: [i16; 8], pixdim4: f32, units: u8, big: bool) -> Vec<u8> {
         let mut h = vec![0u8; 352];
-        let w16 = |v: i16| if big { v.to_be_bytes() } else { v.to_le_bytes() };
-        let sz = if big { 348i32.to_be_bytes() } else { 348i32.to_le_bytes() };
+        let w16 = |v: i16| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let sz = if big {
+            348i32.to_be_bytes()
+        } else {
+            348i32.to_le_bytes()
+        };
         h[0..4].copy_from_slice(&sz);
         for (i, d) in dims.iter().enumerate() {
             h[40 + 2 * i..42 + 2 * i].copy_from_slice(&w16(*d));
         }
-        let p = if big { pixdim4.to_be_bytes() } else { pixdim4.to_le_bytes() };
+        let p = if big {
+            pixdim4.to_be_bytes()
+        } else {
+            pixdim4.to_le_bytes()
+        };
         h[92..96].copy_from_slice(&p);
         h[123] = units;
         h[344..348].copy_from_slice(b"n+1\0");
@@ -185,7 +259,8 @@ mod tests {
     #[test]
     fn both_endiannesses() {
         for big in [false, true] {
-            let h = parse_header(&nifti1([4, 64, 64, 30, 120, 1, 1, 1], 2000.0, 2 | 16, big)).unwrap();
+            let h =
+                parse_header(&nifti1([4, 64, 64, 30, 120, 1, 1, 1], 2000.0, 2 | 16, big)).unwrap();
             assert_eq!(h.n_volumes, 120);
             assert_eq!(h.shape, vec![64, 64, 30, 120]);
             assert!((h.tr_seconds.unwrap() - 2.0).abs() < 1e-9);
@@ -197,8 +272,16 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert!(parse_header(&[7u8; 348]).unwrap_err().contains("sizeof_hdr"));
-        assert!(parse_header(&nifti1([9, 1, 1, 1, 1, 1, 1, 1], 0.0, 0, false)).unwrap_err().contains("dim[0]"));
+        assert!(
+            parse_header(&[7u8; 348])
+                .unwrap_err()
+                .contains("sizeof_hdr")
+        );
+        assert!(
+            parse_header(&nifti1([9, 1, 1, 1, 1, 1, 1, 1], 0.0, 0, false))
+                .unwrap_err()
+                .contains("dim[0]")
+        );
         assert!(parse_header(&nifti1([4, 1, 1, 1, 0, 1, 1, 1], 0.0, 0, false)).is_err());
     }
 }

@@ -25,28 +25,44 @@ pub struct Stimulus {
 
 /// Resolves every distinct `stim_file` of `events` (first occurrence order). `root` is the
 /// dataset root; `canonical_root` is its canonical form (computed once per layout).
-pub fn resolve_stimuli(events: &Events, root: &Path, canonical_root: &Path) -> Result<Vec<Stimulus>> {
+pub fn resolve_stimuli(
+    events: &Events,
+    root: &Path,
+    canonical_root: &Path,
+) -> Result<Vec<Stimulus>> {
     let mut out: Vec<Stimulus> = Vec::new();
     for row in &events.rows {
         let Some(s) = &row.stim_file else { continue };
         if out.iter().any(|x| &x.stim_file == s) {
             continue;
         }
-        let (path, found) = resolve_one(s, root, canonical_root).map_err(|reason| Error::PathEscapes {
-            events: events.path.clone(),
-            line: row.line,
+        let (path, found) =
+            resolve_one(s, root, canonical_root).map_err(|reason| Error::PathEscapes {
+                events: events.path.clone(),
+                line: row.line,
+                stim_file: s.clone(),
+                reason,
+            })?;
+        out.push(Stimulus {
             stim_file: s.clone(),
-            reason,
-        })?;
-        out.push(Stimulus { stim_file: s.clone(), path, found, line: row.line });
+            path,
+            found,
+            line: row.line,
+        });
     }
     Ok(out)
 }
 
 /// `Ok((path, exists))`, or `Err(reason)` when the path would leave the dataset.
-pub fn resolve_one(stim_file: &str, root: &Path, canonical_root: &Path) -> std::result::Result<(PathBuf, bool), String> {
+pub fn resolve_one(
+    stim_file: &str,
+    root: &Path,
+    canonical_root: &Path,
+) -> std::result::Result<(PathBuf, bool), String> {
     let rel = Path::new(stim_file);
-    let looks_absolute = stim_file.starts_with('/') || stim_file.starts_with('\\') || stim_file.get(1..2) == Some(":");
+    let looks_absolute = stim_file.starts_with('/')
+        || stim_file.starts_with('\\')
+        || stim_file.get(1..2) == Some(":");
     if rel.is_absolute() || looks_absolute || rel.has_root() {
         return Err("absolute path".into());
     }
@@ -69,23 +85,36 @@ pub fn resolve_one(stim_file: &str, root: &Path, canonical_root: &Path) -> std::
             match std::fs::canonicalize(probe) {
                 Ok(real) => {
                     if !real.starts_with(canonical_root) {
-                        return Err(format!("it resolves to {}, outside the dataset (a symbolic link points out)", real.display()));
+                        return Err(format!(
+                            "it resolves to {}, outside the dataset (a symbolic link points out)",
+                            real.display()
+                        ));
                     }
                 }
                 Err(_) if meta.file_type().is_symlink() => {
                     // A dangling link: judge its target without following it.
-                    let target = std::fs::read_link(probe).map_err(|e| format!("unreadable symbolic link: {e}"))?;
+                    let target = std::fs::read_link(probe)
+                        .map_err(|e| format!("unreadable symbolic link: {e}"))?;
                     let base = probe.parent().unwrap_or(root);
-                    let canon_base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
-                    let lexical = normalize(&if target.is_absolute() { target } else { canon_base.join(target) });
+                    let canon_base =
+                        std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+                    let lexical = normalize(&if target.is_absolute() {
+                        target
+                    } else {
+                        canon_base.join(target)
+                    });
                     if !lexical.starts_with(canonical_root) {
-                        return Err(format!("it is a symbolic link to {}, outside the dataset", lexical.display()));
+                        return Err(format!(
+                            "it is a symbolic link to {}, outside the dataset",
+                            lexical.display()
+                        ));
                     }
                     return Ok((path.clone(), false));
                 }
                 Err(_) => {}
             }
-            let found = probe == path.as_path() && std::fs::metadata(&path).is_ok_and(|m| m.is_file());
+            let found =
+                probe == path.as_path() && std::fs::metadata(&path).is_ok_and(|m| m.is_file());
             return Ok((path.clone(), found));
         }
         match probe.parent() {

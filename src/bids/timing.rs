@@ -47,8 +47,17 @@ pub struct RunTiming {
 impl RunTiming {
     /// Reads the timing fields from merged sidecar metadata. `bold` names the run in errors;
     /// `sources` maps each key to the sidecar that set it, so a wrong type names its file.
-    pub fn from_metadata(meta: &Map<String, Value>, bold: &Path, sources: &HashMap<String, PathBuf>) -> Result<RunTiming> {
-        let src = |key: &str| sources.get(key).cloned().unwrap_or_else(|| bold.to_path_buf());
+    pub fn from_metadata(
+        meta: &Map<String, Value>,
+        bold: &Path,
+        sources: &HashMap<String, PathBuf>,
+    ) -> Result<RunTiming> {
+        let src = |key: &str| {
+            sources
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| bold.to_path_buf())
+        };
         let number = |key: &str| -> Result<Option<f64>> {
             match meta.get(key) {
                 None | Some(Value::Null) => Ok(None),
@@ -56,7 +65,11 @@ impl RunTiming {
                     Some(v) if v.is_finite() => Ok(Some(v)),
                     _ => Err(json_err(src(key), key, "is not a finite number")),
                 },
-                Some(other) => Err(json_err(src(key), key, &format!("must be a number of seconds, found {other}"))),
+                Some(other) => Err(json_err(
+                    src(key),
+                    key,
+                    &format!("must be a number of seconds, found {other}"),
+                )),
             }
         };
         let list = |key: &str| -> Result<Option<Vec<f64>>> {
@@ -64,13 +77,29 @@ impl RunTiming {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::Array(a)) => a
                     .iter()
-                    .map(|v| v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| json_err(src(key), key, &format!("must hold only numbers (seconds), found {v}"))))
+                    .map(|v| {
+                        v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
+                            json_err(
+                                src(key),
+                                key,
+                                &format!("must hold only numbers (seconds), found {v}"),
+                            )
+                        })
+                    })
                     .collect::<Result<Vec<_>>>()
                     .map(Some),
-                Some(other) => Err(json_err(src(key), key, &format!("must be a list of numbers (seconds), found {other}"))),
+                Some(other) => Err(json_err(
+                    src(key),
+                    key,
+                    &format!("must be a list of numbers (seconds), found {other}"),
+                )),
             }
         };
-        let invalid = |reason: String, fix: &str| Error::DatasetInvalid { path: bold.to_path_buf(), reason, fix: fix.to_string() };
+        let invalid = |reason: String, fix: &str| Error::DatasetInvalid {
+            path: bold.to_path_buf(),
+            reason,
+            fix: fix.to_string(),
+        };
 
         let tr = number("RepetitionTime")?;
         let vt = list("VolumeTiming")?;
@@ -97,21 +126,38 @@ impl RunTiming {
             }
             (Some(tr), None) => {
                 if tr <= 0.0 {
-                    return Err(json_err(src("RepetitionTime"), "RepetitionTime", &format!("is {tr}; it must be > 0 seconds")));
+                    return Err(json_err(
+                        src("RepetitionTime"),
+                        "RepetitionTime",
+                        &format!("is {tr}; it must be > 0 seconds"),
+                    ));
                 }
                 if frame_acquisition_duration.is_some() {
-                    let key = if fad.is_some() { "FrameAcquisitionDuration" } else { "AcquisitionDuration" };
+                    let key = if fad.is_some() {
+                        "FrameAcquisitionDuration"
+                    } else {
+                        "AcquisitionDuration"
+                    };
                     return Err(invalid(
-                        format!("{key} is set together with RepetitionTime; the spec makes them mutually exclusive"),
+                        format!(
+                            "{key} is set together with RepetitionTime; the spec makes them mutually exclusive"
+                        ),
                         "for a sparse constant-TR design use RepetitionTime with DelayTime (TR minus the acquisition time)",
                     ));
                 }
                 if let Some(d) = delay {
                     if d < 0.0 || d >= tr {
-                        return Err(invalid(format!("DelayTime {d} s must be >= 0 and shorter than RepetitionTime {tr} s"), "DelayTime is the silent gap within each TR, in seconds"));
+                        return Err(invalid(
+                            format!(
+                                "DelayTime {d} s must be >= 0 and shorter than RepetitionTime {tr} s"
+                            ),
+                            "DelayTime is the silent gap within each TR, in seconds",
+                        ));
                     }
                 }
-                VolumeOnsets::Regular { repetition_time: tr }
+                VolumeOnsets::Regular {
+                    repetition_time: tr,
+                }
             }
             (None, Some(v)) => {
                 if delay.is_some() {
@@ -121,10 +167,18 @@ impl RunTiming {
                     ));
                 }
                 if v.is_empty() {
-                    return Err(json_err(src("VolumeTiming"), "VolumeTiming", "is empty; it needs one onset per volume"));
+                    return Err(json_err(
+                        src("VolumeTiming"),
+                        "VolumeTiming",
+                        "is empty; it needs one onset per volume",
+                    ));
                 }
                 if v.iter().any(|&x| x < 0.0) || v.windows(2).any(|w| w[1] <= w[0]) {
-                    return Err(json_err(src("VolumeTiming"), "VolumeTiming", "must be non-negative and strictly increasing (one onset per volume, in seconds)"));
+                    return Err(json_err(
+                        src("VolumeTiming"),
+                        "VolumeTiming",
+                        "must be non-negative and strictly increasing (one onset per volume, in seconds)",
+                    ));
                 }
                 if st.is_none() && frame_acquisition_duration.is_none() {
                     return Err(invalid(
@@ -137,18 +191,27 @@ impl RunTiming {
         };
         if let Some(f) = frame_acquisition_duration {
             if f <= 0.0 {
-                return Err(invalid(format!("the acquisition duration {f} s must be > 0"), "give FrameAcquisitionDuration in seconds"));
+                return Err(invalid(
+                    format!("the acquisition duration {f} s must be > 0"),
+                    "give FrameAcquisitionDuration in seconds",
+                ));
             }
         }
         if let Some(s) = &st {
             if s.is_empty() || s.iter().any(|&x| x < 0.0) {
-                return Err(json_err(src("SliceTiming"), "SliceTiming", "must be a non-empty list of non-negative slice times in seconds"));
+                return Err(json_err(
+                    src("SliceTiming"),
+                    "SliceTiming",
+                    "must be a non-empty list of non-negative slice times in seconds",
+                ));
             }
             let max = s.iter().cloned().fold(f64::MIN, f64::max);
             let window = match (&onsets, tr) {
                 (VolumeOnsets::Regular { .. }, Some(tr)) => Some(tr - delay.unwrap_or(0.0)),
                 _ => frame_acquisition_duration.or_else(|| match &onsets {
-                    VolumeOnsets::Explicit { onsets } => onsets.windows(2).map(|w| w[1] - w[0]).reduce(f64::min),
+                    VolumeOnsets::Explicit { onsets } => {
+                        onsets.windows(2).map(|w| w[1] - w[0]).reduce(f64::min)
+                    }
                     _ => None,
                 }),
             };
@@ -157,19 +220,31 @@ impl RunTiming {
                     return Err(json_err(
                         src("SliceTiming"),
                         "SliceTiming",
-                        &format!("has a slice at {max} s, not within the {w} s acquisition window (are the values in milliseconds?)"),
+                        &format!(
+                            "has a slice at {max} s, not within the {w} s acquisition window (are the values in milliseconds?)"
+                        ),
                     ));
                 }
             }
         }
-        Ok(RunTiming { onsets, repetition_time: tr, volume_timing: vt, slice_timing: st, delay_time: delay, frame_acquisition_duration, start_time })
+        Ok(RunTiming {
+            onsets,
+            repetition_time: tr,
+            volume_timing: vt,
+            slice_timing: st,
+            delay_time: delay,
+            frame_acquisition_duration,
+            start_time,
+        })
     }
 
     /// Acquisition time (TA) of one volume, when it can be known: TR - DelayTime,
     /// `FrameAcquisitionDuration`, or (for VolumeTiming with only SliceTiming) the slice span.
     pub fn acquisition_duration(&self) -> Option<f64> {
         match &self.onsets {
-            VolumeOnsets::Regular { repetition_time } => Some(repetition_time - self.delay_time.unwrap_or(0.0)),
+            VolumeOnsets::Regular { repetition_time } => {
+                Some(repetition_time - self.delay_time.unwrap_or(0.0))
+            }
             VolumeOnsets::Explicit { .. } => self.frame_acquisition_duration,
         }
     }
@@ -177,7 +252,11 @@ impl RunTiming {
     /// Seconds from a volume's onset to the time its values stand for. `frac` is the slice-time
     /// reference in [0, 1] ([`DEFAULT_SLICE_TIME_REF`] = middle); see the module docs.
     pub fn slice_time_reference(&self, frac: f64) -> f64 {
-        let frac = if frac.is_finite() { frac.clamp(0.0, 1.0) } else { DEFAULT_SLICE_TIME_REF };
+        let frac = if frac.is_finite() {
+            frac.clamp(0.0, 1.0)
+        } else {
+            DEFAULT_SLICE_TIME_REF
+        };
         if let Some(t) = self.start_time {
             return t;
         }
@@ -215,17 +294,26 @@ impl RunTiming {
             if onsets.len() != n_volumes {
                 return Err(Error::DatasetInvalid {
                     path: bold.to_path_buf(),
-                    reason: format!("VolumeTiming lists {} onsets but the image has {n_volumes} volumes", onsets.len()),
+                    reason: format!(
+                        "VolumeTiming lists {} onsets but the image has {n_volumes} volumes",
+                        onsets.len()
+                    ),
                     fix: "VolumeTiming needs exactly one onset per volume".into(),
                 });
             }
         }
-        Ok((0..n_volumes).map(|k| self.volume_onset(k).unwrap_or(0.0) + r).collect())
+        Ok((0..n_volumes)
+            .map(|k| self.volume_onset(k).unwrap_or(0.0) + r)
+            .collect())
     }
 }
 
 fn json_err(path: PathBuf, key: &str, what: &str) -> Error {
-    Error::Json { path, message: format!("'{key}' {what}"), fix: format!("correct \"{key}\" in this sidecar (BIDS timing fields are in seconds)") }
+    Error::Json {
+        path,
+        message: format!("'{key}' {what}"),
+        fix: format!("correct \"{key}\" in this sidecar (BIDS timing fields are in seconds)"),
+    }
 }
 
 #[cfg(test)]
@@ -234,25 +322,57 @@ mod tests {
     use serde_json::json;
 
     fn timing(v: Value) -> Result<RunTiming> {
-        RunTiming::from_metadata(v.as_object().unwrap(), Path::new("sub-01_task-a_bold.nii"), &HashMap::new())
+        RunTiming::from_metadata(
+            v.as_object().unwrap(),
+            Path::new("sub-01_task-a_bold.nii"),
+            &HashMap::new(),
+        )
     }
 
     #[test]
     fn conflicts_and_missing() {
-        assert!(matches!(timing(json!({})), Err(Error::MissingTiming { .. })));
-        assert!(matches!(timing(json!({"RepetitionTime": 2, "VolumeTiming": [0, 1]})), Err(Error::DatasetInvalid { .. })));
-        assert!(matches!(timing(json!({"VolumeTiming": [0, 1], "DelayTime": 1, "FrameAcquisitionDuration": 1})), Err(Error::DatasetInvalid { .. })));
-        assert!(matches!(timing(json!({"VolumeTiming": [0, 1]})), Err(Error::DatasetInvalid { .. })));
-        assert!(matches!(timing(json!({"RepetitionTime": 2, "FrameAcquisitionDuration": 1})), Err(Error::DatasetInvalid { .. })));
-        assert!(matches!(timing(json!({"RepetitionTime": "2"})), Err(Error::Json { .. })));
-        assert!(matches!(timing(json!({"RepetitionTime": 0})), Err(Error::Json { .. })));
-        assert!(matches!(timing(json!({"RepetitionTime": 2, "SliceTiming": [0, 1000]})), Err(Error::Json { .. })));
-        assert!(matches!(timing(json!({"VolumeTiming": [0, 2, 1], "FrameAcquisitionDuration": 1})), Err(Error::Json { .. })));
+        assert!(matches!(
+            timing(json!({})),
+            Err(Error::MissingTiming { .. })
+        ));
+        assert!(matches!(
+            timing(json!({"RepetitionTime": 2, "VolumeTiming": [0, 1]})),
+            Err(Error::DatasetInvalid { .. })
+        ));
+        assert!(matches!(
+            timing(json!({"VolumeTiming": [0, 1], "DelayTime": 1, "FrameAcquisitionDuration": 1})),
+            Err(Error::DatasetInvalid { .. })
+        ));
+        assert!(matches!(
+            timing(json!({"VolumeTiming": [0, 1]})),
+            Err(Error::DatasetInvalid { .. })
+        ));
+        assert!(matches!(
+            timing(json!({"RepetitionTime": 2, "FrameAcquisitionDuration": 1})),
+            Err(Error::DatasetInvalid { .. })
+        ));
+        assert!(matches!(
+            timing(json!({"RepetitionTime": "2"})),
+            Err(Error::Json { .. })
+        ));
+        assert!(matches!(
+            timing(json!({"RepetitionTime": 0})),
+            Err(Error::Json { .. })
+        ));
+        assert!(matches!(
+            timing(json!({"RepetitionTime": 2, "SliceTiming": [0, 1000]})),
+            Err(Error::Json { .. })
+        ));
+        assert!(matches!(
+            timing(json!({"VolumeTiming": [0, 2, 1], "FrameAcquisitionDuration": 1})),
+            Err(Error::Json { .. })
+        ));
     }
 
     #[test]
     fn start_time_wins() {
-        let t = timing(json!({"RepetitionTime": 2, "SliceTiming": [0, 1], "StartTime": 0.3})).unwrap();
+        let t =
+            timing(json!({"RepetitionTime": 2, "SliceTiming": [0, 1], "StartTime": 0.3})).unwrap();
         assert_eq!(t.slice_time_reference(0.5), 0.3);
         let t = timing(json!({"RepetitionTime": 2, "SliceTiming": [0.2, 1.0]})).unwrap();
         assert!((t.slice_time_reference(0.0) - 0.2).abs() < 1e-12);
