@@ -193,6 +193,11 @@ pub enum Error {
 
     #[error("{0}")]
     Other(String),
+
+    // ---- bids
+    /// A BIDS entity label that cannot go into a file name (`desc-faces-vs-houses`).
+    #[error("invalid BIDS label {entity}-{value}: {reason}\n  fix: use only letters, digits and '+' (tribe_bids::bids::entities::sanitize_label does that)")]
+    InvalidLabel { entity: String, value: String, reason: String },
 }
 
 impl Error {
@@ -225,6 +230,8 @@ impl Error {
             OutputNotWritable { .. } => exit::OUTPUT_NOT_WRITABLE,
             Interrupted => exit::INTERRUPTED,
             Candle(_) | Other(_) => exit::RUNTIME,
+            // ---- bids
+            InvalidLabel { .. } => exit::USAGE,
         }
     }
 
