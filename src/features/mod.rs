@@ -2,6 +2,11 @@
 
 pub mod audio;
 pub mod cache;
+pub mod context;
+pub mod decoder;
 pub mod layers;
+pub mod matmul;
 pub mod text;
+pub mod text_grid;
+pub mod tokenize;
 pub mod video;

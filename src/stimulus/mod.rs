@@ -2,3 +2,4 @@
 
 pub mod chunks;
 pub mod timeline;
+pub mod words;
