@@ -196,8 +196,14 @@ pub enum Error {
 
     // ---- bids
     /// A BIDS entity label that cannot go into a file name (`desc-faces-vs-houses`).
-    #[error("invalid BIDS label {entity}-{value}: {reason}\n  fix: use only letters, digits and '+' (tribe_bids::bids::entities::sanitize_label does that)")]
-    InvalidLabel { entity: String, value: String, reason: String },
+    #[error(
+        "invalid BIDS label {entity}-{value}: {reason}\n  fix: use only letters, digits and '+' (tribe_bids::bids::entities::sanitize_label does that)"
+    )]
+    InvalidLabel {
+        entity: String,
+        value: String,
+        reason: String,
+    },
 }
 
 impl Error {

@@ -363,11 +363,20 @@ impl RunConfig {
             });
         }
         check_output_location(&raw.bids_dir, &raw.output_dir)?;
-        let work_dir = raw
-            .work_dir
-            .clone()
-            .unwrap_or_else(|| absolute(&raw.output_dir).join("..").join("work"));
-        let work_dir = absolute(&work_dir);
+        // Default work folder: beside the output (so reruns find the feature cache), unless that is
+        // inside the raw dataset (output at BIDS_DIR/derivatives/<name>); then the temp folder.
+        let work_dir = match &raw.work_dir {
+            Some(w) => absolute(w),
+            None => {
+                let beside =
+                    absolute(&absolute(&raw.output_dir).join("..").join("tribe-bids-work"));
+                if resolved(&beside).starts_with(resolved(&raw.bids_dir)) {
+                    std::env::temp_dir().join("tribe-bids-work")
+                } else {
+                    beside
+                }
+            }
+        };
         if resolved(&work_dir).starts_with(resolved(&raw.bids_dir)) {
             return Err(Error::Usage(format!(
                 "--work-dir {}: the work folder may not be inside the BIDS dataset {}",
@@ -590,7 +599,11 @@ mod tests {
 
 /// Run a validated configuration.
 pub fn run(cfg: &RunConfig) -> Result<()> {
-    let _ = cfg;
+    let (_layout, runs) = crate::cli::plan::select_runs(cfg)?;
+    if cfg.dry_run {
+        print!("{}", crate::cli::plan::plan_table(cfg, &runs));
+        return Ok(());
+    }
     Err(Error::Other(
         "the participant pipeline is being assembled".into(),
     ))

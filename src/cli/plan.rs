@@ -27,7 +27,11 @@ pub fn modalities_needed(run: &Run) -> Vec<Modality> {
             m.push(x)
         }
     };
-    if run.events.as_ref().is_some_and(|e| e.rows.iter().any(|r| r.word.is_some())) {
+    if run
+        .events
+        .as_ref()
+        .is_some_and(|e| e.rows.iter().any(|r| r.word.is_some()))
+    {
         add(Modality::Text);
     }
     for s in &run.stimuli {
@@ -51,7 +55,9 @@ pub fn modalities_needed(run: &Run) -> Vec<Modality> {
 
 fn has_sidecar_transcript(media: &Path) -> bool {
     match (media.file_stem(), media.parent()) {
-        (Some(stem), Some(dir)) => dir.join(format!("{}_words.tsv", stem.to_string_lossy())).is_file(),
+        (Some(stem), Some(dir)) => dir
+            .join(format!("{}_words.tsv", stem.to_string_lossy()))
+            .is_file(),
         _ => false,
     }
 }
@@ -62,7 +68,17 @@ fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
 
 /// The plan as a table (what `--dry-run` prints).
 pub fn plan_table(cfg: &RunConfig, runs: &[Run]) -> String {
-    let header = ["subject", "session", "task", "run", "TR (s)", "volumes", "stimuli found", "missing", "features"];
+    let header = [
+        "subject",
+        "session",
+        "task",
+        "run",
+        "TR (s)",
+        "volumes",
+        "stimuli found",
+        "missing",
+        "features",
+    ];
     let mut rows: Vec<Vec<String>> = Vec::new();
     for r in runs {
         let tr = match (r.timing.repetition_time, &r.timing.volume_timing) {
@@ -71,29 +87,68 @@ pub fn plan_table(cfg: &RunConfig, runs: &[Run]) -> String {
             _ => "-".into(),
         };
         let found = r.stimuli.iter().filter(|s| s.found).count();
-        let missing: Vec<&str> = r.stimuli.iter().filter(|s| !s.found).map(|s| s.stim_file.as_str()).collect();
-        let features: Vec<&str> = modalities_needed(r).into_iter().filter(|m| cfg.modalities.contains(m)).map(|m| m.name()).collect();
+        let missing: Vec<&str> = r
+            .stimuli
+            .iter()
+            .filter(|s| !s.found)
+            .map(|s| s.stim_file.as_str())
+            .collect();
+        let features: Vec<&str> = modalities_needed(r)
+            .into_iter()
+            .filter(|m| cfg.modalities.contains(m))
+            .map(|m| m.name())
+            .collect();
         rows.push(vec![
             r.subject().to_string(),
             fmt_opt(r.session()),
             r.task().to_string(),
             fmt_opt(r.entities.run()),
             tr,
-            r.n_volumes.map(|n| n.to_string()).unwrap_or_else(|| "unknown (empty image)".into()),
+            r.n_volumes
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "unknown (empty image)".into()),
             format!("{found}/{}", r.stimuli.len()),
-            if missing.is_empty() { "-".into() } else { missing.join(", ") },
-            if features.is_empty() { "none".into() } else { features.join("+") },
+            if missing.is_empty() {
+                "-".into()
+            } else {
+                missing.join(", ")
+            },
+            if features.is_empty() {
+                "none".into()
+            } else {
+                features.join("+")
+            },
         ]);
     }
-    let widths: Vec<usize> =
-        (0..header.len()).map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let line = |cells: &[String]| -> String {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
     };
     let mut out = String::new();
     out.push_str(&line(&header.map(String::from)));
     out.push('\n');
-    out.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+    out.push_str(
+        &widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("  "),
+    );
     out.push('\n');
     for r in &rows {
         out.push_str(&line(r));

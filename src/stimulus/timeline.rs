@@ -37,8 +37,12 @@ pub enum MediaKind {
 pub fn media_kind(path: &Path) -> Option<MediaKind> {
     let ext = path.extension()?.to_string_lossy().to_ascii_lowercase();
     Some(match ext.as_str() {
-        "mp4" | "mkv" | "avi" | "mov" | "webm" | "m4v" | "mpg" | "mpeg" | "ogv" | "flv" => MediaKind::Video,
-        "wav" | "flac" | "mp3" | "ogg" | "opus" | "m4a" | "aac" | "aif" | "aiff" | "wma" => MediaKind::Audio,
+        "mp4" | "mkv" | "avi" | "mov" | "webm" | "m4v" | "mpg" | "mpeg" | "ogv" | "flv" => {
+            MediaKind::Video
+        }
+        "wav" | "flac" | "mp3" | "ogg" | "opus" | "m4a" | "aac" | "aif" | "aiff" | "wma" => {
+            MediaKind::Audio
+        }
         "png" | "jpg" | "jpeg" | "bmp" | "gif" | "tif" | "tiff" | "webp" => MediaKind::Image,
         "tsv" => MediaKind::Transcript,
         _ => return None,
@@ -120,7 +124,11 @@ impl Timeline {
         let mut t = Timeline::default();
         for ev in events {
             if let Some(w) = ev.word.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
-                t.words.push(TimedWord { onset: ev.onset, duration: ev.duration.unwrap_or(0.0).max(0.0), text: w.to_string() });
+                t.words.push(TimedWord {
+                    onset: ev.onset,
+                    duration: ev.duration.unwrap_or(0.0).max(0.0),
+                    text: w.to_string(),
+                });
             }
             let Some(path) = &ev.stim_file else { continue };
             let Some(kind) = media_kind(path) else {
@@ -135,8 +143,13 @@ impl Timeline {
             if !path.is_file() {
                 return Err(Error::InputMissing {
                     path: path.clone(),
-                    what: format!("the stimulus named at {}:{} (stim_file)", ev.source.display(), ev.line),
-                    fix: "put the file under BIDS_DIR/stimuli or correct the stim_file column".into(),
+                    what: format!(
+                        "the stimulus named at {}:{} (stim_file)",
+                        ev.source.display(),
+                        ev.line
+                    ),
+                    fix: "put the file under BIDS_DIR/stimuli or correct the stim_file column"
+                        .into(),
                 });
             }
             let duration = |probe: &dyn MediaProbe| -> Result<f64> {
@@ -148,15 +161,34 @@ impl Timeline {
             match kind {
                 MediaKind::Video => {
                     let d = duration(probe)?;
-                    t.visual.push(VisualSegment { onset: ev.onset, duration: d, path: path.clone(), still: false, source: ev.source.clone(), line: ev.line });
+                    t.visual.push(VisualSegment {
+                        onset: ev.onset,
+                        duration: d,
+                        path: path.clone(),
+                        still: false,
+                        source: ev.source.clone(),
+                        line: ev.line,
+                    });
                     if probe.has_audio(path)? {
-                        t.audio.push(AudioSegment { onset: ev.onset, duration: d, path: path.clone(), source: ev.source.clone(), line: ev.line });
+                        t.audio.push(AudioSegment {
+                            onset: ev.onset,
+                            duration: d,
+                            path: path.clone(),
+                            source: ev.source.clone(),
+                            line: ev.line,
+                        });
                     }
                     t.add_sidecar_transcript(path, ev.onset, d)?;
                 }
                 MediaKind::Audio => {
                     let d = duration(probe)?;
-                    t.audio.push(AudioSegment { onset: ev.onset, duration: d, path: path.clone(), source: ev.source.clone(), line: ev.line });
+                    t.audio.push(AudioSegment {
+                        onset: ev.onset,
+                        duration: d,
+                        path: path.clone(),
+                        source: ev.source.clone(),
+                        line: ev.line,
+                    });
                     t.add_sidecar_transcript(path, ev.onset, d)?;
                 }
                 MediaKind::Image => {
@@ -164,10 +196,20 @@ impl Timeline {
                         path: ev.source.clone(),
                         line: ev.line,
                         column: Some("duration".into()),
-                        message: format!("image '{}' needs a positive duration (how long it was shown)", path.display()),
+                        message: format!(
+                            "image '{}' needs a positive duration (how long it was shown)",
+                            path.display()
+                        ),
                         fix: "give the display time in seconds in the duration column".into(),
                     })?;
-                    t.visual.push(VisualSegment { onset: ev.onset, duration: d, path: path.clone(), still: true, source: ev.source.clone(), line: ev.line });
+                    t.visual.push(VisualSegment {
+                        onset: ev.onset,
+                        duration: d,
+                        path: path.clone(),
+                        still: true,
+                        source: ev.source.clone(),
+                        line: ev.line,
+                    });
                 }
                 MediaKind::Transcript => {
                     let end = ev.duration.map(|d| ev.onset + d).unwrap_or(f64::INFINITY);
@@ -178,15 +220,31 @@ impl Timeline {
         t.visual.sort_by(|a, b| a.onset.total_cmp(&b.onset));
         t.audio.sort_by(|a, b| a.onset.total_cmp(&b.onset));
         // Standardized order of the reference (start asc, duration desc), stable for equal keys.
-        t.words.sort_by(|a, b| a.onset.total_cmp(&b.onset).then(b.duration.total_cmp(&a.duration)));
-        check_no_overlap(t.visual.iter().map(|s| (s.onset, s.duration, &s.source, s.line)), "on screen")?;
-        check_no_overlap(t.audio.iter().map(|s| (s.onset, s.duration, &s.source, s.line)), "heard")?;
+        t.words.sort_by(|a, b| {
+            a.onset
+                .total_cmp(&b.onset)
+                .then(b.duration.total_cmp(&a.duration))
+        });
+        check_no_overlap(
+            t.visual
+                .iter()
+                .map(|s| (s.onset, s.duration, &s.source, s.line)),
+            "on screen",
+        )?;
+        check_no_overlap(
+            t.audio
+                .iter()
+                .map(|s| (s.onset, s.duration, &s.source, s.line)),
+            "heard",
+        )?;
         Ok(t)
     }
 
     /// `<media stem>_words.tsv` beside a media file, used automatically (DESIGN.md §4).
     fn add_sidecar_transcript(&mut self, media: &Path, onset: f64, duration: f64) -> Result<()> {
-        let Some(stem) = media.file_stem() else { return Ok(()) };
+        let Some(stem) = media.file_stem() else {
+            return Ok(());
+        };
         let tsv = media.with_file_name(format!("{}_words.tsv", stem.to_string_lossy()));
         if tsv.is_file() {
             self.add_transcript(&tsv, onset, onset + duration)?;
@@ -203,7 +261,11 @@ impl Timeline {
             if start >= end {
                 continue;
             }
-            self.words.push(TimedWord { onset: start, duration: w.duration, text: w.text });
+            self.words.push(TimedWord {
+                onset: start,
+                duration: w.duration,
+                text: w.text,
+            });
         }
         self.transcripts.push(tsv.to_path_buf());
         Ok(())
@@ -211,7 +273,10 @@ impl Timeline {
 }
 
 /// Two media on the same stream at once cannot be rendered to one screen or one sound track.
-fn check_no_overlap<'a>(segs: impl Iterator<Item = (f64, f64, &'a PathBuf, usize)>, what: &str) -> Result<()> {
+fn check_no_overlap<'a>(
+    segs: impl Iterator<Item = (f64, f64, &'a PathBuf, usize)>,
+    what: &str,
+) -> Result<()> {
     let segs: Vec<_> = segs.collect();
     for w in segs.windows(2) {
         let (a_on, a_d, a_src, a_line) = w[0];
@@ -227,7 +292,9 @@ fn check_no_overlap<'a>(segs: impl Iterator<Item = (f64, f64, &'a PathBuf, usize
                     a_src.display(),
                     a_on + a_d
                 ),
-                fix: "fix the onsets/durations so media do not overlap (one screen, one sound track)".into(),
+                fix:
+                    "fix the onsets/durations so media do not overlap (one screen, one sound track)"
+                        .into(),
             });
         }
     }
@@ -248,7 +315,14 @@ mod tests {
         }
     }
 
-    fn ev(dir: &Path, onset: f64, dur: Option<f64>, stim: Option<&str>, word: Option<&str>, line: usize) -> StimEvent {
+    fn ev(
+        dir: &Path,
+        onset: f64,
+        dur: Option<f64>,
+        stim: Option<&str>,
+        word: Option<&str>,
+        line: usize,
+    ) -> StimEvent {
         StimEvent {
             onset,
             duration: dur,
@@ -266,7 +340,11 @@ mod tests {
         for f in ["movie.mp4", "silent.mp4", "face.png", "tone.wav"] {
             std::fs::write(d.path().join(f), b"x").unwrap();
         }
-        std::fs::write(d.path().join("movie_words.tsv"), "onset\tduration\tword\n1.0\t0.5\thello\n12.0\t0.5\tlate\n").unwrap();
+        std::fs::write(
+            d.path().join("movie_words.tsv"),
+            "onset\tduration\tword\n1.0\t0.5\thello\n12.0\t0.5\tlate\n",
+        )
+        .unwrap();
         let events = vec![
             ev(d.path(), 0.0, None, Some("movie.mp4"), None, 2),
             ev(d.path(), 10.0, Some(2.0), Some("face.png"), None, 3),
@@ -277,8 +355,16 @@ mod tests {
         let t = Timeline::from_events(&events, &FakeProbe).unwrap();
         assert_eq!(t.visual.len(), 3);
         assert!(t.visual[1].still);
-        assert_eq!(t.audio.len(), 2, "movie audio + tone; the silent video has no track");
-        assert_eq!(t.words.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(), vec!["hello", "word"], "transcript clipped to the event");
+        assert_eq!(
+            t.audio.len(),
+            2,
+            "movie audio + tone; the silent video has no track"
+        );
+        assert_eq!(
+            t.words.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(),
+            vec!["hello", "word"],
+            "transcript clipped to the event"
+        );
         assert_eq!(t.words[0].onset, 1.0);
         assert_eq!(t.end(), 30.0);
     }
@@ -288,7 +374,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("a.mp4"), b"x").unwrap();
         std::fs::write(d.path().join("b.mp4"), b"x").unwrap();
-        let events = vec![ev(d.path(), 0.0, Some(10.0), Some("a.mp4"), None, 2), ev(d.path(), 5.0, Some(10.0), Some("b.mp4"), None, 3)];
+        let events = vec![
+            ev(d.path(), 0.0, Some(10.0), Some("a.mp4"), None, 2),
+            ev(d.path(), 5.0, Some(10.0), Some("b.mp4"), None, 3),
+        ];
         let e = Timeline::from_events(&events, &FakeProbe).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains(":3") && msg.contains(":2"), "{msg}");
@@ -298,10 +387,18 @@ mod tests {
     #[test]
     fn missing_stimulus_and_image_without_duration() {
         let d = tempfile::tempdir().unwrap();
-        let e = Timeline::from_events(&[ev(d.path(), 0.0, Some(1.0), Some("nope.mp4"), None, 2)], &FakeProbe).unwrap_err();
+        let e = Timeline::from_events(
+            &[ev(d.path(), 0.0, Some(1.0), Some("nope.mp4"), None, 2)],
+            &FakeProbe,
+        )
+        .unwrap_err();
         assert_eq!(e.exit_code(), crate::error::exit::INPUT_MISSING);
         std::fs::write(d.path().join("i.png"), b"x").unwrap();
-        let e = Timeline::from_events(&[ev(d.path(), 0.0, None, Some("i.png"), None, 2)], &FakeProbe).unwrap_err();
+        let e = Timeline::from_events(
+            &[ev(d.path(), 0.0, None, Some("i.png"), None, 2)],
+            &FakeProbe,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("duration"));
     }
 }
