@@ -793,7 +793,11 @@ impl<'a> Parser<'a> {
     fn next(&mut self) -> Result<Event<'a>> {
         match self.reader.read_event() {
             Ok(e) => Ok(e),
-            Err(e) => Err(self.err(format!("malformed XML: {e}"))),
+            Err(e) => {
+                let at_end = self.reader.buffer_position() as usize >= self.src.len();
+                let hint = if at_end { " (the file ends early: it is truncated)" } else { "" };
+                Err(self.err(format!("malformed XML: {e}{hint}")))
+            }
         }
     }
 

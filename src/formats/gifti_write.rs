@@ -34,7 +34,8 @@ pub(crate) struct AtomicOutput {
 }
 
 impl AtomicOutput {
-    /// `suffix` keeps the real extension on the temp name, for writers that look at it.
+    /// The temp name ends with the real file name, so writers that look at the extension
+    /// (the nifti crate gzips `.gz`) behave as for the final path.
     pub(crate) fn create(path: &Path) -> Result<Self> {
         let dir = path
             .parent()
@@ -49,7 +50,15 @@ impl AtomicOutput {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = tempfile::Builder::new()
+        let mut builder = tempfile::Builder::new();
+        // Outputs are shared results: world-readable like any file a tool writes (the temp file
+        // would otherwise keep tempfile's private 0600 mode after the rename).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o644));
+        }
+        let tmp = builder
             .prefix(".tmp-")
             .suffix(&format!("-{name}"))
             .tempfile_in(dir)
