@@ -795,7 +795,11 @@ impl<'a> Parser<'a> {
             Ok(e) => Ok(e),
             Err(e) => {
                 let at_end = self.reader.buffer_position() as usize >= self.src.len();
-                let hint = if at_end { " (the file ends early: it is truncated)" } else { "" };
+                let hint = if at_end {
+                    " (the file ends early: it is truncated)"
+                } else {
+                    ""
+                };
                 Err(self.err(format!("malformed XML: {e}{hint}")))
             }
         }
