@@ -370,6 +370,26 @@ print(json.dumps(dict(shape=list(a.shape), dtype=a.dtype.str,
     );
     assert!(text.contains("numDA      = 12"));
 
+    // Connectome Workbench reads it as a left-cortex metric with one map per volume
+    let out = Command::new("wb_command")
+        .arg("-file-information")
+        .arg(&path)
+        .output();
+    let out = out.expect("wb_command (Debian package connectome-workbench) must be installed");
+    let wb = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wb_command: {wb}");
+    for needle in [
+        "Type:                     Metric",
+        "Structure:                CortexLeft",
+        "Number of Maps:           12",
+        "Number of Vertices:       642",
+    ] {
+        assert!(
+            wb.contains(needle),
+            "wb_command output lacks '{needle}':\n{wb}"
+        );
+    }
+
     // the one-call path writes the same bytes
     let p2 = dir.path().join("b.func.gii");
     write_gifti_time_series(&p2, Hemisphere::Left, nv, &data, &opts).unwrap();

@@ -486,6 +486,24 @@ fn written_images_read_back_in_nibabel_and_nifti_tool() {
     assert!(text.contains("10"), "xyzt_units mm+sec: {text}");
     let text = nifti_tool(&p3);
     assert!(text.contains("3 7 6 5 1 1 1 1"), "{text}");
+    let out = Command::new("wb_command")
+        .arg("-file-information")
+        .arg(&p4)
+        .output();
+    let out = out.expect("wb_command (Debian package connectome-workbench) must be installed");
+    let wb = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wb_command: {wb}");
+    for needle in [
+        "Dimensions:               91, 109, 91, 3",
+        "Map Interval Step:        1.490",
+        "NIFTI_TYPE_FLOAT32",
+        "IJK = (0,0,0):            XYZ = (90, -126, -72)",
+    ] {
+        assert!(
+            wb.contains(needle),
+            "wb_command output lacks '{needle}':\n{wb}"
+        );
+    }
     let back = read_nifti_volume(&p4).unwrap();
     assert_eq!(back.data, d4);
 }
