@@ -1,6 +1,6 @@
 //! Feature extractors (text, audio, video) onto the 2 Hz grid, and the feature cache.
 
-pub mod audio;
 pub mod layers;
 pub mod text;
+pub mod audio;
 pub mod video;
