@@ -204,6 +204,10 @@ pub enum Error {
         value: String,
         reason: String,
     },
+    // ---- model
+    /// A features file for `tribe encode` (safetensors of (B, L, D, T) arrays) that cannot be used.
+    #[error("{}: {message}\n  fix: {fix}", path.display())]
+    FeaturesFile { path: PathBuf, message: String, fix: String },
 }
 
 impl Error {
@@ -238,6 +242,7 @@ impl Error {
             Candle(_) | Other(_) => exit::RUNTIME,
             // ---- bids
             InvalidLabel { .. } => exit::USAGE,
+            FeaturesFile { .. } => exit::DATA_ERROR,
         }
     }
 

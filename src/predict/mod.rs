@@ -1,5 +1,7 @@
 //! From features to predicted BOLD: 100 s segments and alignment to the acquisition.
 
+pub mod segments;
+
 use crate::cli::toolbox::PredictArgs;
 use crate::error::{Error, Result};
 

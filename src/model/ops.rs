@@ -1,0 +1,356 @@
+//! The few numeric kernels the brain model needs, each with a portable candle version (any
+//! device) and, for f32 on the CPU, a faster version.
+//!
+//! Why a CPU path of our own: candle's CPU matmul (the `gemm` crate) reaches about 50 GFLOP/s on
+//! this 2-core AVX-512 machine, while faer's f32 GEMM (`private-gemm-x86`) reaches about 170,
+//! which is what PyTorch/MKL gets. The brain model is 72 GFLOP per 100 s window, almost all of it
+//! GEMM, so the matrix products decide the speed. The fast path computes the same sums in f32
+//! (only the summation order differs) and is checked against the same golden fixtures as the
+//! portable path (`Kernels::Portable` forces the latter, so both stay tested on a CPU-only CI).
+
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+/// Which implementation of the kernels to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// faer GEMM and fused loops for f32 on the CPU, candle ops elsewhere.
+    #[default]
+    Auto,
+    /// Only candle tensor ops (what runs on CUDA); used to test that path on a CPU.
+    Portable,
+}
+
+impl Kernels {
+    /// True when the fast CPU path applies to `t`.
+    fn fast(self, t: &Tensor) -> bool {
+        self == Kernels::Auto && t.device().is_cpu() && t.dtype() == DType::F32
+    }
+}
+
+fn threads() -> faer::Par {
+    faer::Par::rayon(candle_core::utils::get_num_threads())
+}
+
+/// Run `f` on the contiguous f32 CPU data of `t` (None if `t` is not such a tensor).
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) => Some(f(&v[start..end])),
+        _ => None,
+    }
+}
+
+/// `x @ w^T (+ b)` with `w` in nn.Linear layout (N, K); `x` is (..., K).
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, k: Kernels) -> Result<Tensor> {
+    gemm(x, w, true, b, k)
+}
+
+/// `x @ w (+ b)` with `w` stored (K, N), as the subject-layers predictor is.
+pub fn matmul(x: &Tensor, w: &Tensor, b: Option<&Tensor>, k: Kernels) -> Result<Tensor> {
+    gemm(x, w, false, b, k)
+}
+
+fn gemm(
+    x: &Tensor,
+    w: &Tensor,
+    w_is_nk: bool,
+    b: Option<&Tensor>,
+    kern: Kernels,
+) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let kdim = *dims.last().expect("rank >= 1");
+    let m: usize = dims[..dims.len() - 1].iter().product();
+    let n = if w_is_nk { w.dim(0)? } else { w.dim(1)? };
+    let mut out_dims = dims.clone();
+    *out_dims.last_mut().expect("rank >= 1") = n;
+    let x2 = x.reshape((m, kdim))?;
+    if kern.fast(x) && kern.fast(w) && b.is_none_or(|b| kern.fast(b)) {
+        let x2 = x2.contiguous()?;
+        let w = w.contiguous()?;
+        let bias = match b {
+            Some(b) => Some(b.flatten_all()?.contiguous()?),
+            None => None,
+        };
+        let out = with_f32(&x2, |xv| {
+            with_f32(&w, |wv| {
+                let mut out = vec![0f32; m * n];
+                let accum = match &bias {
+                    Some(bias) => {
+                        with_f32(bias, |bv| {
+                            out.chunks_exact_mut(n)
+                                .for_each(|row| row.copy_from_slice(bv))
+                        });
+                        faer::Accum::Add
+                    }
+                    None => faer::Accum::Replace,
+                };
+                let lhs = faer::MatRef::from_row_major_slice(xv, m, kdim);
+                let dst = faer::MatMut::from_row_major_slice_mut(&mut out, m, n);
+                if w_is_nk {
+                    let rhs = faer::MatRef::from_row_major_slice(wv, n, kdim);
+                    faer::linalg::matmul::matmul(
+                        dst,
+                        accum,
+                        lhs,
+                        rhs.transpose(),
+                        1.0f32,
+                        threads(),
+                    );
+                } else {
+                    let rhs = faer::MatRef::from_row_major_slice(wv, kdim, n);
+                    faer::linalg::matmul::matmul(dst, accum, lhs, rhs, 1.0f32, threads());
+                }
+                out
+            })
+        })
+        .flatten();
+        if let Some(out) = out {
+            return Ok(Tensor::from_vec(out, out_dims, &Device::Cpu)?);
+        }
+    }
+    let wt = if w_is_nk { w.t()? } else { w.clone() };
+    let mut y = x2.matmul(&wt)?;
+    if let Some(b) = b {
+        y = y.broadcast_add(&b.flatten_all()?)?;
+    }
+    Ok(y.reshape(out_dims)?)
+}
+
+/// x_transformers ScaleNorm: `x / max(||x||, eps) * sqrt(dim) * g` (F.normalize, then the scales).
+pub fn scale_norm(x: &Tensor, g: &Tensor, eps: f64) -> Result<Tensor> {
+    let dim = x.dim(candle_core::D::Minus1)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(candle_core::D::Minus1)?
+        .sqrt()?
+        .clamp(eps, f64::INFINITY)?;
+    let y = x.broadcast_div(&norm)?.affine((dim as f64).sqrt(), 0.0)?;
+    Ok(y.broadcast_mul(g)?)
+}
+
+/// Exact (erf) GELU, in place and in parallel on the CPU (the FF hidden layer is 921k values per
+/// layer at full size, too many for a single-threaded map).
+pub fn gelu_erf(x: Tensor, k: Kernels) -> Result<Tensor> {
+    if k.fast(&x) && x.is_contiguous() {
+        let dims = x.dims().to_vec();
+        if let Some(mut v) = with_f32(&x, |v| v.to_vec()) {
+            drop(x);
+            v.par_chunks_mut(4096).for_each(|c| {
+                for e in c {
+                    let a = *e;
+                    *e = (libm_erff(a * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * a;
+                }
+            });
+            return Ok(Tensor::from_vec(v, dims, &Device::Cpu)?);
+        }
+    }
+    Ok(x.gelu_erf()?)
+}
+
+/// The same erf as candle's CPU `gelu_erf` (libm's erff), so both paths agree bit for bit.
+fn libm_erff(x: f32) -> f32 {
+    candle_core::cpu::erf::erf_f32(x)
+}
+
+/// Rotary frequencies `[p * inv_freq, p * inv_freq]` for p = 0..T-1, shape (T, rotary_dim), f32
+/// as x_transformers computes them (autocast off).
+pub fn rotary_freqs(inv_freq: &Tensor, t: usize) -> Result<Tensor> {
+    let pos = Tensor::arange(0u32, t as u32, inv_freq.device())?.to_dtype(DType::F32)?;
+    let f = pos.unsqueeze(1)?.broadcast_mul(&inv_freq.unsqueeze(0)?)?;
+    Ok(Tensor::cat(&[&f, &f], 1)?)
+}
+
+/// Half-split ("NeoX") rotary on the first `cos.dim(1)` dims of each head of `x` (B, H, T, dh).
+fn apply_rotary_portable(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (_, _, _, dh) = x.dims4()?;
+    let rd = cos.dim(1)?;
+    let xr = x.narrow(3, 0, rd)?;
+    let x1 = xr.narrow(3, 0, rd / 2)?;
+    let x2 = xr.narrow(3, rd / 2, rd / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
+    let y = xr.broadcast_mul(cos)?.add(&rotated.broadcast_mul(sin)?)?;
+    if rd == dh {
+        Ok(y)
+    } else {
+        Ok(Tensor::cat(&[&y, &x.narrow(3, rd, dh - rd)?], 3)?)
+    }
+}
+
+/// Multi-head self-attention core, after the q/k/v projections: rotary on q and k, softmax(q k^T
+/// * dh^-0.5) in f32, times v, heads merged back. `q`, `k`, `v`: (B, T, H*dh). Returns (B, T,
+/// H*dh) and, when `want_probs`, the probabilities (B, H, T, T) for tracing.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    freqs: &Tensor,
+    want_probs: bool,
+    kern: Kernels,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let (b, t, hd) = q.dims3()?;
+    let dh = hd / heads;
+    let scale = (dh as f64).powf(-0.5);
+    if kern.fast(q) {
+        if let Some(r) = attention_cpu(q, k, v, heads, freqs, want_probs, scale)? {
+            return Ok(r);
+        }
+    }
+    let cos = freqs.cos()?;
+    let sin = freqs.sin()?;
+    let split = |x: &Tensor| -> Result<Tensor> {
+        Ok(x.reshape((b, t, heads, dh))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    };
+    let qh = apply_rotary_portable(&split(q)?, &cos, &sin)?;
+    let kh = apply_rotary_portable(&split(k)?, &cos, &sin)?;
+    let vh = split(v)?;
+    let scores = (qh.matmul(&kh.t()?.contiguous()?)? * scale)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let o = probs.matmul(&vh)?.transpose(1, 2)?.reshape((b, t, hd))?;
+    Ok((o, want_probs.then_some(probs)))
+}
+
+/// The CPU version: rotary in place on copies of q and k, then per (batch, head) two faer GEMMs
+/// straight on the (B, T, H*dh) layout (row stride H*dh), so no head transposes are copied.
+fn attention_cpu(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    freqs: &Tensor,
+    want_probs: bool,
+    scale: f64,
+) -> Result<Option<(Tensor, Option<Tensor>)>> {
+    let (b, t, hd) = q.dims3()?;
+    let dh = hd / heads;
+    let rd = freqs.dim(1)?;
+    let (Some(mut qv), Some(mut kv)) = (
+        with_f32(&q.contiguous()?, <[f32]>::to_vec),
+        with_f32(&k.contiguous()?, <[f32]>::to_vec),
+    ) else {
+        return Ok(None);
+    };
+    // cos/sin computed by candle (same f32 cos/sin as the portable path).
+    let (Some(cos), Some(sin)) = (
+        with_f32(&freqs.cos()?.contiguous()?, <[f32]>::to_vec),
+        with_f32(&freqs.sin()?.contiguous()?, <[f32]>::to_vec),
+    ) else {
+        return Ok(None);
+    };
+    let half = rd / 2;
+    let rotate = |buf: &mut [f32]| {
+        buf.par_chunks_mut(hd).enumerate().for_each(|(row, r)| {
+            let p = row % t;
+            let (c, s) = (&cos[p * rd..(p + 1) * rd], &sin[p * rd..(p + 1) * rd]);
+            for h in 0..heads {
+                let x = &mut r[h * dh..h * dh + rd];
+                for j in 0..half {
+                    let (x1, x2) = (x[j], x[j + half]);
+                    // t*cos + rotate_half(t)*sin, rotate_half([x1, x2]) = [-x2, x1]
+                    x[j] = x1 * c[j] + (-x2) * s[j];
+                    x[j + half] = x2 * c[j + half] + x1 * s[j + half];
+                }
+            }
+        });
+    };
+    rotate(&mut qv);
+    rotate(&mut kv);
+    let vc = v.contiguous()?;
+    let out = with_f32(&vc, |vv| {
+        let mut out = vec![0f32; b * t * hd];
+        let mut probs = if want_probs {
+            vec![0f32; b * heads * t * t]
+        } else {
+            Vec::new()
+        };
+        let mut scores = vec![0f32; t * t];
+        let mut head_out = vec![0f32; t * dh];
+        for bi in 0..b {
+            for h in 0..heads {
+                let base = bi * t * hd + h * dh;
+                let qm = faer::MatRef::from_row_major_slice_with_stride(&qv[base..], t, dh, hd);
+                let km = faer::MatRef::from_row_major_slice_with_stride(&kv[base..], t, dh, hd);
+                let vm = faer::MatRef::from_row_major_slice_with_stride(&vv[base..], t, dh, hd);
+                {
+                    let dst = faer::MatMut::from_row_major_slice_mut(&mut scores, t, t);
+                    faer::linalg::matmul::matmul(
+                        dst,
+                        faer::Accum::Replace,
+                        qm,
+                        km.transpose(),
+                        1.0f32,
+                        threads(),
+                    );
+                }
+                scores
+                    .par_chunks_mut(t)
+                    .for_each(|row| softmax_row(row, scale as f32));
+                if want_probs {
+                    let off = (bi * heads + h) * t * t;
+                    probs[off..off + t * t].copy_from_slice(&scores);
+                }
+                let pm = faer::MatRef::from_row_major_slice(&scores, t, t);
+                // faer 0.24 / private-gemm-x86 0.1.22 segfaults when the destination is a
+                // row-major view with row stride > ncols, so write a packed head and copy it.
+                let dst = faer::MatMut::from_row_major_slice_mut(&mut head_out, t, dh);
+                faer::linalg::matmul::matmul(dst, faer::Accum::Replace, pm, vm, 1.0f32, threads());
+                for (r, src) in head_out.chunks_exact(dh).enumerate() {
+                    out[base + r * hd..base + r * hd + dh].copy_from_slice(src);
+                }
+            }
+        }
+        (out, probs)
+    });
+    let Some((out, probs)) = out else {
+        return Ok(None);
+    };
+    let o = Tensor::from_vec(out, (b, t, hd), &Device::Cpu)?;
+    let p = if want_probs {
+        Some(Tensor::from_vec(probs, (b, heads, t, t), &Device::Cpu)?)
+    } else {
+        None
+    };
+    Ok(Some((o, p)))
+}
+
+/// softmax(row * scale) in f32, as torch: subtract the max, exp, divide by the sum.
+fn softmax_row(row: &mut [f32], scale: f32) {
+    let mut max = f32::NEG_INFINITY;
+    for x in row.iter_mut() {
+        *x *= scale;
+        max = max.max(*x);
+    }
+    let mut sum = 0f32;
+    for x in row.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    for x in row.iter_mut() {
+        *x /= sum;
+    }
+}
+
+/// `nn.AdaptiveAvgPool1d(n)` over the time axis (dim 1) of `x` (B, T, C): bin j averages rows
+/// floor(j*T/n) ..= ceil((j+1)*T/n)-1, which overlap or repeat when n does not divide T.
+pub fn adaptive_avg_pool_time(x: &Tensor, n: usize) -> Result<Tensor> {
+    let (b, t, c) = x.dims3()?;
+    if t % n == 0 {
+        let k = t / n;
+        if k == 1 {
+            return Ok(x.clone());
+        }
+        return Ok((x.reshape((b, n, k, c))?.sum(2)? / k as f64)?);
+    }
+    let mut bins = Vec::with_capacity(n);
+    for j in 0..n {
+        let start = j * t / n;
+        let end = ((j + 1) * t).div_ceil(n);
+        bins.push((x.narrow(1, start, end - start)?.sum_keepdim(1)? / (end - start) as f64)?);
+    }
+    Ok(Tensor::cat(&bins, 1)?)
+}
