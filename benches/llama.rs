@@ -1,0 +1,173 @@
+//! Text-model benchmarks (run with `cargo bench --bench llama`, or bench/compare_llama.sh for
+//! the side-by-side with PyTorch).
+//!
+//! 1. Full-width Llama-3.2-3B decoder layers (hidden 3072, 24 heads, 8 KV heads, FFN 8192) with
+//!    random weights, f32 on CPU: a few layers are timed and scaled to the real 28, since every
+//!    layer costs the same.
+//! 2. FLOPs per word for `--text-context exact` and `fast` on a 10-minute transcript (real
+//!    fixture transcripts repeated), from the pass plan with the real tokenizer.
+//! 3. Wall time of the whole extractor on the tiny fixture model.
+//!
+//! Settings (environment): TRIBE_BENCH_LAYERS (4), TRIBE_BENCH_T (token counts, "512,1400"),
+//! TRIBE_BENCH_REPS (2). The last line printed is JSON for bench/compare_llama.sh.
+//! Numbers from a shared 2-core machine are noisy: compare runs made back to back.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use tribe_bids::features::decoder::{Decoder, DecoderConfig, Family};
+use tribe_bids::features::text::{ContextMode, TextExtractor, TextOptions, pass_flops, plan};
+use tribe_bids::stimulus::words::{Word, read_words_tsv};
+
+fn env_usize(k: &str, d: usize) -> usize {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}
+
+/// Peak resident set size of this process (kB), from /proc.
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn llama_3b(layers: usize) -> DecoderConfig {
+    DecoderConfig {
+        family: Family::Llama,
+        hidden_size: 3072,
+        intermediate_size: 8192,
+        num_hidden_layers: layers,
+        num_attention_heads: 24,
+        num_key_value_heads: 8,
+        head_dim: 128,
+        rms_norm_eps: 1e-5,
+        rope_theta: 500000.0,
+        rope_scaling: Some(tribe_bids::features::decoder::Llama3Scaling {
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192.0,
+        }),
+        vocab_size: 128256,
+        attention_bias: false,
+        tie_word_embeddings: true,
+        torch_dtype: Some("bfloat16".into()),
+        bos_token_id: Some(128000),
+        eos_token_id: Some(128001),
+    }
+}
+
+/// A 10-minute transcript: the real fixture transcripts, one after the other, repeated.
+fn ten_minute_transcript() -> Vec<Word> {
+    let sources = [fixture("e2e/words.tsv"), fixture("hf/llama-tiny-textfeat-words.tsv")];
+    let pieces: Vec<Vec<Word>> = sources.iter().map(|p| read_words_tsv(p).unwrap()).collect();
+    let mut out = Vec::new();
+    let mut offset = 0.0;
+    'outer: loop {
+        for piece in &pieces {
+            let t0 = piece[0].onset;
+            let end = piece.iter().map(|w| w.onset + w.duration).fold(0.0, f64::max);
+            for w in piece {
+                let onset = offset + w.onset - t0;
+                if onset >= 600.0 {
+                    break 'outer;
+                }
+                out.push(Word::new(onset, w.duration, w.text.clone()));
+            }
+            offset += end - t0 + 0.5;
+        }
+    }
+    out
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is parsed.
+    let n_layers = env_usize("TRIBE_BENCH_LAYERS", 4);
+    let reps = env_usize("TRIBE_BENCH_REPS", 2).max(1);
+    let ts: Vec<usize> = std::env::var("TRIBE_BENCH_T")
+        .unwrap_or_else(|_| "512,1400".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let threads = rayon::current_num_threads();
+    println!("# llama bench: {n_layers} full-width Llama-3.2-3B layers, f32, CPU, {threads} threads");
+
+    let mut json = serde_json::Map::new();
+    json.insert("threads".into(), threads.into());
+    json.insert("layers_timed".into(), n_layers.into());
+
+    // 1. Full-width layers, random weights (a small vocabulary: the embedding is a gather).
+    let mut cfg = llama_3b(n_layers);
+    cfg.vocab_size = 32000;
+    let t = Instant::now();
+    let dec = Decoder::random(cfg.clone(), &Device::Cpu, DType::F32).unwrap();
+    println!("random weights: {:.1} s", t.elapsed().as_secs_f64());
+    let mut rows = Vec::new();
+    for &n in &ts {
+        let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7919 + 13) % 32000).collect();
+        let run = || {
+            let t = Instant::now();
+            dec.forward_visit(&[&ids], &mut |_, _| Ok(())).unwrap();
+            t.elapsed().as_secs_f64()
+        };
+        run(); // warm-up
+        let mut best = f64::MAX;
+        for _ in 0..reps {
+            best = best.min(run());
+        }
+        let flops = pass_flops(&cfg, n);
+        let tps = n as f64 / best;
+        let tps28 = tps * n_layers as f64 / 28.0;
+        println!(
+            "T={n}: {:.3} s for {n_layers} layers = {tps:.0} tokens/s ({:.1} GFLOP/s); scaled to 28 layers: {tps28:.1} tokens/s",
+            best,
+            flops / best / 1e9
+        );
+        rows.push(serde_json::json!({"tokens": n, "seconds": best, "tokens_per_s": tps, "tokens_per_s_28_layers": tps28, "gflops_per_s": flops / best / 1e9}));
+    }
+    json.insert("full_width".into(), rows.into());
+    drop(dec);
+
+    // 2. FLOPs per word on a 10-minute transcript, real tokenizer, the real 28-layer shape.
+    let words = ten_minute_transcript();
+    let cfg28 = llama_3b(28);
+    let tiny = fixture("models-tiny/Llama-3.2-3B");
+    let tok = tribe_bids::features::tokenize::TextTokenizer::load(&tiny.join("tokenizer.json")).unwrap();
+    let mut fl = serde_json::Map::new();
+    for mode in [ContextMode::Exact, ContextMode::Fast] {
+        let opts = TextOptions { context: mode, ..TextOptions::default() };
+        let t = Instant::now();
+        let p = plan(&tok, &words, None, &opts).unwrap();
+        let f = p.flops(&cfg28);
+        let tokens: usize = p.passes.iter().map(|p| p.ids.len()).sum();
+        println!(
+            "{mode:?}: {} words, {} passes, {tokens} tokens, {:.3} TFLOP/word ({:.1} PFLOP total; plan {:.1} s)",
+            words.len(),
+            p.passes.len(),
+            f / words.len() as f64 / 1e12,
+            f / 1e15,
+            t.elapsed().as_secs_f64()
+        );
+        fl.insert(format!("{mode:?}").to_lowercase(), serde_json::json!({"words": words.len(), "passes": p.passes.len(), "tokens": tokens, "flops_per_word": f / words.len() as f64}));
+    }
+    json.insert("ten_minute_transcript".into(), fl.into());
+
+    // 3. The whole extractor on the tiny fixture model.
+    let words40 = read_words_tsv(&fixture("hf/llama-tiny-textfeat-words.tsv")).unwrap();
+    let ex = TextExtractor::load(&tiny, &Device::Cpu, TextOptions::default()).unwrap();
+    let t = Instant::now();
+    let _ = ex.features(&words40, 0.2, 100.0).unwrap();
+    let tiny_s = t.elapsed().as_secs_f64();
+    println!("tiny model, 40 words, exact, one 100 s window: {:.3} s", tiny_s);
+    json.insert("tiny_40_words_seconds".into(), tiny_s.into());
+
+    let rss = peak_rss_kb();
+    println!("peak RSS: {:.2} GB", rss as f64 / 1e6);
+    json.insert("peak_rss_kb".into(), rss.into());
+    println!("{}", serde_json::Value::Object(json));
+}
