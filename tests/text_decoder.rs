@@ -16,15 +16,27 @@ fn tiny_dir() -> std::path::PathBuf {
 }
 
 fn golden() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture("hf/llama-tiny-golden.safetensors"), &Device::Cpu).unwrap()
+    candle_core::safetensors::load(fixture("hf/llama-tiny-golden.safetensors"), &Device::Cpu)
+        .unwrap()
 }
 
 fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn ids_of(g: &HashMap<String, Tensor>, i: usize) -> Vec<u32> {
-    g[&format!("ctx{i}.input_ids")].to_dtype(DType::U32).unwrap().to_vec1::<u32>().unwrap()
+    g[&format!("ctx{i}.input_ids")]
+        .to_dtype(DType::U32)
+        .unwrap()
+        .to_vec1::<u32>()
+        .unwrap()
 }
 
 /// Every hidden state of the four golden contexts within 1e-4 * max|expected| (f32).
@@ -40,8 +52,14 @@ fn hidden_states_match_transformers() {
         assert_eq!(got.dims(), want.dims());
         let diff = max_abs(&(&got - want).unwrap());
         let scale = max_abs(want);
-        println!("ctx{i}: {} tokens, max|d| = {diff:.3e}, max|expected| = {scale:.3}", ids.len());
-        assert!(diff <= 1e-4 * scale, "ctx{i}: max|d| {diff} > 1e-4 * {scale}");
+        println!(
+            "ctx{i}: {} tokens, max|d| = {diff:.3e}, max|expected| = {scale:.3}",
+            ids.len()
+        );
+        assert!(
+            diff <= 1e-4 * scale,
+            "ctx{i}: max|d| {diff} > 1e-4 * {scale}"
+        );
     }
 }
 
@@ -75,7 +93,12 @@ fn padded_batch_equals_single_runs() {
 
 /// Copy the tiny model folder's small files into `dir`.
 fn copy_meta(dir: &Path) {
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
         std::fs::copy(tiny_dir().join(f), dir.join(f)).unwrap();
     }
 }
@@ -95,15 +118,31 @@ fn sharded_unprefixed_checkpoint_loads() {
     let mut map = serde_json::Map::new();
     for (k, v) in &all {
         let name = k.strip_prefix("model.").unwrap().to_string();
-        let shard = if k.contains("layers.") && k.split('.').nth(2).unwrap().parse::<usize>().unwrap() >= 4 { 2 } else { 1 };
+        let shard = if k.contains("layers.")
+            && k.split('.').nth(2).unwrap().parse::<usize>().unwrap() >= 4
+        {
+            2
+        } else {
+            1
+        };
         let file = format!("model-0000{shard}-of-00002.safetensors");
         map.insert(name.clone(), serde_json::Value::String(file));
-        if shard == 1 { a.insert(name, v.clone()) } else { b.insert(name, v.clone()) };
+        if shard == 1 {
+            a.insert(name, v.clone())
+        } else {
+            b.insert(name, v.clone())
+        };
     }
-    candle_core::safetensors::save(&a, tmp.path().join("model-00001-of-00002.safetensors")).unwrap();
-    candle_core::safetensors::save(&b, tmp.path().join("model-00002-of-00002.safetensors")).unwrap();
+    candle_core::safetensors::save(&a, tmp.path().join("model-00001-of-00002.safetensors"))
+        .unwrap();
+    candle_core::safetensors::save(&b, tmp.path().join("model-00002-of-00002.safetensors"))
+        .unwrap();
     let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": map});
-    std::fs::write(tmp.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+    std::fs::write(
+        tmp.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
 
     let g = golden();
     let dec = Decoder::load(tmp.path(), &Device::Cpu, DType::F32).unwrap();
@@ -114,8 +153,14 @@ fn sharded_unprefixed_checkpoint_loads() {
 
     // Remove a shard: the error names it.
     std::fs::remove_file(tmp.path().join("model-00002-of-00002.safetensors")).unwrap();
-    let err = Decoder::load(tmp.path(), &Device::Cpu, DType::F32).err().unwrap().to_string();
-    assert!(err.contains("model-00002-of-00002.safetensors") && err.contains("missing"), "{err}");
+    let err = Decoder::load(tmp.path(), &Device::Cpu, DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model-00002-of-00002.safetensors") && err.contains("missing"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -123,21 +168,39 @@ fn wrong_shape_names_tensor_and_file() {
     let tmp = tempfile::tempdir().unwrap();
     copy_meta(tmp.path());
     let mut all = tiny_tensors();
-    all.insert("model.layers.3.mlp.down_proj.weight".into(), Tensor::zeros((64, 127), DType::BF16, &Device::Cpu).unwrap());
+    all.insert(
+        "model.layers.3.mlp.down_proj.weight".into(),
+        Tensor::zeros((64, 127), DType::BF16, &Device::Cpu).unwrap(),
+    );
     candle_core::safetensors::save(&all, tmp.path().join("model.safetensors")).unwrap();
-    let err = Decoder::load(tmp.path(), &Device::Cpu, DType::F32).err().unwrap().to_string();
-    assert!(err.contains("model.layers.3.mlp.down_proj.weight") && err.contains("[64, 128]") && err.contains("[64, 127]"), "{err}");
+    let err = Decoder::load(tmp.path(), &Device::Cpu, DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model.layers.3.mlp.down_proj.weight")
+            && err.contains("[64, 128]")
+            && err.contains("[64, 127]"),
+        "{err}"
+    );
     assert!(err.contains("model.safetensors"), "{err}");
 
     all.remove("model.layers.3.mlp.down_proj.weight");
     candle_core::safetensors::save(&all, tmp.path().join("model.safetensors")).unwrap();
-    let err = Decoder::load(tmp.path(), &Device::Cpu, DType::F32).err().unwrap().to_string();
-    assert!(err.contains("model.layers.3.mlp.down_proj.weight") && err.contains("missing"), "{err}");
+    let err = Decoder::load(tmp.path(), &Device::Cpu, DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model.layers.3.mlp.down_proj.weight") && err.contains("missing"),
+        "{err}"
+    );
 }
 
 fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     let p = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     f(&mut v);
     std::fs::write(&p, v.to_string()).unwrap();
 }
@@ -146,10 +209,20 @@ fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
 fn unsupported_model_type_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     copy_meta(tmp.path());
-    std::fs::copy(tiny_dir().join("model.safetensors"), tmp.path().join("model.safetensors")).unwrap();
+    std::fs::copy(
+        tiny_dir().join("model.safetensors"),
+        tmp.path().join("model.safetensors"),
+    )
+    .unwrap();
     edit_config(tmp.path(), |v| v["model_type"] = "mistral".into());
-    let err = TextExtractor::load(tmp.path(), &Device::Cpu, TextOptions::default()).err().unwrap();
-    assert!(err.to_string().contains("unsupported text model_type 'mistral'"), "{err}");
+    let err = TextExtractor::load(tmp.path(), &Device::Cpu, TextOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("unsupported text model_type 'mistral'"),
+        "{err}"
+    );
     assert_eq!(err.exit_code(), tribe_bids::error::exit::MODEL_ERROR);
 }
 
@@ -159,10 +232,22 @@ fn unsupported_model_type_is_refused() {
 fn tokenizer_vocabulary_mismatch_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     copy_meta(tmp.path());
-    std::fs::copy(tiny_dir().join("model.safetensors"), tmp.path().join("model.safetensors")).unwrap();
+    std::fs::copy(
+        tiny_dir().join("model.safetensors"),
+        tmp.path().join("model.safetensors"),
+    )
+    .unwrap();
     edit_config(tmp.path(), |v| v["vocab_size"] = 32000.into());
-    let err = TextExtractor::load(tmp.path(), &Device::Cpu, TextOptions::default()).err().unwrap().to_string();
-    assert!(err.contains("tokenizer.json") && err.contains("128000 regular tokens") && err.contains("vocab_size 32000"), "{err}");
+    let err = TextExtractor::load(tmp.path(), &Device::Cpu, TextOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("tokenizer.json")
+            && err.contains("128000 regular tokens")
+            && err.contains("vocab_size 32000"),
+        "{err}"
+    );
 
     copy_meta(tmp.path());
     let small = serde_json::json!({
@@ -171,7 +256,10 @@ fn tokenizer_vocabulary_mismatch_is_refused() {
         "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "hello": 1, "world": 2}, "unk_token": "[UNK]"}
     });
     std::fs::write(tmp.path().join("tokenizer.json"), small.to_string()).unwrap();
-    let err = TextExtractor::load(tmp.path(), &Device::Cpu, TextOptions::default()).err().unwrap().to_string();
+    let err = TextExtractor::load(tmp.path(), &Device::Cpu, TextOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("no token with id 128001"), "{err}");
 }
 
@@ -180,15 +268,24 @@ fn tokenizer_vocabulary_mismatch_is_refused() {
 /// Golden: transformers 5.24.0 Qwen3Model (tests/fixtures/hf/make_qwen3_tiny.py).
 #[test]
 fn qwen3_hidden_states_match_transformers() {
-    let g = candle_core::safetensors::load(fixture("hf/qwen3-tiny-golden.safetensors"), &Device::Cpu).unwrap();
+    let g =
+        candle_core::safetensors::load(fixture("hf/qwen3-tiny-golden.safetensors"), &Device::Cpu)
+            .unwrap();
     let dec = Decoder::load(&fixture("models-tiny/Qwen3-tiny"), &Device::Cpu, DType::F32).unwrap();
     assert_eq!(dec.n_hidden_states(), 4);
     for i in 0..3 {
-        let ids = g[&format!("case{i}.input_ids")].to_dtype(DType::U32).unwrap().to_vec1::<u32>().unwrap();
+        let ids = g[&format!("case{i}.input_ids")]
+            .to_dtype(DType::U32)
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap();
         let want = &g[&format!("case{i}.hidden_states")];
         let got = Tensor::stack(&dec.hidden_states(&ids).unwrap(), 0).unwrap();
         let (diff, scale) = (max_abs(&(&got - want).unwrap()), max_abs(want));
-        println!("qwen3 case{i}: {} tokens, max|d| = {diff:.3e}, max|expected| = {scale:.3}", ids.len());
+        println!(
+            "qwen3 case{i}: {} tokens, max|d| = {diff:.3e}, max|expected| = {scale:.3}",
+            ids.len()
+        );
         assert!(diff <= 1e-4 * scale, "case{i}: {diff} > 1e-4 * {scale}");
     }
 }

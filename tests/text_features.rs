@@ -19,7 +19,8 @@ fn extractor(options: TextOptions) -> TextExtractor {
 }
 
 fn golden() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture("hf/llama-tiny-textfeat.safetensors"), &Device::Cpu).unwrap()
+    candle_core::safetensors::load(fixture("hf/llama-tiny-textfeat.safetensors"), &Device::Cpu)
+        .unwrap()
 }
 
 /// The fixture TSV rows: (word, onset, duration, n_ctx_tokens, n_prefix_tokens, context).
@@ -33,7 +34,11 @@ fn golden_rows() -> Vec<(Word, usize, usize, String)> {
             let f: Vec<&str> = l.split('\t').collect();
             let ctx: String = serde_json::from_str(f[col("context")]).unwrap();
             (
-                Word::new(f[col("onset")].parse().unwrap(), f[col("duration")].parse().unwrap(), f[col("word")]),
+                Word::new(
+                    f[col("onset")].parse().unwrap(),
+                    f[col("duration")].parse().unwrap(),
+                    f[col("word")],
+                ),
                 f[col("n_ctx_tokens")].parse().unwrap(),
                 f[col("n_prefix_tokens")].parse().unwrap(),
                 ctx,
@@ -44,7 +49,10 @@ fn golden_rows() -> Vec<(Word, usize, usize, String)> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn max_abs(a: &[f32]) -> f32 {
@@ -56,7 +64,10 @@ fn flat(t: &Tensor) -> Vec<f32> {
 }
 
 fn stack(feats: &[Option<Array2<f32>>]) -> Vec<f32> {
-    feats.iter().flat_map(|f| f.as_ref().unwrap().iter().copied().collect::<Vec<_>>()).collect()
+    feats
+        .iter()
+        .flat_map(|f| f.as_ref().unwrap().iter().copied().collect::<Vec<_>>())
+        .collect()
 }
 
 #[test]
@@ -80,9 +91,15 @@ fn e2e_contexts_match_reference_events() {
     let text = std::fs::read_to_string(fixture("e2e/events_reference.tsv")).unwrap();
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
-    let (ty, ctx_col) = (header.iter().position(|h| *h == "type").unwrap(), header.iter().position(|h| *h == "context").unwrap());
-    let want: Vec<String> =
-        lines.map(|l| l.split('\t').collect::<Vec<_>>()).filter(|f| f[ty] == "Word").map(|f| f[ctx_col].to_string()).collect();
+    let (ty, ctx_col) = (
+        header.iter().position(|h| *h == "type").unwrap(),
+        header.iter().position(|h| *h == "context").unwrap(),
+    );
+    let want: Vec<String> = lines
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .filter(|f| f[ty] == "Word")
+        .map(|f| f[ctx_col].to_string())
+        .collect();
     assert_eq!(want.len(), 57);
     let texts: Vec<&str> = words.iter().map(|w| w.text.as_str()).collect();
     let c = Contexts::build(&texts, MAX_CONTEXT_WORDS);
@@ -108,9 +125,18 @@ fn spans_and_single_pass_plan() {
     }
     for (i, r) in rows.iter().enumerate() {
         let s = span_of[i].clone().unwrap();
-        assert_eq!((s.end, s.start), (r.1, r.2), "word {i} '{}': (n_ctx, n_prefix)", r.0.text);
+        assert_eq!(
+            (s.end, s.start),
+            (r.1, r.2),
+            "word {i} '{}': (n_ctx, n_prefix)",
+            r.0.text
+        );
     }
-    assert_eq!(p.passes.len(), 1, "all 40 words share the last word's context");
+    assert_eq!(
+        p.passes.len(),
+        1,
+        "all 40 words share the last word's context"
+    );
 }
 
 fn check_per_word(ex: &TextExtractor, g: &HashMap<String, Tensor>, words: &[Word], label: &str) {
@@ -141,9 +167,16 @@ fn per_word_features_match_neuralset() {
     // The caller's word order does not matter: the extractor reads in onset order.
     let words_rev: Vec<Word> = words.iter().rev().cloned().collect();
     let feats = ex.word_features(&words_rev).unwrap();
-    let got: Vec<f32> = feats.iter().rev().flat_map(|f| f.as_ref().unwrap().iter().copied().collect::<Vec<_>>()).collect();
+    let got: Vec<f32> = feats
+        .iter()
+        .rev()
+        .flat_map(|f| f.as_ref().unwrap().iter().copied().collect::<Vec<_>>())
+        .collect();
     let want = flat(&g["per_word_group_mean"]);
-    assert!(max_abs_diff(&got, &want) <= 1e-4 * max_abs(&want), "input order must not matter");
+    assert!(
+        max_abs_diff(&got, &want) <= 1e-4 * max_abs(&want),
+        "input order must not matter"
+    );
 }
 
 /// Exact single pass vs one pass per context (as the reference runs it, in right-padded
@@ -160,17 +193,30 @@ fn single_pass_equals_per_context_passes() {
     split.passes = pass
         .spans
         .iter()
-        .map(|(w, s)| tribe_bids::features::text::Pass { ids: pass.ids[..s.end].to_vec(), spans: vec![(*w, s.clone())] })
+        .map(|(w, s)| tribe_bids::features::text::Pass {
+            ids: pass.ids[..s.end].to_vec(),
+            spans: vec![(*w, s.clone())],
+        })
         .collect();
     let a = ex.run(&shared, words.len(), false).unwrap();
     let b = ex.run(&split, words.len(), false).unwrap();
     let (a, b) = (stack(&a), stack(&b));
     let d = max_abs_diff(&a, &b);
-    println!("single causal pass vs 40 separate contexts: max|d| = {d:.3e} (max|x| {:.3})", max_abs(&a));
+    println!(
+        "single causal pass vs 40 separate contexts: max|d| = {d:.3e} (max|x| {:.3})",
+        max_abs(&a)
+    );
     assert!(d <= 1e-5 * max_abs(&a));
 }
 
-fn check_binned(ex: &TextExtractor, words: &[Word], want: &Tensor, start: f64, dur: f64, label: &str) {
+fn check_binned(
+    ex: &TextExtractor,
+    words: &[Word],
+    want: &Tensor,
+    start: f64,
+    dur: f64,
+    label: &str,
+) {
     let got: Array3<f32> = ex.features(words, start, dur).unwrap();
     assert_eq!(got.shape(), want.dims(), "{label}");
     let want = flat(want);
@@ -185,14 +231,29 @@ fn binned_segments_match_neuralset() {
     let g = golden();
     let words: Vec<Word> = golden_rows().into_iter().map(|r| r.0).collect();
     let ex = extractor(TextOptions::default());
-    check_binned(&ex, &words, &g["segA.binned"], 0.2, 100.0, "segA (0.2, 100)");
-    check_binned(&ex, &words, &g["segB.binned"], 2.25, 7.5, "segB (2.25, 7.5)");
+    check_binned(
+        &ex,
+        &words,
+        &g["segA.binned"],
+        0.2,
+        100.0,
+        "segA (0.2, 100)",
+    );
+    check_binned(
+        &ex,
+        &words,
+        &g["segB.binned"],
+        2.25,
+        7.5,
+        "segB (2.25, 7.5)",
+    );
 }
 
 /// The end-to-end reference's text input (window [0, 100) s of the 30 s movie).
 #[test]
 fn e2e_window_matches_reference() {
-    let g = candle_core::safetensors::load(fixture("e2e/features.safetensors"), &Device::Cpu).unwrap();
+    let g =
+        candle_core::safetensors::load(fixture("e2e/features.safetensors"), &Device::Cpu).unwrap();
     let want = g["text"].get(0).unwrap();
     let words = read_words_tsv(&fixture("e2e/words.tsv")).unwrap();
     let ex = extractor(TextOptions::default());
@@ -204,13 +265,26 @@ fn e2e_window_matches_reference() {
 #[test]
 fn fast_mode_windows() {
     let words: Vec<Word> = golden_rows().into_iter().map(|r| r.0).collect();
-    let opts = |context| TextOptions { context, max_context_words: 8, fast_stride: 8, ..TextOptions::default() };
+    let opts = |context| TextOptions {
+        context,
+        max_context_words: 8,
+        fast_stride: 8,
+        ..TextOptions::default()
+    };
     let exact = extractor(opts(ContextMode::Exact));
     let fast = extractor(opts(ContextMode::Fast));
     let pe = plan(exact.tokenizer(), &words, None, exact.options()).unwrap();
     let pf = plan(fast.tokenizer(), &words, None, fast.options()).unwrap();
-    assert_eq!(pe.passes.len(), 1 + 31, "one shared pass for words 0..=8, then one per word");
-    assert_eq!(pf.passes.len(), 1 + 4, "one shared pass, then windows of 8 words");
+    assert_eq!(
+        pe.passes.len(),
+        1 + 31,
+        "one shared pass for words 0..=8, then one per word"
+    );
+    assert_eq!(
+        pf.passes.len(),
+        1 + 4,
+        "one shared pass, then windows of 8 words"
+    );
     let fe = stack(&exact.word_features(&words).unwrap());
     let ff = stack(&fast.word_features(&words).unwrap());
     let d = 2 * 64;

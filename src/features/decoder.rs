@@ -149,10 +149,17 @@ impl DecoderConfig {
             )));
         }
         // Sliding-window layers (some Qwen configs) would need a banded mask.
-        let sliding = v.get("use_sliding_window").and_then(Value::as_bool).unwrap_or(false)
-            || v.get("layer_types").and_then(Value::as_array).is_some_and(|a| a.iter().any(|t| t.as_str() != Some("full_attention")));
+        let sliding = v
+            .get("use_sliding_window")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            || v.get("layer_types")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|t| t.as_str() != Some("full_attention")));
         if sliding {
-            return Err(bad("sliding-window attention layers are not supported".into()));
+            return Err(bad(
+                "sliding-window attention layers are not supported".into()
+            ));
         }
         // transformers 5 nests rope settings in `rope_parameters`; 4.x has `rope_theta` +
         // `rope_scaling`.

@@ -31,7 +31,12 @@ fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
 /// faer's own rayon parallelism synchronizes inside the product; on a loaded 2-core machine
 /// that halved throughput and spent half its CPU time waiting (measured: 20 vs 45 GFLOP/s
 /// wall for 512x3072x16384). One independent block per thread has a single join at the end.
-fn par_matmul(dst: faer::MatMut<'_, f32>, lhs: faer::MatRef<'_, f32>, rhs: faer::MatRef<'_, f32>, parts: usize) {
+fn par_matmul(
+    dst: faer::MatMut<'_, f32>,
+    lhs: faer::MatRef<'_, f32>,
+    rhs: faer::MatRef<'_, f32>,
+    parts: usize,
+) {
     let (m, n) = (dst.nrows(), dst.ncols());
     if parts <= 1 || (m < 64 && n < 64) {
         faer::linalg::matmul::matmul(dst, faer::Accum::Replace, lhs, rhs, 1.0f32, faer::Par::Seq);
@@ -42,12 +47,18 @@ fn par_matmul(dst: faer::MatMut<'_, f32>, lhs: faer::MatRef<'_, f32>, rhs: faer:
         let cut = n * first / parts;
         let (d1, d2) = dst.split_at_col_mut(cut);
         let (r1, r2) = rhs.split_at_col(cut);
-        rayon::join(|| par_matmul(d1, lhs, r1, first), || par_matmul(d2, lhs, r2, rest));
+        rayon::join(
+            || par_matmul(d1, lhs, r1, first),
+            || par_matmul(d2, lhs, r2, rest),
+        );
     } else {
         let cut = m * first / parts;
         let (d1, d2) = dst.split_at_row_mut(cut);
         let (l1, l2) = lhs.split_at_row(cut);
-        rayon::join(|| par_matmul(d1, l1, rhs, first), || par_matmul(d2, l2, rhs, rest));
+        rayon::join(
+            || par_matmul(d1, l1, rhs, first),
+            || par_matmul(d2, l2, rhs, rest),
+        );
     }
 }
 
@@ -60,7 +71,11 @@ pub fn matmul_nt(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (m, k) = a.dims2()?;
     let (n, k2) = b.dims2()?;
     if k != k2 {
-        candle_core::bail!("matmul_nt: inner dims differ {:?} {:?}", a.shape(), b.shape());
+        candle_core::bail!(
+            "matmul_nt: inner dims differ {:?} {:?}",
+            a.shape(),
+            b.shape()
+        );
     }
     let out = with_cpu_f32(a, |av| {
         with_cpu_f32(b, |bv| {
@@ -84,7 +99,11 @@ pub fn matmul_nn(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (m, k) = a.dims2()?;
     let (k2, n) = b.dims2()?;
     if k != k2 {
-        candle_core::bail!("matmul_nn: inner dims differ {:?} {:?}", a.shape(), b.shape());
+        candle_core::bail!(
+            "matmul_nn: inner dims differ {:?} {:?}",
+            a.shape(),
+            b.shape()
+        );
     }
     let out = with_cpu_f32(a, |av| {
         with_cpu_f32(b, |bv| {
