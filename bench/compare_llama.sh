@@ -18,7 +18,7 @@ PROFILE=${PROFILE:-bench}
 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 cargo bench --profile "$PROFILE" --bench llama --no-run >/dev/null 2>&1 || cargo bench --profile "$PROFILE" --bench llama --no-run
-rust_json=$(TRIBE_BENCH_LAYERS=$LAYERS TRIBE_BENCH_T=$TOKENS TRIBE_BENCH_REPS=$REPS RAYON_NUM_THREADS=$THREADS \
+rust_json=$(TRIBE_BENCH_FORWARD_ONLY=1 TRIBE_BENCH_LAYERS=$LAYERS TRIBE_BENCH_T=$TOKENS TRIBE_BENCH_REPS=$REPS RAYON_NUM_THREADS=$THREADS \
   cargo bench --profile "$PROFILE" --bench llama 2>/dev/null | tee /dev/stderr | tail -1)
 echo "# load between: $(cut -d' ' -f1-3 /proc/loadavg)"
 torch_json=$("$PYTHON" bench/llama_torch.py --layers "$LAYERS" --tokens "$TOKENS" --reps "$REPS" --threads "$THREADS" \

@@ -7,9 +7,10 @@
 //! 2. FLOPs per word for `--text-context exact` and `fast` on a 10-minute transcript (real
 //!    fixture transcripts repeated), from the pass plan with the real tokenizer.
 //! 3. Wall time of the whole extractor on the tiny fixture model.
+//! 4. Agreement of `fast` with `exact` on the real transcripts of tests/fixtures/data/stimuli.
 //!
 //! Settings (environment): TRIBE_BENCH_LAYERS (4), TRIBE_BENCH_T (token counts, "512,1400"),
-//! TRIBE_BENCH_REPS (2). The last line printed is JSON for bench/compare_llama.sh.
+//! TRIBE_BENCH_REPS (2), TRIBE_BENCH_FORWARD_ONLY=1 (part 1 only). The last line printed is JSON for bench/compare_llama.sh.
 //! Numbers from a shared 2-core machine are noisy: compare runs made back to back.
 
 use std::path::{Path, PathBuf};
@@ -134,7 +135,8 @@ fn real_transcripts() -> Vec<Word> {
             .filter_map(|w| {
                 let t = clean(w["t"].as_str()?);
                 (!t.is_empty() && !t.starts_with('<'))
-                    .then(|| Word::new(w["b"].as_f64()?, w["d"].as_f64()?, t))
+                    .then(|| Some(Word::new(w["b"].as_f64()?, w["d"].as_f64()?, t)))
+                    .flatten()
             })
             .collect();
         pieces.push(words);
@@ -151,7 +153,8 @@ fn real_transcripts() -> Vec<Word> {
                 let c: Vec<&str> = l.split('\t').collect();
                 let t = clean(c.get(2)?);
                 (!t.is_empty() && !t.starts_with('<'))
-                    .then(|| Word::new(c[0].parse().ok()?, c[1].parse().ok()?, t))
+                    .then(|| Some(Word::new(c[0].parse().ok()?, c[1].parse().ok()?, t)))
+                    .flatten()
             })
             .collect();
         pieces.push(words);
@@ -326,6 +329,12 @@ fn main() {
     }
     json.insert("full_width".into(), rows.into());
     drop(dec);
+
+    if std::env::var("TRIBE_BENCH_FORWARD_ONLY").is_ok_and(|v| v == "1") {
+        json.insert("peak_rss_kb".into(), peak_rss_kb().into());
+        println!("{}", serde_json::Value::Object(json));
+        return;
+    }
 
     // 2. FLOPs per word on a 10-minute transcript, real tokenizer, the real 28-layer shape.
     let words = ten_minute_transcript();

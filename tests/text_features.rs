@@ -299,6 +299,33 @@ fn fast_mode_windows() {
     assert!(dd > 1e-3);
 }
 
+/// Fast mode with windows of one word is the exact computation, word by word: this checks
+/// that the character-offset spans of fast mode equal the reference's re-tokenized prefix rule.
+#[test]
+fn fast_mode_with_stride_one_is_exact() {
+    let words: Vec<Word> = golden_rows().into_iter().map(|r| r.0).collect();
+    let opts = |context| TextOptions {
+        context,
+        max_context_words: 4,
+        fast_stride: 1,
+        ..TextOptions::default()
+    };
+    let exact = extractor(opts(ContextMode::Exact));
+    let fast = extractor(opts(ContextMode::Fast));
+    let pe = plan(exact.tokenizer(), &words, None, exact.options()).unwrap();
+    let pf = plan(fast.tokenizer(), &words, None, fast.options()).unwrap();
+    let spans = |p: &tribe_bids::features::text::Plan| {
+        let mut v: Vec<(usize, Vec<u32>, std::ops::Range<usize>)> = p
+            .passes
+            .iter()
+            .flat_map(|q| q.spans.iter().map(|(w, s)| (*w, q.ids.clone(), s.clone())))
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v
+    };
+    assert_eq!(spans(&pe), spans(&pf));
+}
+
 #[test]
 fn cli_writes_text_key() {
     let tmp = tempfile::tempdir().unwrap();
