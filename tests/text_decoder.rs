@@ -64,12 +64,13 @@ fn hidden_states_match_transformers() {
 }
 
 /// A right-padded batch gives each sequence the hidden states it has alone, also when the
-/// query blocks are small (several attention blocks per sequence).
+/// query and MLP row blocks are small (several blocks per sequence).
 #[test]
 fn padded_batch_equals_single_runs() {
     let g = golden();
     let mut dec = Decoder::load(&tiny_dir(), &Device::Cpu, DType::F32).unwrap();
     dec.query_block = 7;
+    dec.mlp_rows = 5;
     let seqs: Vec<Vec<u32>> = (0..4).map(|i| ids_of(&g, i)).collect();
     let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
     let mut batched: Vec<Tensor> = Vec::new();
