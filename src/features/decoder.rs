@@ -284,7 +284,8 @@ impl DecoderConfig {
     }
 }
 
-/// One decoder layer's weights (q/k/v and gate/up fused so each is one matrix product).
+/// One decoder layer's weights (q/k/v and gate/up fused so each is one matrix product), the
+/// projection matrices stored transposed, `(in, out)` (see [`linear`]).
 struct Layer {
     input_norm: Tensor,
     post_norm: Tensor,
@@ -485,7 +486,7 @@ impl Decoder {
             let q = g("self_attn.q_proj.weight", &[nq, d])?;
             let k = g("self_attn.k_proj.weight", &[nkv, d])?;
             let v = g("self_attn.v_proj.weight", &[nkv, d])?;
-            let qkv = Tensor::cat(&[&q, &k, &v], 0)?.contiguous()?;
+            let qkv = Tensor::cat(&[&q, &k, &v], 0)?.t()?.contiguous()?;
             drop((q, k, v));
             let qkv_bias = if c.attention_bias {
                 let qb = g("self_attn.q_proj.bias", &[nq])?;
@@ -502,7 +503,7 @@ impl Decoder {
             };
             let gate = g("mlp.gate_proj.weight", &[f, d])?;
             let up = g("mlp.up_proj.weight", &[f, d])?;
-            let gate_up = Tensor::cat(&[&gate, &up], 0)?.contiguous()?;
+            let gate_up = Tensor::cat(&[&gate, &up], 0)?.t()?.contiguous()?;
             drop((gate, up));
             let (q_norm, k_norm) = match c.family {
                 Family::Qwen3 => (
@@ -516,10 +517,10 @@ impl Decoder {
                 post_norm: g("post_attention_layernorm.weight", &[d])?,
                 qkv,
                 qkv_bias,
-                o: g("self_attn.o_proj.weight", &[d, nq])?,
+                o: g("self_attn.o_proj.weight", &[d, nq])?.t()?.contiguous()?,
                 o_bias,
                 gate_up,
-                down: g("mlp.down_proj.weight", &[d, f])?,
+                down: g("mlp.down_proj.weight", &[d, f])?.t()?.contiguous()?,
                 q_norm,
                 k_norm,
             });
@@ -581,12 +582,12 @@ impl Decoder {
             layers.push(Layer {
                 input_norm: fill((1, d), 1.0, 0.1)?,
                 post_norm: fill((1, d), 1.0, 0.1)?,
-                qkv: fill((nq + 2 * nkv, d), 0.0, (1.0 / d as f32).sqrt())?,
+                qkv: fill((d, nq + 2 * nkv), 0.0, (1.0 / d as f32).sqrt())?,
                 qkv_bias: None,
-                o: fill((d, nq), 0.0, (1.0 / nq as f32).sqrt())?,
+                o: fill((nq, d), 0.0, (1.0 / nq as f32).sqrt())?,
                 o_bias: None,
-                gate_up: fill((2 * f, d), 0.0, (1.0 / d as f32).sqrt())?,
-                down: fill((d, f), 0.0, (1.0 / f as f32).sqrt())?,
+                gate_up: fill((d, 2 * f), 0.0, (1.0 / d as f32).sqrt())?,
+                down: fill((f, d), 0.0, (1.0 / f as f32).sqrt())?,
                 q_norm: if qk {
                     Some(fill((1, hd), 1.0, 0.1)?)
                 } else {
