@@ -64,12 +64,13 @@ fn hidden_states_match_transformers() {
 }
 
 /// A right-padded batch gives each sequence the hidden states it has alone, also when the
-/// query blocks are small (several attention blocks per sequence).
+/// query and MLP row blocks are small (several blocks per sequence).
 #[test]
 fn padded_batch_equals_single_runs() {
     let g = golden();
     let mut dec = Decoder::load(&tiny_dir(), &Device::Cpu, DType::F32).unwrap();
     dec.query_block = 7;
+    dec.mlp_rows = 5;
     let seqs: Vec<Vec<u32>> = (0..4).map(|i| ids_of(&g, i)).collect();
     let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
     let mut batched: Vec<Tensor> = Vec::new();
@@ -261,4 +262,31 @@ fn tokenizer_vocabulary_mismatch_is_refused() {
         .unwrap()
         .to_string();
     assert!(err.contains("no token with id 128001"), "{err}");
+}
+
+/// Qwen3 (the tribev2-mini text model's family): per-head q/k RMSNorm, explicit head_dim
+/// (32, not hidden/heads = 16), transformers-5 `rope_parameters`, keys without "model.".
+/// Golden: transformers 5.24.0 Qwen3Model (tests/fixtures/hf/make_qwen3_tiny.py).
+#[test]
+fn qwen3_hidden_states_match_transformers() {
+    let g =
+        candle_core::safetensors::load(fixture("hf/qwen3-tiny-golden.safetensors"), &Device::Cpu)
+            .unwrap();
+    let dec = Decoder::load(&fixture("models-tiny/Qwen3-tiny"), &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(dec.n_hidden_states(), 4);
+    for i in 0..3 {
+        let ids = g[&format!("case{i}.input_ids")]
+            .to_dtype(DType::U32)
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap();
+        let want = &g[&format!("case{i}.hidden_states")];
+        let got = Tensor::stack(&dec.hidden_states(&ids).unwrap(), 0).unwrap();
+        let (diff, scale) = (max_abs(&(&got - want).unwrap()), max_abs(want));
+        println!(
+            "qwen3 case{i}: {} tokens, max|d| = {diff:.3e}, max|expected| = {scale:.3}",
+            ids.len()
+        );
+        assert!(diff <= 1e-4 * scale, "case{i}: {diff} > 1e-4 * {scale}");
+    }
 }

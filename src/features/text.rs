@@ -453,13 +453,25 @@ impl TextExtractor {
         grouped: bool,
     ) -> Result<Vec<Option<Array2<f32>>>> {
         let d = self.hidden_size();
-        let n_kept = self.kept.len();
-        let mut slot_of_state = vec![None; self.decoder.n_hidden_states()];
-        for (k, &s) in self.kept.iter().enumerate() {
-            slot_of_state[s] = Some(k);
-        }
-        // Layer means per word in reading order, filled pass by pass.
-        let mut means: Vec<Option<Vec<f32>>> = vec![None; plan.order.len()];
+        // Where each hidden state's token mean goes: its row in the per-word buffer. Grouped,
+        // the buffer holds one running sum per layer group (states outside every group are not
+        // even averaged), so memory is L x D per word rather than 20 x D.
+        let mut row_of_state = vec![None; self.decoder.n_hidden_states()];
+        let rows = if grouped {
+            for (g, range) in self.groups.iter().enumerate() {
+                for k in range.clone() {
+                    row_of_state[self.kept[k]] = Some(g);
+                }
+            }
+            self.groups.len()
+        } else {
+            for (k, &s) in self.kept.iter().enumerate() {
+                row_of_state[s] = Some(k);
+            }
+            self.kept.len()
+        };
+        let dtype = self.decoder.dtype();
+        let mut acc: Vec<Option<Vec<f32>>> = vec![None; plan.order.len()];
 
         let mut idx: Vec<usize> = (0..plan.passes.len()).collect();
         idx.sort_by_key(|&i| std::cmp::Reverse(plan.passes[i].ids.len()));
@@ -478,24 +490,33 @@ impl TextExtractor {
             let seqs: Vec<&[u32]> = batch.iter().map(|p| p.ids.as_slice()).collect();
             for p in &batch {
                 for (w, _) in &p.spans {
-                    means[*w].get_or_insert_with(|| vec![0f32; n_kept * d]);
+                    acc[*w].get_or_insert_with(|| vec![0f32; rows * d]);
                 }
             }
             self.decoder.forward_visit(&seqs, &mut |state, h| {
-                let Some(k) = slot_of_state[state] else {
+                let Some(row) = row_of_state[state] else {
                     return Ok(());
                 };
                 for (b, p) in batch.iter().enumerate() {
                     let hb = h.get(b)?;
                     for (w, span) in &p.spans {
-                        // Mean in the model dtype, then f32 (the reference's `.float()`).
-                        let m = hb
-                            .narrow(0, span.start, span.len())?
-                            .mean(0)?
-                            .to_dtype(DType::F32)?
-                            .to_vec1::<f32>()?;
-                        if let Some(dst) = means[*w].as_mut() {
-                            dst[k * d..(k + 1) * d].copy_from_slice(&m);
+                        // The reference averages in the model dtype (torch accumulates a bf16
+                        // mean in f32 and rounds once), then `.float()`.
+                        let tokens = hb.narrow(0, span.start, span.len())?;
+                        let mean = if dtype == DType::F32 {
+                            tokens.mean(0)?
+                        } else {
+                            tokens
+                                .to_dtype(DType::F32)?
+                                .mean(0)?
+                                .to_dtype(dtype)?
+                                .to_dtype(DType::F32)?
+                        };
+                        let mean = mean.to_vec1::<f32>()?;
+                        if let Some(dst) = acc[*w].as_mut() {
+                            for (x, y) in dst[row * d..(row + 1) * d].iter_mut().zip(mean) {
+                                *x += y;
+                            }
                         }
                     }
                 }
@@ -505,26 +526,41 @@ impl TextExtractor {
         }
 
         let mut out = vec![None; n_words];
-        for (r, m) in means.into_iter().enumerate() {
-            let Some(m) = m else { continue };
-            let arr = if grouped {
-                let mut g = Array2::<f32>::zeros((self.groups.len(), d));
-                for (gi, range) in self.groups.iter().enumerate() {
-                    let mut row = g.row_mut(gi);
-                    for k in range.clone() {
-                        for (x, &y) in row.iter_mut().zip(&m[k * d..(k + 1) * d]) {
-                            *x += y;
-                        }
-                    }
-                    row.mapv_inplace(|x| x / range.len() as f32);
+        for (r, m) in acc.into_iter().enumerate() {
+            let Some(mut m) = m else { continue };
+            if grouped {
+                for (g, range) in self.groups.iter().enumerate() {
+                    m[g * d..(g + 1) * d]
+                        .iter_mut()
+                        .for_each(|x| *x /= range.len() as f32);
                 }
-                g
-            } else {
-                Array2::from_shape_vec((n_kept, d), m).map_err(|e| Error::Other(e.to_string()))?
-            };
+            }
+            let arr =
+                Array2::from_shape_vec((rows, d), m).map_err(|e| Error::Other(e.to_string()))?;
             out[plan.order[r]] = Some(arr);
         }
         Ok(out)
+    }
+
+    /// Bin per-word features (from [`word_features`](Self::word_features), caller's order)
+    /// onto the grid of `[start, start + duration)`: compute a timeline's words once, then
+    /// bin each 100 s segment.
+    pub fn bin(
+        &self,
+        words: &[Word],
+        feats: &[Option<Array2<f32>>],
+        start: f64,
+        duration: f64,
+    ) -> Array3<f32> {
+        bin_word_features(
+            words,
+            feats,
+            &reading_order(words),
+            self.n_groups(),
+            self.hidden_size(),
+            start,
+            duration,
+        )
     }
 }
 
