@@ -61,54 +61,27 @@ pub enum Error {
 
     // ---- the input dataset ------------------------------------------------------------
     #[error("{path}: the dataset is not valid BIDS: {reason}\n  fix: {fix}")]
-    DatasetInvalid {
-        path: PathBuf,
-        reason: String,
-        fix: String,
-    },
+    DatasetInvalid { path: PathBuf, reason: String, fix: String },
 
     #[error("no data matched the filters ({filters})\n  fix: {fix}")]
     NoDataMatched { filters: String, fix: String },
 
     /// A TSV (events.tsv, words TSV, participants.tsv) with a problem at a known place.
     #[error("{}:{line}{}: {message}\n  fix: {fix}", path.display(), column.as_ref().map(|c| format!(" (column '{c}')")).unwrap_or_default())]
-    Tsv {
-        path: PathBuf,
-        line: usize,
-        column: Option<String>,
-        message: String,
-        fix: String,
-    },
+    Tsv { path: PathBuf, line: usize, column: Option<String>, message: String, fix: String },
 
     /// A JSON file (sidecar, dataset_description, filter file) that cannot be parsed or has wrong types.
     #[error("{}: {message}\n  fix: {fix}", path.display())]
-    Json {
-        path: PathBuf,
-        message: String,
-        fix: String,
-    },
+    Json { path: PathBuf, message: String, fix: String },
 
     #[error("{}: no timing for this run: {reason}\n  fix: {fix}", path.display())]
-    MissingTiming {
-        path: PathBuf,
-        reason: String,
-        fix: String,
-    },
+    MissingTiming { path: PathBuf, reason: String, fix: String },
 
     #[error("{}: {what} is missing\n  fix: {fix}", path.display())]
-    InputMissing {
-        path: PathBuf,
-        what: String,
-        fix: String,
-    },
+    InputMissing { path: PathBuf, what: String, fix: String },
 
     #[error("{}:{line}: stim_file '{stim_file}' points outside the dataset ({reason})\n  fix: give a path relative to BIDS_DIR/stimuli that stays inside the dataset", events.display())]
-    PathEscapes {
-        events: PathBuf,
-        line: usize,
-        stim_file: String,
-        reason: String,
-    },
+    PathEscapes { events: PathBuf, line: usize, stim_file: String, reason: String },
 
     // ---- file formats -------------------------------------------------------------------
     #[error("{}: not a valid NIfTI file: {message}", path.display())]
@@ -121,37 +94,20 @@ pub enum Error {
     Cifti { path: PathBuf, message: String },
 
     #[error("{}: {kind:?}: {message}", path.display())]
-    Media {
-        path: PathBuf,
-        kind: MediaErrorKind,
-        message: String,
-    },
+    Media { path: PathBuf, kind: MediaErrorKind, message: String },
 
     // ---- models -------------------------------------------------------------------------
     #[error("{}: {message}\n  fix: {fix}", path.display())]
-    Model {
-        path: PathBuf,
-        message: String,
-        fix: String,
-    },
+    Model { path: PathBuf, message: String, fix: String },
 
     #[error("{}: not a usable checkpoint: {message}", path.display())]
     Checkpoint { path: PathBuf, message: String },
 
     #[error("tensor '{name}': expected shape {expected:?}, found {found:?}{}", path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
-    ShapeMismatch {
-        name: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-        path: Option<PathBuf>,
-    },
+    ShapeMismatch { name: String, expected: Vec<usize>, found: Vec<usize>, path: Option<PathBuf> },
 
     #[error("tensor '{name}': expected dtype {expected}, found {found}")]
-    DtypeMismatch {
-        name: String,
-        expected: String,
-        found: String,
-    },
+    DtypeMismatch { name: String, expected: String, found: String },
 
     #[error("{}: tensor '{name}' is missing", path.display())]
     MissingTensor { name: String, path: PathBuf },
@@ -170,23 +126,13 @@ pub enum Error {
 
     // ---- outputs ------------------------------------------------------------------------
     #[error("{}: the output folder may not be inside the input dataset (only BIDS_DIR/derivatives/<name> is allowed)\n  fix: choose {} or a folder outside {}", output.display(), suggestion.display(), input.display())]
-    OutputInsideInput {
-        output: PathBuf,
-        input: PathBuf,
-        suggestion: PathBuf,
-    },
+    OutputInsideInput { output: PathBuf, input: PathBuf, suggestion: PathBuf },
 
     #[error("{}: cannot write output: {source}\n  fix: check permissions and free space, or choose another OUTPUT_DIR", path.display())]
-    OutputNotWritable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    OutputNotWritable { path: PathBuf, source: std::io::Error },
 
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     #[error("interrupted")]
     Interrupted,
@@ -204,23 +150,13 @@ impl Error {
             UnknownAnalysisLevel(_) => exit::UNKNOWN_LEVEL,
             DatasetInvalid { .. } | MissingTiming { .. } => exit::DATASET_INVALID,
             NoDataMatched { .. } => exit::NO_DATA,
-            Tsv { .. }
-            | Json { .. }
-            | Nifti { .. }
-            | Gifti { .. }
-            | Cifti { .. }
-            | Media { .. } => exit::DATA_ERROR,
+            Tsv { .. } | Json { .. } | Nifti { .. } | Gifti { .. } | Cifti { .. } | Media { .. } => exit::DATA_ERROR,
             FeatureShape { .. } => exit::DATA_ERROR,
             InputMissing { .. } => exit::INPUT_MISSING,
             Io { .. } => exit::INPUT_MISSING,
             PathEscapes { .. } => exit::PATH_ESCAPE,
-            Model { .. }
-            | Checkpoint { .. }
-            | ShapeMismatch { .. }
-            | DtypeMismatch { .. }
-            | MissingTensor { .. }
-            | UnexpectedTensor { .. }
-            | Tokenizer { .. } => exit::MODEL_ERROR,
+            Model { .. } | Checkpoint { .. } | ShapeMismatch { .. } | DtypeMismatch { .. } | MissingTensor { .. }
+            | UnexpectedTensor { .. } | Tokenizer { .. } => exit::MODEL_ERROR,
             OutputInsideInput { .. } => exit::OUTPUT_REFUSED,
             OutputNotWritable { .. } => exit::OUTPUT_NOT_WRITABLE,
             Interrupted => exit::INTERRUPTED,
@@ -230,9 +166,6 @@ impl Error {
 
     /// Helper for the common "reading this path failed" case.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 }

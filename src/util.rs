@@ -17,19 +17,10 @@ pub fn write_atomic_with<F>(path: &Path, f: F) -> Result<()>
 where
     F: FnOnce(&mut dyn Write) -> std::io::Result<()>,
 {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let not_writable = |source| Error::OutputNotWritable {
-        path: path.to_path_buf(),
-        source,
-    };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let not_writable = |source| Error::OutputNotWritable { path: path.to_path_buf(), source };
     std::fs::create_dir_all(dir).map_err(not_writable)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")

@@ -14,11 +14,7 @@ pub fn toolbox_main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                crate::error::exit::USAGE
-            } else {
-                0
-            };
+            return if e.use_stderr() { crate::error::exit::USAGE } else { 0 };
         }
     };
     match toolbox::run(cli) {

@@ -10,11 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::error::Result;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "tribe",
-    version,
-    about = "TRIBE v2 toolbox: features, brain model, inspection"
-)]
+#[command(name = "tribe", version, about = "TRIBE v2 toolbox: features, brain model, inspection")]
 pub struct ToolboxCli {
     /// More logging (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -113,18 +109,9 @@ pub fn run(cli: ToolboxCli) -> Result<()> {
     match cli.command {
         Command::Encode(a) => crate::model::encode_cli(&a),
         Command::Inspect { dir } => crate::model::inspect_cli(&dir),
-        Command::Features {
-            modality: Modality::Text,
-            args,
-        } => crate::features::text::features_cli(&args),
-        Command::Features {
-            modality: Modality::Audio,
-            args,
-        } => crate::features::audio::features_cli(&args),
-        Command::Features {
-            modality: Modality::Video,
-            args,
-        } => crate::features::video::features_cli(&args),
+        Command::Features { modality: Modality::Text, args } => crate::features::text::features_cli(&args),
+        Command::Features { modality: Modality::Audio, args } => crate::features::audio::features_cli(&args),
+        Command::Features { modality: Modality::Video, args } => crate::features::video::features_cli(&args),
         Command::Predict(a) => crate::predict::predict_cli(&a),
     }
 }

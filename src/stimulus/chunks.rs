@@ -19,10 +19,7 @@ pub const MIN_CHUNK_S: f64 = 30.0;
 /// Split `[0, duration)` into chunks.
 pub fn chunk(duration: f64, max_s: f64, min_s: f64) -> Vec<Chunk> {
     if !(duration > 0.0) {
-        return vec![Chunk {
-            offset: 0.0,
-            duration: duration.max(0.0),
-        }];
+        return vec![Chunk { offset: 0.0, duration: duration.max(0.0) }];
     }
     // Candidate boundaries 0, max, 2max, ... < duration, then the end.
     let mut bounds = vec![0.0];
@@ -42,12 +39,7 @@ pub fn chunk(duration: f64, max_s: f64, min_s: f64) -> Vec<Chunk> {
         }
     }
     kept.push(duration);
-    kept.windows(2)
-        .map(|w| Chunk {
-            offset: w[0],
-            duration: w[1] - w[0],
-        })
-        .collect()
+    kept.windows(2).map(|w| Chunk { offset: w[0], duration: w[1] - w[0] }).collect()
 }
 
 #[cfg(test)]
@@ -55,10 +47,7 @@ mod tests {
     use super::*;
 
     fn cuts(d: f64) -> Vec<(f64, f64)> {
-        chunk(d, MAX_CHUNK_S, MIN_CHUNK_S)
-            .iter()
-            .map(|c| (c.offset, c.offset + c.duration))
-            .collect()
+        chunk(d, MAX_CHUNK_S, MIN_CHUNK_S).iter().map(|c| (c.offset, c.offset + c.duration)).collect()
     }
 
     /// The examples listed in SPEC §5.0.
@@ -67,10 +56,7 @@ mod tests {
         assert_eq!(cuts(80.0), vec![(0.0, 80.0)]);
         assert_eq!(cuts(100.0), vec![(0.0, 60.0), (60.0, 100.0)]);
         assert_eq!(cuts(130.0), vec![(0.0, 60.0), (60.0, 130.0)]);
-        assert_eq!(
-            cuts(150.0),
-            vec![(0.0, 60.0), (60.0, 120.0), (120.0, 150.0)]
-        );
+        assert_eq!(cuts(150.0), vec![(0.0, 60.0), (60.0, 120.0), (120.0, 150.0)]);
     }
 
     #[test]
