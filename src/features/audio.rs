@@ -198,15 +198,22 @@ pub fn preprocess_waveform(channels: &[Vec<f32>], resampler: &ResampleFrac) -> R
 pub fn mono_mean(channels: &[Vec<f32>]) -> Vec<f32> {
     let c = channels.len();
     let n = channels.first().map_or(0, |ch| ch.len());
-    let mut frame = vec![0f32; c];
-    (0..n)
-        .map(|i| {
-            for (f, ch) in frame.iter_mut().zip(channels) {
-                *f = ch[i];
-            }
-            sum_f32(&frame, 1) / c as f32
-        })
-        .collect()
+    match c {
+        1 => channels[0].clone(),
+        // Below 4 values torch's row sum is a plain running sum from 0.
+        2 | 3 => (0..n).map(|i| channels.iter().fold(0f32, |s, ch| s + ch[i]) / c as f32).collect(),
+        _ => {
+            let mut frame = vec![0f32; c];
+            (0..n)
+                .map(|i| {
+                    for (f, ch) in frame.iter_mut().zip(channels) {
+                        *f = ch[i];
+                    }
+                    sum_f32(&frame, 1) / c as f32
+                })
+                .collect()
+        }
+    }
 }
 
 /// `(wav - wav.mean()) / (1e-8 + wav.std())` (torch, unbiased std), float32 as torch computes it.
@@ -351,6 +358,10 @@ impl AudioExtractor {
 
     pub fn model(&self) -> &W2vBert {
         &self.model
+    }
+
+    pub fn model_mut(&mut self) -> &mut W2vBert {
+        &mut self.model
     }
 
     pub fn fbank(&self) -> &Fbank {

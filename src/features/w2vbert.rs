@@ -330,9 +330,19 @@ struct ConformerLayer {
 /// Query rows per attention block: bounds the score buffer to heads × block × T floats.
 const ATTN_BLOCK: usize = 256;
 
+/// Which implementation runs attention and the depthwise convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// Fused CPU kernels (the default on CPU).
+    Fused,
+    /// Plain candle tensor ops, for any device (the default off CPU).
+    Generic,
+}
+
 /// The Wav2Vec2-BERT encoder.
 pub struct W2vBert {
     cfg: W2vBertConfig,
+    kernels: Kernels,
     proj_ln: LayerNorm,
     proj: Linear,
     layers: Vec<ConformerLayer>,
@@ -415,8 +425,10 @@ impl W2vBert {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let kernels = if device.is_cpu() { Kernels::Fused } else { Kernels::Generic };
         Ok(W2vBert {
             cfg,
+            kernels,
             proj_ln,
             proj,
             layers,
@@ -426,6 +438,15 @@ impl W2vBert {
 
     pub fn config(&self) -> &W2vBertConfig {
         &self.cfg
+    }
+
+    /// Switch kernels (the generic path is what a GPU runs; tests compare the two on CPU).
+    pub fn set_kernels(&mut self, kernels: Kernels) -> Result<()> {
+        if kernels == Kernels::Fused && !self.device.is_cpu() {
+            return Err(Error::Usage("the fused kernels run on CPU only".into()));
+        }
+        self.kernels = kernels;
+        Ok(())
     }
 
     pub fn device(&self) -> &Device {
@@ -452,7 +473,8 @@ impl W2vBert {
         let x = features.to_device(&self.device)?.to_dtype(DType::F32)?;
         let mut h = self.proj.forward(&self.proj_ln.forward(&x)?)?;
         visit(0, &h)?;
-        let rel_index = if self.cfg.relative_key() {
+        // Index tensors for the device-generic attention; the CPU kernel reads q·E directly.
+        let rel_index = if self.cfg.relative_key() && self.kernels == Kernels::Generic {
             Some(self.relative_index(t)?)
         } else {
             None
@@ -515,49 +537,46 @@ impl W2vBert {
             .collect()
     }
 
-    fn attention(
-        &self,
-        a: &SelfAttention,
-        x: &Tensor,
-        rel_index: Option<&[Tensor]>,
-    ) -> Result<Tensor> {
+    fn attention(&self, a: &SelfAttention, x: &Tensor, rel_index: Option<&[Tensor]>) -> Result<Tensor> {
         let (t, c) = x.dims2()?;
         let (nh, d) = (self.cfg.num_attention_heads, self.cfg.head_dim());
-        let heads = |y: Tensor| -> Result<Tensor> {
-            Ok(y.reshape((t, nh, d))?.transpose(0, 1)?.contiguous()?)
-        };
+        let heads = |y: Tensor| -> Result<Tensor> { Ok(y.reshape((t, nh, d))?.transpose(0, 1)?.contiguous()?) };
         let q = heads(a.q.forward(x)?)?;
         let k = heads(a.k.forward(x)?)?;
         let v = heads(a.v.forward(x)?)?;
         let scale = 1.0 / (d as f64).sqrt();
-        let kt = k.transpose(1, 2)?;
         // (nh, T, n_dist) = q·E / √d: the relative-key term for every distance.
         let qe = match &a.distance {
             Some(e) => Some(q.broadcast_matmul(&e.t()?)?.affine(scale, 0.0)?),
             None => None,
         };
-        let mut outs = Vec::with_capacity(t.div_ceil(ATTN_BLOCK));
-        for (blk, l0) in (0..t).step_by(ATTN_BLOCK).enumerate() {
-            let b = ATTN_BLOCK.min(t - l0);
-            let qb = q.narrow(1, l0, b)?;
-            let mut s = qb.matmul(&kt)?.affine(scale, 0.0)?;
-            if let (Some(qe), Some(idx)) = (&qe, rel_index) {
-                let n_dist = qe.dim(2)?;
-                let rel = qe
-                    .narrow(1, l0, b)?
-                    .contiguous()?
-                    .reshape((nh, b * n_dist))?
-                    .index_select(&idx[blk], 1)?
-                    .reshape((nh, b, t))?;
-                s = (s + rel)?;
+        let o = if self.kernels == Kernels::Fused {
+            let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+            let qe_v = qe.as_ref().map(flat).transpose()?;
+            let rel = qe_v.as_deref().map(|s| RelativeKey {
+                qe: s,
+                left: self.cfg.left_max_position_embeddings,
+                right: self.cfg.right_max_position_embeddings,
+            });
+            let out = attention_cpu(&flat(&q)?, &flat(&k)?, &flat(&v)?, rel, nh, t, d, scale as f32);
+            Tensor::from_vec(out, (t, c), &self.device)?
+        } else {
+            let kt = k.transpose(1, 2)?;
+            let mut outs = Vec::with_capacity(t.div_ceil(ATTN_BLOCK));
+            for (blk, l0) in (0..t).step_by(ATTN_BLOCK).enumerate() {
+                let b = ATTN_BLOCK.min(t - l0);
+                let qb = q.narrow(1, l0, b)?;
+                let mut s = qb.matmul(&kt)?.affine(scale, 0.0)?;
+                if let (Some(qe), Some(idx)) = (&qe, rel_index) {
+                    let n_dist = qe.dim(2)?;
+                    let rel = qe.narrow(1, l0, b)?.contiguous()?.reshape((nh, b * n_dist))?.index_select(&idx[blk], 1)?.reshape((nh, b, t))?;
+                    s = (s + rel)?;
+                }
+                let p = candle_nn::ops::softmax_last_dim(&s)?;
+                outs.push(p.matmul(&v)?);
             }
-            let p = candle_nn::ops::softmax_last_dim(&s)?;
-            outs.push(p.matmul(&v)?);
-        }
-        let o = Tensor::cat(&outs, 1)?
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((t, c))?;
+            Tensor::cat(&outs, 1)?.transpose(0, 1)?.contiguous()?.reshape((t, c))?
+        };
         a.out.forward(&o)
     }
 
@@ -566,19 +585,149 @@ impl W2vBert {
         let h = m.pw1.forward(&m.ln.forward(x)?)?;
         // GLU over channels: first half × sigmoid(second half).
         let h = (h.narrow(1, 0, c)? * candle_nn::ops::sigmoid(&h.narrow(1, c, c)?)?)?;
-        let h = depthwise_causal_conv(&h, &m.dw)?;
+        let h = depthwise_causal_conv(&h, &m.dw, self.kernels)?;
         debug_assert_eq!(h.dims2()?, (t, c));
         let h = m.dw_ln.forward(&h)?.silu()?;
         m.pw2.forward(&h)
     }
 }
 
+/// `q·E[clamp(j − i)]` lookups for one model: `qe` is `(heads, T, left + right + 1)`.
+#[derive(Clone, Copy)]
+struct RelativeKey<'a> {
+    qe: &'a [f32],
+    left: usize,
+    right: usize,
+}
+
+/// Fused CPU attention: for each head and block of query rows, scores `Q·Kᵀ·scale` (one GEMM),
+/// plus the relative-key term read from `q·E` by distance, a float32 softmax per row, and the
+/// product with V (second GEMM). Blocks run in parallel; the (T, T) score matrix is never
+/// stored. Inputs are `(heads, T, d)` row-major; the output is `(T, heads·d)`.
+#[allow(clippy::too_many_arguments)]
+fn attention_cpu(q: &[f32], k: &[f32], v: &[f32], rel: Option<RelativeKey<'_>>, nh: usize, t: usize, d: usize, scale: f32) -> Vec<f32> {
+    use rayon::prelude::*;
+    let n_blocks = t.div_ceil(ATTN_BLOCK);
+    let blocks: Vec<(usize, usize, Vec<f32>)> = (0..nh * n_blocks)
+        .into_par_iter()
+        .map(|task| {
+            let (h, blk) = (task / n_blocks, task % n_blocks);
+            let l0 = blk * ATTN_BLOCK;
+            let b = ATTN_BLOCK.min(t - l0);
+            let head = h * t * d..(h + 1) * t * d;
+            let (qh, kh, vh) = (&q[head.clone()], &k[head.clone()], &v[head]);
+            let mut s = vec![0f32; b * t];
+            // SAFETY: every pointer addresses the slices above within the extents given: lhs is
+            // rows l0..l0+b of Q (b × d, row stride d), rhs is Kᵀ read in place from K (d × T,
+            // element (kk, r) at r·d + kk), dst is `s` (b × T, row stride T).
+            unsafe {
+                gemm::gemm(
+                    b, t, d, s.as_mut_ptr(), 1, t as isize, false, qh[l0 * d..].as_ptr(), 1, d as isize, kh.as_ptr(), d as isize, 1, 0.0, scale, false,
+                    false, false, gemm::Parallelism::None,
+                );
+            }
+            for (i, row) in s.chunks_mut(t).enumerate() {
+                let l = l0 + i;
+                if let Some(r) = rel {
+                    let nd = r.left + r.right + 1;
+                    let e = &r.qe[(h * t + l) * nd..(h * t + l + 1) * nd];
+                    // Key positions before l − left read e[0]; after l + right, e[nd − 1].
+                    let lo = l.saturating_sub(r.left);
+                    let hi = (l + r.right + 1).min(t);
+                    row[..lo].iter_mut().for_each(|x| *x += e[0]);
+                    for (j, x) in row[lo..hi].iter_mut().enumerate() {
+                        *x += e[lo + j + r.left - l];
+                    }
+                    row[hi..].iter_mut().for_each(|x| *x += e[nd - 1]);
+                }
+                softmax_in_place(row);
+            }
+            let mut o = vec![0f32; b * d];
+            // SAFETY: dst `o` is b × d (row stride d); lhs `s` is b × T (row stride T); rhs is
+            // V of this head (T × d, row stride d).
+            unsafe {
+                gemm::gemm(
+                    b, d, t, o.as_mut_ptr(), 1, d as isize, false, s.as_ptr(), 1, t as isize, vh.as_ptr(), 1, d as isize, 0.0, 1.0, false, false, false,
+                    gemm::Parallelism::None,
+                );
+            }
+            (h, l0, o)
+        })
+        .collect();
+    let c = nh * d;
+    let mut out = vec![0f32; t * c];
+    for (h, l0, o) in blocks {
+        for (i, row) in o.chunks(d).enumerate() {
+            out[(l0 + i) * c + h * d..(l0 + i) * c + (h + 1) * d].copy_from_slice(row);
+        }
+    }
+    out
+}
+
+/// Row softmax in float32: max, `exp(x − max)`, sum, scale by `1/sum` (torch's order of steps).
+/// Written with 8 independent lanes so the compiler vectorises it: this loop touches every
+/// attention score (3.5·10⁹ per minute of audio in the real model).
+fn softmax_in_place(row: &mut [f32]) {
+    const L: usize = 8;
+    let mut m = [f32::NEG_INFINITY; L];
+    let mut chunks = row.chunks_exact(L);
+    for c in &mut chunks {
+        for k in 0..L {
+            m[k] = m[k].max(c[k]);
+        }
+    }
+    let mut max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
+    for v in m {
+        max = max.max(v);
+    }
+    let mut acc = [0f32; L];
+    let mut chunks = row.chunks_exact_mut(L);
+    for c in &mut chunks {
+        for k in 0..L {
+            c[k] = exp_f32(c[k] - max);
+            acc[k] += c[k];
+        }
+    }
+    let mut sum = 0f32;
+    for x in chunks.into_remainder() {
+        *x = exp_f32(*x - max);
+        sum += *x;
+    }
+    sum += acc.iter().sum::<f32>();
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// `e^x` in float32 to about 1 ulp for the range softmax uses (x ≤ 0), branch-free so it
+/// vectorises: x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 polynomial for e^r (Cephes `expf`
+/// coefficients), scaled by 2^n through the exponent bits; below −87.3 it returns 0.
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting rounds to an integer
+    let xc = x.clamp(-87.3, 88.7);
+    let n = (xc * LOG2E + ROUND) - ROUND;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let r2 = r * r;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5e-1;
+    let e = p * r2 + r + 1.0;
+    let scale = f32::from_bits((((n as i32) + 127).max(0) as u32) << 23);
+    if x < -87.3 { 0.0 } else { e * scale }
+}
+
 /// `y[t, c] = Σ_k w[c, k] · x[t + k − (K − 1), c]` with zeros before the start: the conformer's
 /// causal depthwise convolution, on `(T, C)` input and `(C, K)` weights.
-fn depthwise_causal_conv(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+fn depthwise_causal_conv(x: &Tensor, w: &Tensor, kernels: Kernels) -> Result<Tensor> {
     let (t, c) = x.dims2()?;
     let k = w.dim(1)?;
-    if !x.device().is_cpu() {
+    if kernels == Kernels::Generic {
         // Device-generic path: sum of K shifted, channel-scaled copies.
         let xp = x.pad_with_zeros(0, k - 1, 0)?;
         let mut y = xp
@@ -615,4 +764,37 @@ fn depthwise_causal_conv(x: &Tensor, w: &Tensor) -> Result<Tensor> {
             }
         });
     Ok(Tensor::from_vec(y, (t, c), x.device())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_is_accurate() {
+        let mut worst = 0f64;
+        for i in 0..200_000 {
+            let x = -87.0 + i as f32 * (87.0 / 200_000.0);
+            let (got, want) = (exp_f32(x) as f64, (x as f64).exp());
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < 3e-7, "max relative error {worst}");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert_eq!(exp_f32(-100.0), 0.0);
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one() {
+        let mut row: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin() * 5.0).collect();
+        let want: Vec<f64> = {
+            let m = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
+            let e: Vec<f64> = row.iter().map(|v| (*v as f64 - m).exp()).collect();
+            let s: f64 = e.iter().sum();
+            e.iter().map(|v| v / s).collect()
+        };
+        softmax_in_place(&mut row);
+        for (g, w) in row.iter().zip(&want) {
+            assert!((*g as f64 - w).abs() < 1e-6);
+        }
+    }
 }

@@ -581,7 +581,7 @@ fn decode_native<T: AudioSample>(
     let want = duration_s.map(|d| round_half_even(d * rate as f64).max(0) as u64);
 
     let mut out: Vec<Vec<T>> = vec![Vec::new(); channels];
-    if start as f64 > SEEK_PREROLL_S * rate as f64 * 2.0 {
+    if start as f64 > SEEK_PREROLL_S * rate as f64 * 2.0 && seeks_exactly(&st) {
         if let Some(buf) = decode_after_seek(&mut st, path, rate, start, want, &mut out)? {
             return Ok(buf);
         }
@@ -607,6 +607,14 @@ fn decode_native<T: AudioSample>(
         return Err(media(path, MediaErrorKind::Unsupported, e));
     }
     finish(path, rate, out, pos, start, want, expected_total)
+}
+
+/// Containers whose seek lands on packets with exact timestamps (an index or per-packet
+/// granules). Raw streams (mp3, ADTS aac, ac3, ...) estimate timestamps from byte positions after
+/// a seek (mp3 was measured 8 samples off), so those are decoded from the start instead.
+fn seeks_exactly(st: &AudioStream) -> bool {
+    let name = st.ictx.format().name().to_string();
+    ["wav", "flac", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "ogg", "aiff", "w64", "caf"].contains(&name.as_str())
 }
 
 /// Seek a second before `start`, anchor sample indices on the first frame of the file, decode.
