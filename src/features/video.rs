@@ -1,5 +1,8 @@
 //! Video features on the 2 Hz grid (being built: see the video issue).
 
+pub mod processor;
+pub mod vjepa2;
+
 use crate::cli::toolbox::FeaturesArgs;
 use crate::error::{Error, Result};
 
