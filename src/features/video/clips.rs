@@ -7,6 +7,8 @@
 //! requested window and adds into it with Python-rounded sample offsets. Both steps are written
 //! here with the reference's floating-point expressions, so that the same bins come out.
 
+use crate::error::Result;
+use crate::stimulus::video::{FramePicker, VideoInfo};
 use crate::util::round_half_even;
 
 /// The feature rate of TRIBE (2 Hz).
@@ -62,6 +64,17 @@ impl ClipTimes {
         let t = self.bin_end(k);
         self.subtimes.iter().map(|s| if t - s > 0.0 { t - s } else { 0.0 }).collect()
     }
+}
+
+/// The physical frames of every clip of one chunk (a fresh reference reader per chunk, as the
+/// reference opens a new clip per Video chunk event): `offset` and `duration` locate the chunk
+/// in the file. Bins `0..n_bins` in order, each `frames` indices ascending in time.
+pub fn chunk_clip_frames(info: &VideoInfo, offset: f64, duration: f64, frames: usize, clip_duration: f64) -> Result<Vec<Vec<usize>>> {
+    let times = ClipTimes::new(offset, duration, frames, clip_duration);
+    let mut picker = FramePicker::open(info)?;
+    Ok((0..times.n_bins())
+        .map(|k| times.request_times(k).iter().map(|t| picker.get_frame(t + offset)).collect())
+        .collect())
 }
 
 /// A time series on the 2 Hz grid, as neuralset's `TimedArray` addresses it.
