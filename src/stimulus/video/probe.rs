@@ -200,6 +200,10 @@ impl VideoInfo {
             let c = &*ictx.as_ptr();
             (c.duration, c.start_time, c.nb_streams as usize)
         };
+        let frame_pts = scan_frame_pts(&mut ictx, idx, path)?;
+        if frame_pts.is_empty() {
+            return Err(media_err(path, MediaErrorKind::Empty, "the video stream has no frames"));
+        }
         let fps = moviepy_fps(avg, r).ok_or_else(|| {
             media_err(path, MediaErrorKind::Unsupported, "the video stream declares no frame rate; re-encode it with one (ffmpeg -i IN -r 25 OUT.mp4)")
         })?;
@@ -216,10 +220,6 @@ impl VideoInfo {
             Ratio::from_ff(ffmpeg::Rational::from(ffi::av_guess_frame_rate(ictx.as_mut_ptr(), st, std::ptr::null_mut())))
         };
         let output_rate = if output_rate.is_valid() { output_rate } else { Ratio { num: 25, den: 1 } };
-        let frame_pts = scan_frame_pts(&mut ictx, idx, path)?;
-        if frame_pts.is_empty() {
-            return Err(media_err(path, MediaErrorKind::Empty, "the video stream has no frames"));
-        }
         Ok(Self {
             path: path.to_path_buf(),
             width,
@@ -363,6 +363,15 @@ fn scan_frame_pts(ictx: &mut ffmpeg::format::context::Input, idx: usize, path: &
                 ));
             }
         }
+    }
+    // SAFETY: plain field read of a live stream.
+    let declared = unsafe { (**(*ictx.as_ptr()).streams.add(idx)).nb_frames };
+    if declared > 0 && (pts.len() as i64) < declared {
+        return Err(media_err(
+            path,
+            MediaErrorKind::Truncated,
+            format!("the container announces {declared} video frames but only {} can be read; the file is cut off", pts.len()),
+        ));
     }
     pts.sort_unstable();
     let n = pts.len();
