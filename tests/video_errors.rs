@@ -9,7 +9,11 @@ use tribe_bids::error::{Error, MediaErrorKind};
 use tribe_bids::stimulus::video::{FrameSource, StillImage, VideoInfo};
 
 fn ffmpeg(args: &[&str]) {
-    let st = Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).status().expect("ffmpeg CLI");
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .status()
+        .expect("ffmpeg CLI");
     assert!(st.success(), "ffmpeg {args:?}");
 }
 
@@ -17,7 +21,10 @@ fn kind_of(path: &Path) -> (MediaErrorKind, String) {
     match VideoInfo::open(path) {
         Err(e @ Error::Media { kind, .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains(&path.display().to_string()), "the message names the file: {msg}");
+            assert!(
+                msg.contains(&path.display().to_string()),
+                "the message names the file: {msg}"
+            );
             (kind, msg)
         }
         other => panic!("{}: expected a media error, got {other:?}", path.display()),
@@ -32,7 +39,19 @@ fn tmp(dir: &tempfile::TempDir, name: &str) -> PathBuf {
 fn truncated_mp4() {
     let dir = tempfile::tempdir().unwrap();
     let full = tmp(&dir, "full.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=d=2:s=320x240", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart", full.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=d=2:s=320x240",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-movflags",
+        "+faststart",
+        full.to_str().unwrap(),
+    ]);
     let bytes = std::fs::read(&full).unwrap();
     // Index at the front, pictures cut: Truncated.
     let cut = tmp(&dir, "cut.mp4");
@@ -41,7 +60,17 @@ fn truncated_mp4() {
     assert_eq!(kind, MediaErrorKind::Truncated, "{msg}");
     // Index at the end (no faststart) and cut: the header cannot be read.
     let late = tmp(&dir, "late.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=d=2:s=320x240", "-c:v", "libx264", "-pix_fmt", "yuv420p", late.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=d=2:s=320x240",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        late.to_str().unwrap(),
+    ]);
     let b = std::fs::read(&late).unwrap();
     std::fs::write(&late, &b[..b.len() / 2]).unwrap();
     let (kind, msg) = kind_of(&late);
@@ -65,9 +94,27 @@ fn audio_only_file_as_video() {
 fn zero_frame_video() {
     let dir = tempfile::tempdir().unwrap();
     let src = tmp(&dir, "one.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=d=1:s=64x48", "-c:v", "libx264", "-pix_fmt", "yuv420p", src.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=d=1:s=64x48",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        src.to_str().unwrap(),
+    ]);
     let p = tmp(&dir, "empty.avi");
-    ffmpeg(&["-i", src.to_str().unwrap(), "-c", "copy", "-frames:v", "0", p.to_str().unwrap()]);
+    ffmpeg(&[
+        "-i",
+        src.to_str().unwrap(),
+        "-c",
+        "copy",
+        "-frames:v",
+        "0",
+        p.to_str().unwrap(),
+    ]);
     let (kind, msg) = kind_of(&p);
     assert_eq!(kind, MediaErrorKind::Empty, "{msg}");
 }
@@ -76,7 +123,17 @@ fn zero_frame_video() {
 fn unsupported_codec() {
     let dir = tempfile::tempdir().unwrap();
     let p = tmp(&dir, "odd.avi");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=d=1:s=64x48", "-c:v", "mpeg4", "-vtag", "XVID", p.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=d=1:s=64x48",
+        "-c:v",
+        "mpeg4",
+        "-vtag",
+        "XVID",
+        p.to_str().unwrap(),
+    ]);
     // Rename the codec tag to one no decoder knows.
     let b = std::fs::read(&p).unwrap();
     let s = replace_all(&b, b"XVID", b"QQQQ");
@@ -115,7 +172,10 @@ fn not_media_and_missing() {
     let png = tmp(&dir, "bad.png");
     std::fs::write(&png, b"\x89PNG\r\n\x1a\n broken").unwrap();
     match StillImage::open(&png) {
-        Err(Error::Media { kind: MediaErrorKind::Unreadable, .. }) => {}
+        Err(Error::Media {
+            kind: MediaErrorKind::Unreadable,
+            ..
+        }) => {}
         other => panic!("expected an unreadable image, got {other:?}"),
     }
     let ev = tribe_bids::stimulus::video::VisualEvent {
@@ -123,5 +183,8 @@ fn not_media_and_missing() {
         duration: None,
         visual: tribe_bids::stimulus::video::Visual::Image { path: png },
     };
-    assert!(matches!(FrameSource::timeline(vec![ev], None).resolve(), Err(Error::Usage(_))));
+    assert!(matches!(
+        FrameSource::timeline(vec![ev], None).resolve(),
+        Err(Error::Usage(_))
+    ));
 }

@@ -21,7 +21,14 @@ fn model_dir() -> std::path::PathBuf {
 }
 
 fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn indices(t: &Tensor) -> Vec<Vec<i64>> {
@@ -29,7 +36,13 @@ fn indices(t: &Tensor) -> Vec<Vec<i64>> {
 }
 
 fn as_i64(frames: &[Option<Vec<usize>>]) -> Vec<Vec<i64>> {
-    frames.iter().map(|f| f.as_ref().map_or(vec![-1], |v| v.iter().map(|&i| i as i64).collect())).collect()
+    frames
+        .iter()
+        .map(|f| {
+            f.as_ref()
+                .map_or(vec![-1], |v| v.iter().map(|&i| i as i64).collect())
+        })
+        .collect()
 }
 
 /// Decoded RGB frames are byte-identical to what moviepy read from the ffmpeg CLI.
@@ -39,21 +52,35 @@ fn decoded_frames_equal_the_reference_pipe() {
     let info = VideoInfo::open(&path).unwrap();
     assert_eq!((info.width, info.height, info.n_frames()), (320, 256, 48));
     assert_eq!((info.fps, info.duration), (24.0, 2.0));
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("hf/vjepa2-tiny-timeline.json")).unwrap()).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("hf/vjepa2-tiny-timeline.json")).unwrap(),
+    )
+    .unwrap();
     let hashes = meta["video"]["frame_sha256_rgb24"].as_object().unwrap();
     let golden = load("hf/vjepa2-tiny-golden.safetensors");
-    let frames = golden["frames_uint8"].flatten_all().unwrap().to_vec1::<u8>().unwrap(); // frames 0,3,..,21
+    let frames = golden["frames_uint8"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<u8>()
+        .unwrap(); // frames 0,3,..,21
     let mut dec = FrameDecoder::open(&info, 0).unwrap();
     let mut checked = 0;
     while let Some(i) = dec.next_frame().unwrap() {
         let rgb = dec.rgb().unwrap().to_packed();
         if let Some(h) = hashes.get(&i.to_string()) {
-            assert_eq!(hex::encode(Sha256::digest(&rgb)), h.as_str().unwrap(), "frame {i} differs from the reference");
+            assert_eq!(
+                hex::encode(Sha256::digest(&rgb)),
+                h.as_str().unwrap(),
+                "frame {i} differs from the reference"
+            );
             checked += 1;
         }
         if i % 3 == 0 && i <= 21 {
             let n = 256 * 320 * 3;
-            assert!(rgb == frames[i / 3 * n..(i / 3 + 1) * n], "frame {i} differs from frames_uint8");
+            assert!(
+                rgb == frames[i / 3 * n..(i / 3 + 1) * n],
+                "frame {i} differs from frames_uint8"
+            );
             checked += 1;
         }
     }
@@ -85,9 +112,18 @@ fn timeline_golden_through_the_cli() {
     assert!(d <= 1e-4 * m, "binned differs by {d}");
 
     let ex = VideoExtractor::load(&model_dir(), &Device::Cpu, VideoOptions::default()).unwrap();
-    let f = ex.extract(&FrameSource::video(fixture("hf/media/testsrc2_320x256_24fps_2s.mp4")), 0.0, 2.0).unwrap();
+    let f = ex
+        .extract(
+            &FrameSource::video(fixture("hf/media/testsrc2_320x256_24fps_2s.mp4")),
+            0.0,
+            2.0,
+        )
+        .unwrap();
     assert_eq!(as_i64(&f.frame_indices), indices(&g["frame_indices"]));
-    assert_eq!(f.frame_indices[3].as_ref().unwrap(), &[0, 0, 0, 0, 12, 24, 36, 36]);
+    assert_eq!(
+        f.frame_indices[3].as_ref().unwrap(),
+        &[0, 0, 0, 0, 12, 24, 36, 36]
+    );
 }
 
 /// The per-layer token means of each bin (before grouping) match `event_all_layers`.
@@ -96,7 +132,13 @@ fn timeline_all_layers() {
     let g = load("hf/vjepa2-tiny-timeline.safetensors");
     let want = &g["event_all_layers"]; // (3, 32, 4)
     let ex = VideoExtractor::load(&model_dir(), &Device::Cpu, VideoOptions::default()).unwrap();
-    let f = ex.extract(&FrameSource::video(fixture("hf/media/testsrc2_320x256_24fps_2s.mp4")), 0.0, 2.0).unwrap();
+    let f = ex
+        .extract(
+            &FrameSource::video(fixture("hf/media/testsrc2_320x256_24fps_2s.mp4")),
+            0.0,
+            2.0,
+        )
+        .unwrap();
     // Rebuild each bin's clip from its frame indices and run the model on all states.
     let info = VideoInfo::open(&fixture("hf/media/testsrc2_320x256_24fps_2s.mp4")).unwrap();
     let mut rgb = vec![];
@@ -134,7 +176,13 @@ fn e2e_movie_window() {
     let g = load("e2e/features.safetensors");
     let want = g["video"].squeeze(0).unwrap(); // (1, 32, 200)
     let ex = VideoExtractor::load(&model_dir(), &Device::Cpu, VideoOptions::default()).unwrap();
-    let f = ex.extract(&FrameSource::video(fixture("e2e/media/movie.mp4")), 0.0, 100.0).unwrap();
+    let f = ex
+        .extract(
+            &FrameSource::video(fixture("e2e/media/movie.mp4")),
+            0.0,
+            100.0,
+        )
+        .unwrap();
     assert_eq!(f.features.dims(), want.dims());
     let (d, m) = (max_abs(&(&f.features - &want).unwrap()), max_abs(&want));
     eprintln!("e2e video max |d| = {d:e} (max |x| = {m})");
@@ -147,5 +195,8 @@ fn e2e_movie_window() {
     let counts = &f.stats.decode_counts[0];
     assert!(counts[..=708].iter().all(|&c| c == 1) && counts[709..].iter().all(|&c| c == 0));
     assert_eq!(f.stats.clips_encoded, 60);
-    eprintln!("e2e stats: {:?}", (f.stats.frames_preprocessed, f.stats.max_buffered_frames));
+    eprintln!(
+        "e2e stats: {:?}",
+        (f.stats.frames_preprocessed, f.stats.max_buffered_frames)
+    );
 }

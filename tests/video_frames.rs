@@ -22,18 +22,40 @@ const H: usize = 32;
 
 /// Make a numbered video: `rate` (e.g. "30000/1001"), `seconds`, optional timestamp rewrite
 /// (variable frame rate) and an optional silent audio track.
-fn numbered_video(dir: &Path, name: &str, rate: &str, seconds: f64, setpts: Option<&str>, audio: bool) -> PathBuf {
+fn numbered_video(
+    dir: &Path,
+    name: &str,
+    rate: &str,
+    seconds: f64,
+    setpts: Option<&str>,
+    audio: bool,
+) -> PathBuf {
     let out = dir.join(name);
-    let mut vf = format!("geq=lum='255*mod(floor(N/pow(2\\,floor(X/16)))\\,2)':cb=128:cr=128");
+    let mut vf = String::from("geq=lum='255*mod(floor(N/pow(2\\,floor(X/16)))\\,2)':cb=128:cr=128");
     if let Some(e) = setpts {
         vf = format!("{vf},setpts='{e}'");
     }
     let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-v", "error", "-y", "-f", "lavfi", "-i", &format!("color=c=black:s={W}x{H}:r={rate}:d={seconds}")]);
+    cmd.args([
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("color=c=black:s={W}x{H}:r={rate}:d={seconds}"),
+    ]);
     if audio {
-        cmd.args(["-f", "lavfi", "-i", &format!("anullsrc=r=44100:cl=mono:d={seconds}")]);
+        cmd.args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("anullsrc=r=44100:cl=mono:d={seconds}"),
+        ]);
     }
-    cmd.args(["-vf", &vf, "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", "-g", "24", "-bf", "0"]);
+    cmd.args([
+        "-vf", &vf, "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", "-g", "24", "-bf", "0",
+    ]);
     cmd.args(["-fps_mode", "passthrough"]);
     if audio {
         cmd.args(["-c:a", "aac", "-shortest"]);
@@ -45,7 +67,9 @@ fn numbered_video(dir: &Path, name: &str, rate: &str, seconds: f64, setpts: Opti
 
 /// The frame number painted into an RGB24 frame.
 fn frame_number(rgb: &[u8]) -> usize {
-    (0..16).map(|k| ((rgb[((H / 2) * W + k * 16 + 8) * 3] > 128) as usize) << k).sum()
+    (0..16)
+        .map(|k| ((rgb[((H / 2) * W + k * 16 + 8) * 3] > 128) as usize) << k)
+        .sum()
 }
 
 /// moviepy's duration and fps from `ffmpeg -i` (its regexes and NTSC snapping).
@@ -56,7 +80,13 @@ fn moviepy_infos(path: &Path) -> (f64, f64) {
     let p: Vec<f64> = dur.split(':').map(|x| x.parse().unwrap()).collect();
     let duration = 0.0 + p[2] + 60.0 * p[1] + 3600.0 * p[0];
     let line = text.lines().find(|l| l.contains("Video:")).unwrap();
-    let fps_txt = line.split(" fps").next().unwrap().rsplit(' ').next().unwrap();
+    let fps_txt = line
+        .split(" fps")
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap();
     let mut fps: f64 = fps_txt.parse().unwrap();
     for x in [23.0, 24.0, 25.0, 30.0, 50.0] {
         if fps != x && (fps - x * 1000.0 / 1001.0).abs() < 0.01 {
@@ -77,7 +107,13 @@ struct Oracle {
 
 impl Oracle {
     fn new(path: &Path, fps: f64) -> Self {
-        let mut o = Self { path: path.into(), fps, proc: None, pos: 0, last: None };
+        let mut o = Self {
+            path: path.into(),
+            fps,
+            proc: None,
+            pos: 0,
+            last: None,
+        };
         o.initialize(0.0);
         o
     }
@@ -92,17 +128,37 @@ impl Oracle {
             let _ = p.wait();
         }
         self.pos = self.frame_number_at(t);
-        let start = if self.pos != 0 { self.pos as f64 * (1.0 / self.fps) - 0.00001 } else { 0.0 };
+        let start = if self.pos != 0 {
+            self.pos as f64 * (1.0 / self.fps) - 0.00001
+        } else {
+            0.0
+        };
         let mut cmd = Command::new("ffmpeg");
         if start != 0.0 {
             let offset = start.min(1.0);
-            cmd.args(["-ss", &format!("{:.6}", start - offset), "-i"]).arg(&self.path).args(["-ss", &format!("{offset:.6}")]);
+            cmd.args(["-ss", &format!("{:.6}", start - offset), "-i"])
+                .arg(&self.path)
+                .args(["-ss", &format!("{offset:.6}")]);
         } else {
             cmd.arg("-i").arg(&self.path);
         }
-        cmd.args(["-loglevel", "error", "-f", "image2pipe", "-vf", &format!("scale={W}:{H}"), "-sws_flags", "bicubic"]);
+        cmd.args([
+            "-loglevel",
+            "error",
+            "-f",
+            "image2pipe",
+            "-vf",
+            &format!("scale={W}:{H}"),
+            "-sws_flags",
+            "bicubic",
+        ]);
         cmd.args(["-pix_fmt", "rgb24", "-vcodec", "rawvideo", "-"]);
-        self.proc = Some(cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap());
+        self.proc = Some(
+            cmd.stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         self.read_frame();
     }
 
@@ -167,8 +223,16 @@ fn check(path: &Path, offset: f64, duration: f64) -> usize {
     for (k, ours_k) in ours.iter().enumerate() {
         let req = times.request_times(k);
         let theirs: Vec<usize> = req.iter().map(|t| oracle.get_frame(t + offset)).collect();
-        assert_eq!(ours_k, &theirs, "{}: bin {k} of the chunk at {offset} s", path.display());
-        let plain: Vec<usize> = req.iter().map(|t| ((mp_fps * (t + offset) + 0.00001) as usize).min(info.n_frames() - 1)).collect();
+        assert_eq!(
+            ours_k,
+            &theirs,
+            "{}: bin {k} of the chunk at {offset} s",
+            path.display()
+        );
+        let plain: Vec<usize> = req
+            .iter()
+            .map(|t| ((mp_fps * (t + offset) + 0.00001) as usize).min(info.n_frames() - 1))
+            .collect();
         differ += (plain != theirs) as usize;
     }
     differ
@@ -179,10 +243,18 @@ fn check(path: &Path, offset: f64, duration: f64) -> usize {
 #[test]
 fn constant_rates() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, rate, secs) in [("r24.mp4", "24", 6.0), ("r25.mp4", "25", 4.5), ("r2997.mp4", "30000/1001", 6.0), ("r30.mp4", "30", 4.5)] {
+    for (name, rate, secs) in [
+        ("r24.mp4", "24", 6.0),
+        ("r25.mp4", "25", 4.5),
+        ("r2997.mp4", "30000/1001", 6.0),
+        ("r30.mp4", "30", 4.5),
+    ] {
         let p = numbered_video(dir.path(), name, rate, secs, None, false);
         let d = moviepy_infos(&p).0;
-        assert!(check(&p, 0.0, d) <= 1, "{name}: only the last bin may differ from the plain rule");
+        assert!(
+            check(&p, 0.0, d) <= 1,
+            "{name}: only the last bin may differ from the plain rule"
+        );
     }
 }
 
@@ -202,7 +274,14 @@ fn chunk_offset_with_audio() {
 fn rounded_down_rate() {
     let dir = tempfile::tempdir().unwrap();
     for (audio, secs) in [(false, 6.0), (true, 5.0)] {
-        let p = numbered_video(dir.path(), &format!("odd{audio}.mp4"), "29989/2000", secs, None, audio);
+        let p = numbered_video(
+            dir.path(),
+            &format!("odd{audio}.mp4"),
+            "29989/2000",
+            secs,
+            None,
+            audio,
+        );
         let d = moviepy_infos(&p).0;
         assert!(check(&p, 0.0, d) >= 2, "the seek drift should show");
     }

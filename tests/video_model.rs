@@ -10,7 +10,8 @@ use tribe_bids::features::video::processor::{ProcessorConfig, Resizer, resize_fu
 use tribe_bids::features::video::vjepa2::{LastHiddenState, Vjepa2Encoder};
 
 fn golden() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(fixture("hf/vjepa2-tiny-golden.safetensors"), &Device::Cpu).unwrap()
+    candle_core::safetensors::load(fixture("hf/vjepa2-tiny-golden.safetensors"), &Device::Cpu)
+        .unwrap()
 }
 
 fn model_dir() -> std::path::PathBuf {
@@ -22,11 +23,27 @@ fn u8s(t: &Tensor) -> Vec<u8> {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn max_abs(a: &Tensor) -> f32 {
-    a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    a.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// The resize alone: torch 2.6's uint8 antialiased bilinear, bit for bit.
@@ -47,7 +64,10 @@ fn resize_matches_torch_2_6_exactly() {
             mismatches += (d != 0) as usize;
         }
     }
-    assert_eq!(mismatches, 0, "{mismatches} resized values differ from torch 2.6 (max |d| = {max_d})");
+    assert_eq!(
+        mismatches, 0,
+        "{mismatches} resized values differ from torch 2.6 (max |d| = {max_d})"
+    );
 }
 
 /// Resize + crop + normalization with the model folder's processor config.
@@ -58,15 +78,27 @@ fn processor_matches_golden() {
     assert_eq!(cfg, ProcessorConfig::for_crop(64));
     let frames = u8s(&g["frames_uint8"]);
     let want_crop = u8s(&g["cropped_uint8"]);
-    let want_px = g["pixel_values_videos"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let want_px = g["pixel_values_videos"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let geom = cfg.geometry(256, 320);
     let resizer = Resizer::new(geom);
     let plane = 3 * 64 * 64;
     let mut max_d = 0f32;
     for f in 0..8 {
         let mut crop = vec![0u8; plane];
-        resizer.resize_crop(&frames[f * 256 * 320 * 3..(f + 1) * 256 * 320 * 3], 320 * 3, &mut crop);
-        assert_eq!(crop, want_crop[f * plane..(f + 1) * plane], "cropped frame {f}");
+        resizer.resize_crop(
+            &frames[f * 256 * 320 * 3..(f + 1) * 256 * 320 * 3],
+            320 * 3,
+            &mut crop,
+        );
+        assert_eq!(
+            crop,
+            want_crop[f * plane..(f + 1) * plane],
+            "cropped frame {f}"
+        );
         let mut px = vec![0f32; plane];
         cfg.normalize_into(&crop, &mut px);
         for (a, b) in px.iter().zip(&want_px[f * plane..(f + 1) * plane]) {
@@ -83,7 +115,8 @@ fn encoder_matches_golden() {
     let g = golden();
     let px = g["pixel_values_videos"].squeeze(0).unwrap(); // (8, 3, 64, 64)
     let want = &g["hidden_states"]; // (3, 64, 32)
-    let enc = Vjepa2Encoder::load(&model_dir(), &Device::Cpu, DType::F32, LastHiddenState::Raw).unwrap();
+    let enc =
+        Vjepa2Encoder::load(&model_dir(), &Device::Cpu, DType::F32, LastHiddenState::Raw).unwrap();
     let got = enc.hidden_states(&px).unwrap();
     assert_eq!(got.dims(), want.dims());
     for i in 0..3 {
@@ -98,7 +131,13 @@ fn encoder_matches_golden() {
     eprintln!("token means (tf5) max |d| = {d:e} (max |x| = {m})");
     assert!(d <= 1e-4 * m);
 
-    let enc4 = Vjepa2Encoder::load(&model_dir(), &Device::Cpu, DType::F32, LastHiddenState::LayerNormed).unwrap();
+    let enc4 = Vjepa2Encoder::load(
+        &model_dir(),
+        &Device::Cpu,
+        DType::F32,
+        LastHiddenState::LayerNormed,
+    )
+    .unwrap();
     let last = enc4.hidden_states(&px).unwrap().get(2).unwrap();
     let want_last = &g["last_hidden_state"];
     let (d, m) = (max_abs_diff(&last, want_last), max_abs(want_last));

@@ -17,24 +17,25 @@
 //! preprocessing (DESIGN.md §4). Both are encoded once per item.
 
 pub mod clips;
+pub mod frames;
 pub mod processor;
 pub mod vjepa2;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::mpsc;
 
 use candle_core::{DType, Device, Tensor};
 
 use self::clips::{ClipTimes, Series, placement, window_bins};
+use self::frames::{AssemblerStats, ClipAssembler, ClipJob, VideoChunk, plan_video_clips};
 use self::processor::{ProcessorConfig, Resizer};
 use self::vjepa2::{LastHiddenState, Vjepa2Encoder};
 use crate::cli::toolbox::FeaturesArgs;
 use crate::error::{Error, Result};
 use crate::features::layers;
 use crate::stimulus::chunks::{self, MAX_CHUNK_S, MIN_CHUNK_S};
-use crate::stimulus::video::{FrameDecoder, FramePicker, FrameSource, Screen, ScreenContent, VideoInfo};
+use crate::stimulus::video::{FrameSource, Screen, ScreenContent, ScreenItem, VideoInfo};
 
 /// Settings of the video extractor. `Default` is the reference configuration.
 #[derive(Debug, Clone)]
@@ -116,7 +117,11 @@ impl VideoExtractor {
     }
 
     /// Assemble from parts (benchmarks use a random encoder).
-    pub fn new(encoder: Vjepa2Encoder, processor: ProcessorConfig, opts: VideoOptions) -> Result<Self> {
+    pub fn new(
+        encoder: Vjepa2Encoder,
+        processor: ProcessorConfig,
+        opts: VideoOptions,
+    ) -> Result<Self> {
         let cfg = encoder.config();
         if processor.crop_height != cfg.crop_size || processor.crop_width != cfg.crop_size {
             return Err(Error::Other(format!(
@@ -125,17 +130,33 @@ impl VideoExtractor {
             )));
         }
         let frames = opts.frames_per_clip.unwrap_or(cfg.frames_per_clip);
-        if frames == 0 || frames % cfg.tubelet_size != 0 {
-            return Err(Error::Usage(format!("frames per clip {frames} must be a positive multiple of the tubelet size {}", cfg.tubelet_size)));
+        if frames == 0 || !frames.is_multiple_of(cfg.tubelet_size) {
+            return Err(Error::Usage(format!(
+                "frames per clip {frames} must be a positive multiple of the tubelet size {}",
+                cfg.tubelet_size
+            )));
         }
-        let groups = layers::hidden_state_groups(cfg.n_hidden_states(), opts.max_layers, &opts.layer_fractions);
+        let groups = layers::hidden_state_groups(
+            cfg.n_hidden_states(),
+            opts.max_layers,
+            &opts.layer_fractions,
+        );
         if groups.is_empty() {
-            return Err(Error::Usage("the layer fractions give no layer group".into()));
+            return Err(Error::Usage(
+                "the layer fractions give no layer group".into(),
+            ));
         }
         let mut keep: Vec<usize> = groups.iter().flatten().copied().collect();
         keep.sort_unstable();
         keep.dedup();
-        Ok(Self { encoder, processor, opts, frames, groups, keep })
+        Ok(Self {
+            encoder,
+            processor,
+            opts,
+            frames,
+            groups,
+            keep,
+        })
     }
 
     /// Number of layer groups L.
@@ -162,10 +183,14 @@ impl VideoExtractor {
     /// Features `(groups, hidden)` of one normalized clip `(frames, 3, crop, crop)`.
     pub fn clip_features(&self, clip: &Tensor) -> Result<Tensor> {
         let means = self.encoder.token_means(clip, &self.keep)?; // (keep, hidden)
-        let pos: HashMap<usize, usize> = self.keep.iter().enumerate().map(|(i, &k)| (k, i)).collect();
+        let pos: HashMap<usize, usize> =
+            self.keep.iter().enumerate().map(|(i, &k)| (k, i)).collect();
         let mut out = Vec::with_capacity(self.groups.len());
         for g in &self.groups {
-            let rows: Vec<Tensor> = g.iter().map(|k| means.get(pos[k])).collect::<candle_core::Result<_>>()?;
+            let rows: Vec<Tensor> = g
+                .iter()
+                .map(|k| means.get(pos[k]))
+                .collect::<candle_core::Result<_>>()?;
             out.push(Tensor::stack(&rows, 0)?.mean(0)?);
         }
         Ok(Tensor::stack(&out, 0)?)
@@ -180,77 +205,119 @@ impl VideoExtractor {
 
     /// Video features of `source` on the 2 Hz grid of `[start, start + duration)`:
     /// float32 `(groups, hidden, max(1, round(2 * duration)))`.
-    pub fn extract(&self, source: &FrameSource, start: f64, duration: f64) -> Result<VideoFeatures> {
+    pub fn extract(
+        &self,
+        source: &FrameSource,
+        start: f64,
+        duration: f64,
+    ) -> Result<VideoFeatures> {
         let screen = source.resolve()?;
         self.extract_screen(&screen, start, duration)
     }
 
     /// As [`Self::extract`], on an already resolved screen.
-    pub fn extract_screen(&self, screen: &Screen, start: f64, duration: f64) -> Result<VideoFeatures> {
-        if !start.is_finite() || !(duration >= 0.0) || !duration.is_finite() {
-            return Err(Error::Usage(format!("window start {start} / duration {duration} must be finite, duration >= 0")));
+    pub fn extract_screen(
+        &self,
+        screen: &Screen,
+        start: f64,
+        duration: f64,
+    ) -> Result<VideoFeatures> {
+        if !start.is_finite() || !duration.is_finite() || duration < 0.0 {
+            return Err(Error::Usage(format!(
+                "window start {start} / duration {duration} must be finite, duration >= 0"
+            )));
         }
         let n_win = window_bins(duration);
         let (l, d) = (self.n_groups(), self.hidden_size());
-        let mut acc = vec![0f32; l * d * n_win];
-        let mut frame_indices: Vec<Option<Vec<usize>>> = vec![None; n_win];
+        let mut out = Accumulator {
+            data: vec![0f32; l * d * n_win],
+            n_win,
+            frames: vec![None; n_win],
+        };
         let mut stats = DecodeStats::default();
         for item in screen.items() {
-            let units = self.plan_item(item, start, duration)?;
-            if units.iter().all(|u| u.bins.is_empty()) {
-                continue;
-            }
             match &item.content {
-                ScreenContent::Blank => {
-                    let f = self.constant_clip_features(None)?;
-                    stats.clips_encoded += 1;
-                    for u in &units {
-                        for b in &u.bins {
-                            add_into(&mut acc, &f, b.window_bin, n_win);
-                        }
+                ScreenContent::Blank | ScreenContent::Image(_) => {
+                    let bins = self.constant_bins(item, start, duration);
+                    if bins.is_empty() {
+                        continue;
                     }
-                }
-                ScreenContent::Image(img) => {
-                    let geom = self.processor.geometry(img.height, img.width);
-                    let mut crop = vec![0u8; 3 * geom.crop_height * geom.crop_width];
-                    Resizer::new(geom).resize_crop(&img.rgb, img.width * 3, &mut crop);
-                    stats.frames_preprocessed += 1;
-                    let f = self.constant_clip_features(Some(&crop))?;
-                    stats.clips_encoded += 1;
-                    for u in &units {
-                        for b in &u.bins {
-                            add_into(&mut acc, &f, b.window_bin, n_win);
+                    let f = match &item.content {
+                        ScreenContent::Image(img) => {
+                            let geom = self.processor.geometry(img.height, img.width);
+                            let mut crop = vec![0u8; 3 * geom.crop_height * geom.crop_width];
+                            Resizer::new(geom).resize_crop(&img.rgb, img.width * 3, &mut crop);
+                            stats.frames_preprocessed += 1;
+                            self.constant_clip_features(Some(&crop))?
                         }
+                        _ => self.constant_clip_features(None)?,
+                    };
+                    stats.clips_encoded += 1;
+                    for b in bins {
+                        out.add(&f, b);
                     }
                 }
                 ScreenContent::Video { info, .. } => {
-                    let counts = self.run_video(info, &units, &mut acc, n_win, &mut frame_indices, &mut stats)?;
-                    stats.decode_counts.push(counts);
+                    let chunks = self.chunks_of(item);
+                    let jobs = plan_video_clips(
+                        info,
+                        &chunks,
+                        self.frames,
+                        self.opts.clip_duration,
+                        start,
+                        duration,
+                    )?;
+                    if !jobs.is_empty() {
+                        self.run_video(info, &jobs, &mut out, &mut stats)?;
+                    }
                 }
             }
         }
+        let frame_indices = out.frames;
+        let acc = out.data;
         let features = Tensor::from_vec(acc, (l, d, n_win), &Device::Cpu)?;
-        Ok(VideoFeatures { features, frame_indices, stats })
+        Ok(VideoFeatures {
+            features,
+            frame_indices,
+            stats,
+        })
     }
 
-    /// Chunks of one screen item and, per chunk, which of its bins land in the window.
-    fn plan_item(&self, item: &crate::stimulus::video::ScreenItem, start: f64, duration: f64) -> Result<Vec<Unit>> {
-        let mut units = Vec::new();
-        for c in chunks::chunk(item.duration, self.opts.chunk_max_s, self.opts.chunk_min_s) {
-            let unit_start = item.start + c.offset;
-            let offset_in_file = match &item.content {
-                ScreenContent::Video { offset, .. } => offset + c.offset,
-                _ => c.offset,
-            };
-            let times = ClipTimes::new(offset_in_file, c.duration, self.frames, self.opts.clip_duration);
-            let series = Series { start: unit_start, len: times.n_bins() };
-            let bins = placement(series, start, duration)
+    /// The chunks of one screen item (60 s pieces, 30 s minimum), on the run's clock.
+    fn chunks_of(&self, item: &ScreenItem) -> Vec<VideoChunk> {
+        let base = match &item.content {
+            ScreenContent::Video { offset, .. } => *offset,
+            _ => 0.0,
+        };
+        chunks::chunk(item.duration, self.opts.chunk_max_s, self.opts.chunk_min_s)
+            .into_iter()
+            .map(|c| VideoChunk {
+                start: item.start + c.offset,
+                offset: base + c.offset,
+                duration: c.duration,
+            })
+            .collect()
+    }
+
+    /// Window bins that a constant clip (still image, blank screen) of `item` fills.
+    fn constant_bins(&self, item: &ScreenItem, start: f64, duration: f64) -> Vec<usize> {
+        self.chunks_of(item)
+            .iter()
+            .flat_map(|c| {
+                let n = ClipTimes::new(c.offset, c.duration, self.frames, self.opts.clip_duration)
+                    .n_bins();
+                placement(
+                    Series {
+                        start: c.start,
+                        len: n,
+                    },
+                    start,
+                    duration,
+                )
                 .into_iter()
-                .map(|(unit_bin, window_bin)| PlannedBin { unit_bin, window_bin, frames: Vec::new() })
-                .collect();
-            units.push(Unit { offset: offset_in_file, times, bins });
-        }
-        Ok(units)
+                .map(|(_, w)| w)
+            })
+            .collect()
     }
 
     /// Features of a clip whose frames are all `crop` (a still image), or all zeros (blank).
@@ -272,145 +339,75 @@ impl VideoExtractor {
     /// Decode one video once and encode its clips, a decoder thread feeding the model.
     fn run_video(
         &self,
-        info: &Arc<VideoInfo>,
-        units: &[Unit],
-        acc: &mut [f32],
-        n_win: usize,
-        frame_indices: &mut [Option<Vec<usize>>],
+        info: &VideoInfo,
+        jobs: &[ClipJob],
+        out: &mut Accumulator,
         stats: &mut DecodeStats,
-    ) -> Result<Vec<u32>> {
-        // Replay the reference's reader: one per chunk, every bin from the chunk's start up to
-        // the last one we need (the reader's state depends on all earlier requests).
-        let mut jobs: Vec<PlannedBin> = Vec::new();
-        for u in units {
-            let Some(last) = u.bins.iter().map(|b| b.unit_bin).max() else { continue };
-            let mut picker = FramePicker::open(info)?;
-            let mut wanted: BTreeMap<usize, Vec<usize>> = BTreeMap::new(); // unit bin -> window bins
-            for b in &u.bins {
-                wanted.entry(b.unit_bin).or_default().push(b.window_bin);
-            }
-            for k in 0..=last {
-                let frames: Vec<usize> = u.times.request_times(k).iter().map(|t| picker.get_frame(t + u.offset)).collect();
-                if let Some(ws) = wanted.get(&k) {
-                    for &w in ws {
-                        jobs.push(PlannedBin { unit_bin: k, window_bin: w, frames: frames.clone() });
-                    }
-                }
-            }
-        }
-        // Clips are built in order of the newest frame they need, so decoding never goes back.
-        jobs.sort_by_key(|j| (j.frames.iter().copied().max().unwrap_or(0), j.window_bin));
-        let mut last_use: HashMap<usize, usize> = HashMap::new();
-        for (ji, j) in jobs.iter().enumerate() {
-            for &f in &j.frames {
-                last_use.insert(f, ji);
-            }
-        }
-        let first = jobs.iter().flat_map(|j| j.frames.iter().copied()).min().unwrap_or(0);
-        let geom = self.processor.geometry(info.height, info.width);
-        let resizer = Resizer::new(geom);
+    ) -> Result<()> {
         let (c, nf) = (self.processor.crop_height, self.frames);
-        let plane = 3 * c * c;
-        let processor = &self.processor;
         let (tx, rx) = mpsc::sync_channel::<Result<(usize, Vec<f32>)>>(2);
-        let info_ref: &VideoInfo = info;
-        let jobs_ref = &jobs;
-        let (l, d) = (self.n_groups(), self.hidden_size());
-        let mut producer_stats = (0usize, 0usize, 0usize, vec![0u32; info.n_frames()]);
-        std::thread::scope(|s| -> Result<()> {
-            let producer = s.spawn(move || -> (usize, usize, usize, Vec<u32>) {
-                let mut counts = vec![0u32; info_ref.n_frames()];
-                let mut max_buf = 0usize;
-                let mut preprocessed = 0usize;
-                let mut decoded = 0usize;
-                let run = (|| -> Result<()> {
-                    let mut dec = FrameDecoder::open(info_ref, first)?;
-                    let mut store: HashMap<usize, Arc<Vec<u8>>> = HashMap::new();
-                    let mut head: Option<usize> = None; // last decoded index
-                    for (ji, job) in jobs_ref.iter().enumerate() {
-                        let need = job.frames.iter().copied().max().unwrap_or(0);
-                        while head.is_none_or(|h| h < need) {
-                            let Some(i) = dec.next_frame()? else {
-                                return Err(Error::Other(format!("{}: frame {need} never decoded", info_ref.path.display())));
-                            };
-                            counts[i] += 1;
-                            head = Some(i);
-                            if last_use.get(&i).is_some_and(|&lu| lu >= ji) && !store.contains_key(&i) {
-                                let rgb = dec.rgb()?;
-                                let mut crop = vec![0u8; plane];
-                                resizer.resize_crop(rgb.data, rgb.stride, &mut crop);
-                                store.insert(i, Arc::new(crop));
-                                preprocessed += 1;
-                                max_buf = max_buf.max(store.len());
+        let processor = &self.processor;
+        let assembled = std::thread::scope(|s| -> Result<AssemblerStats> {
+            let producer = s.spawn(move || {
+                let mut asm = ClipAssembler::new(info, jobs, processor);
+                loop {
+                    match asm.next_clip() {
+                        Ok(Some(clip)) => {
+                            if tx.send(Ok(clip)).is_err() {
+                                break; // the model side stopped and reports its own error
                             }
                         }
-                        let mut clip = vec![0f32; nf * plane];
-                        for (f, idx) in job.frames.iter().enumerate() {
-                            let crop = store.get(idx).ok_or_else(|| Error::Other(format!("frame {idx} missing from the ring buffer")))?;
-                            processor.normalize_into(crop, &mut clip[f * plane..(f + 1) * plane]);
-                        }
-                        // Frames no later clip uses leave the buffer.
-                        store.retain(|i, _| last_use.get(i).is_some_and(|&lu| lu > ji));
-                        if tx.send(Ok((ji, clip))).is_err() {
-                            return Ok(()); // the consumer stopped (it reports its own error)
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            break;
                         }
                     }
-                    decoded = dec.frames_decoded;
-                    Ok(())
-                })();
-                if let Err(e) = run {
-                    let _ = tx.send(Err(e));
                 }
-                (decoded, preprocessed, max_buf, counts)
+                asm.into_stats()
             });
             let mut result = Ok(());
-            for msg in rx {
-                let (ji, clip) = match msg {
-                    Ok(v) => v,
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                };
-                let job = &jobs[ji];
-                let t = Tensor::from_vec(clip, (nf, 3, c, c), &Device::Cpu)?;
-                let f = self.clip_features(&t)?.flatten_all()?.to_vec1::<f32>()?;
-                debug_assert_eq!(f.len(), l * d);
-                add_into(acc, &f, job.window_bin, n_win);
-                frame_indices[job.window_bin] = Some(job.frames.clone());
-                stats.clips_encoded += 1;
+            for msg in rx.iter() {
+                let step = msg.and_then(|(ji, clip)| {
+                    let t = Tensor::from_vec(clip, (nf, 3, c, c), &Device::Cpu)?;
+                    let f = self.clip_features(&t)?.flatten_all()?.to_vec1::<f32>()?;
+                    out.add(&f, jobs[ji].window_bin);
+                    out.frames[jobs[ji].window_bin] = Some(jobs[ji].frames.clone());
+                    stats.clips_encoded += 1;
+                    Ok(())
+                });
+                if let Err(e) = step {
+                    result = Err(e);
+                    break;
+                }
             }
-            producer_stats = producer.join().map_err(|_| Error::Other("the video decoder thread panicked".into()))?;
-            result
+            drop(rx);
+            let st = producer
+                .join()
+                .map_err(|_| Error::Other("the video decoder thread panicked".into()))?;
+            result.map(|()| st)
         })?;
-        let (decoded, preprocessed, max_buf, counts) = producer_stats;
-        stats.frames_decoded += decoded;
-        stats.frames_preprocessed += preprocessed;
-        stats.max_buffered_frames = stats.max_buffered_frames.max(max_buf);
-        Ok(counts)
+        stats.frames_decoded += assembled.frames_decoded;
+        stats.frames_preprocessed += assembled.frames_preprocessed;
+        stats.max_buffered_frames = stats.max_buffered_frames.max(assembled.max_buffered_frames);
+        stats.decode_counts.push(assembled.decode_counts);
+        Ok(())
     }
 }
 
-/// One chunk of a screen item.
-#[derive(Debug)]
-struct Unit {
-    /// Chunk start in the file (video) or in the item (images, blank).
-    offset: f64,
-    times: ClipTimes,
-    bins: Vec<PlannedBin>,
+/// The window's features being summed, `(groups, hidden, n_win)`.
+struct Accumulator {
+    data: Vec<f32>,
+    n_win: usize,
+    frames: Vec<Option<Vec<usize>>>,
 }
 
-#[derive(Debug, Clone)]
-struct PlannedBin {
-    unit_bin: usize,
-    window_bin: usize,
-    frames: Vec<usize>,
-}
-
-/// `acc[:, :, bin] += f` for `acc` laid out `(groups, hidden, n_win)` and `f` `(groups, hidden)`.
-fn add_into(acc: &mut [f32], f: &[f32], bin: usize, n_win: usize) {
-    for (i, v) in f.iter().enumerate() {
-        acc[i * n_win + bin] += v;
+impl Accumulator {
+    /// `data[:, :, bin] += f` for `f` laid out `(groups, hidden)`.
+    fn add(&mut self, f: &[f32], bin: usize) {
+        for (i, v) in f.iter().enumerate() {
+            self.data[i * self.n_win + bin] += v;
+        }
     }
 }
 
@@ -420,9 +417,14 @@ fn parse_device(s: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
         "cuda" => Ok(Device::new_cuda(0)?),
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+        other => match other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) => Ok(Device::new_cuda(n)?),
-            None => Err(Error::Usage(format!("--device '{other}': use cpu, cuda, cuda:N or auto"))),
+            None => Err(Error::Usage(format!(
+                "--device '{other}': use cpu, cuda, cuda:N or auto"
+            ))),
         },
     }
 }
@@ -437,7 +439,7 @@ pub fn features_cli(args: &FeaturesArgs) -> Result<()> {
         Some(d) => d,
         None => (screen.end() - args.start).max(0.0),
     };
-    if !(duration > 0.0) {
+    if duration.is_nan() || duration <= 0.0 {
         return Err(Error::Usage(format!(
             "the window [{}, {}) is empty: the video lasts {:.2} s; give --start inside it or a positive --duration",
             args.start,
@@ -459,8 +461,10 @@ pub fn features_cli(args: &FeaturesArgs) -> Result<()> {
 fn write_features(path: &Path, key: &str, t: &Tensor) -> Result<()> {
     let data: Vec<f32> = t.flatten_all()?.to_vec1::<f32>()?;
     let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.dims().to_vec(), &raw)
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.dims().to_vec(), &raw)
+            .map_err(|e| Error::Other(format!("serializing features: {e}")))?;
+    let bytes = safetensors::serialize([(key, view)], None)
         .map_err(|e| Error::Other(format!("serializing features: {e}")))?;
-    let bytes = safetensors::serialize([(key, view)], None).map_err(|e| Error::Other(format!("serializing features: {e}")))?;
     crate::util::write_atomic(path, &bytes)
 }

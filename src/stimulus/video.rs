@@ -61,7 +61,14 @@ impl FrameSource {
     /// A video file played from `offset` seconds into the file, at time 0, for `duration`.
     pub fn video_from(path: impl Into<PathBuf>, offset: f64, duration: Option<f64>) -> Self {
         Self {
-            events: vec![VisualEvent { start: 0.0, duration, visual: Visual::Video { path: path.into(), offset } }],
+            events: vec![VisualEvent {
+                start: 0.0,
+                duration,
+                visual: Visual::Video {
+                    path: path.into(),
+                    offset,
+                },
+            }],
             blank_until: None,
         }
     }
@@ -69,14 +76,21 @@ impl FrameSource {
     /// A still image shown from time 0 for `duration` seconds.
     pub fn image(path: impl Into<PathBuf>, duration: f64) -> Self {
         Self {
-            events: vec![VisualEvent { start: 0.0, duration: Some(duration), visual: Visual::Image { path: path.into() } }],
+            events: vec![VisualEvent {
+                start: 0.0,
+                duration: Some(duration),
+                visual: Visual::Image { path: path.into() },
+            }],
             blank_until: None,
         }
     }
 
     /// Several events on one clock, blank screen in the gaps of `[0, blank_until)`.
     pub fn timeline(events: Vec<VisualEvent>, blank_until: Option<f64>) -> Self {
-        Self { events, blank_until }
+        Self {
+            events,
+            blank_until,
+        }
     }
 
     pub fn events(&self) -> &[VisualEvent] {
@@ -94,7 +108,7 @@ impl FrameSource {
             let (content, duration) = match &ev.visual {
                 Visual::Video { path, offset } => {
                     let info = VideoInfo::open(path)?;
-                    if !(*offset >= 0.0) || *offset >= info.duration {
+                    if offset.is_nan() || *offset < 0.0 || *offset >= info.duration {
                         return Err(bad(format!(
                             "offset {offset} s is outside the video ({:.2} s long): {}",
                             info.duration,
@@ -115,17 +129,29 @@ impl FrameSource {
                         }
                         Some(d) => d,
                     };
-                    (ScreenContent::Video { info: Arc::new(info), offset: *offset }, d)
+                    (
+                        ScreenContent::Video {
+                            info: Arc::new(info),
+                            offset: *offset,
+                        },
+                        d,
+                    )
                 }
                 Visual::Image { path } => {
-                    let d = ev.duration.ok_or_else(|| bad(format!("image {} needs a duration", path.display())))?;
+                    let d = ev
+                        .duration
+                        .ok_or_else(|| bad(format!("image {} needs a duration", path.display())))?;
                     (ScreenContent::Image(Arc::new(StillImage::open(path)?)), d)
                 }
             };
-            if !(duration > 0.0) {
+            if duration.is_nan() || duration <= 0.0 {
                 return Err(bad(format!("duration {duration} is not positive")));
             }
-            items.push(ScreenItem { start: ev.start, duration, content });
+            items.push(ScreenItem {
+                start: ev.start,
+                duration,
+                content,
+            });
         }
         items.sort_by(|a, b| a.start.total_cmp(&b.start));
         if let Some(end) = self.blank_until {
@@ -133,12 +159,20 @@ impl FrameSource {
             let mut t = 0.0f64;
             for it in &items {
                 if it.start > t {
-                    blanks.push(ScreenItem { start: t, duration: it.start - t, content: ScreenContent::Blank });
+                    blanks.push(ScreenItem {
+                        start: t,
+                        duration: it.start - t,
+                        content: ScreenContent::Blank,
+                    });
                 }
                 t = t.max(it.start + it.duration);
             }
             if end > t {
-                blanks.push(ScreenItem { start: t, duration: end - t, content: ScreenContent::Blank });
+                blanks.push(ScreenItem {
+                    start: t,
+                    duration: end - t,
+                    content: ScreenContent::Blank,
+                });
             }
             items.extend(blanks);
             items.sort_by(|a, b| a.start.total_cmp(&b.start));
@@ -150,7 +184,10 @@ impl FrameSource {
 /// What one resolved event shows.
 #[derive(Debug, Clone)]
 pub enum ScreenContent {
-    Video { info: Arc<VideoInfo>, offset: f64 },
+    Video {
+        info: Arc<VideoInfo>,
+        offset: f64,
+    },
     Image(Arc<StillImage>),
     /// Nothing: zeros after preprocessing (DESIGN.md §4).
     Blank,
@@ -192,22 +229,31 @@ impl Screen {
     /// event covers is blank.
     pub fn frame_at(&self, t: f64) -> ScreenFrame {
         // The last item that started at or before t and still runs (later items win).
-        let hit = self.items.iter().enumerate().rev().find(|(_, it)| it.start <= t && t < it.start + it.duration);
+        let hit = self
+            .items
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, it)| it.start <= t && t < it.start + it.duration);
         match hit {
             None => ScreenFrame::Blank,
             Some((i, it)) => match &it.content {
                 ScreenContent::Blank => ScreenFrame::Blank,
                 ScreenContent::Image(_) => ScreenFrame::Image { item: i },
-                ScreenContent::Video { info, offset } => {
-                    ScreenFrame::Video { item: i, frame: reader::frame_index_at(info, offset + (t - it.start)) }
-                }
+                ScreenContent::Video { info, offset } => ScreenFrame::Video {
+                    item: i,
+                    frame: reader::frame_index_at(info, offset + (t - it.start)),
+                },
             },
         }
     }
 
     /// End of the last item.
     pub fn end(&self) -> f64 {
-        self.items.iter().map(|i| i.start + i.duration).fold(0.0, f64::max)
+        self.items
+            .iter()
+            .map(|i| i.start + i.duration)
+            .fold(0.0, f64::max)
     }
 }
 

@@ -42,8 +42,15 @@ pub struct ClipTimes {
 impl ClipTimes {
     pub fn new(offset: f64, duration: f64, frames: usize, clip_duration: f64) -> Self {
         let video_duration = (offset + duration) - offset;
-        let subtimes = (0..frames).rev().map(|k| k as f64 / frames as f64 * clip_duration).collect();
-        Self { video_duration, n: n_bins(duration), subtimes }
+        let subtimes = (0..frames)
+            .rev()
+            .map(|k| k as f64 / frames as f64 * clip_duration)
+            .collect();
+        Self {
+            video_duration,
+            n: n_bins(duration),
+            subtimes,
+        }
     }
 
     pub fn n_bins(&self) -> usize {
@@ -62,18 +69,33 @@ impl ClipTimes {
     /// Request times of feature `k`: `max(0, t_k - s)` for each sub-time.
     pub fn request_times(&self, k: usize) -> Vec<f64> {
         let t = self.bin_end(k);
-        self.subtimes.iter().map(|s| if t - s > 0.0 { t - s } else { 0.0 }).collect()
+        self.subtimes
+            .iter()
+            .map(|s| if t - s > 0.0 { t - s } else { 0.0 })
+            .collect()
     }
 }
 
 /// The physical frames of every clip of one chunk (a fresh reference reader per chunk, as the
 /// reference opens a new clip per Video chunk event): `offset` and `duration` locate the chunk
 /// in the file. Bins `0..n_bins` in order, each `frames` indices ascending in time.
-pub fn chunk_clip_frames(info: &VideoInfo, offset: f64, duration: f64, frames: usize, clip_duration: f64) -> Result<Vec<Vec<usize>>> {
+pub fn chunk_clip_frames(
+    info: &VideoInfo,
+    offset: f64,
+    duration: f64,
+    frames: usize,
+    clip_duration: f64,
+) -> Result<Vec<Vec<usize>>> {
     let times = ClipTimes::new(offset, duration, frames, clip_duration);
     let mut picker = FramePicker::open(info)?;
     Ok((0..times.n_bins())
-        .map(|k| times.request_times(k).iter().map(|t| picker.get_frame(t + offset)).collect())
+        .map(|k| {
+            times
+                .request_times(k)
+                .iter()
+                .map(|t| picker.get_frame(t + offset))
+                .collect()
+        })
         .collect())
 }
 
@@ -92,7 +114,11 @@ impl Series {
 
     /// `TimedArray._overlap_slice(start, duration)`: the samples of `self` that overlap
     /// `[start, start + duration)`, as (start time, sample range), or None.
-    pub fn overlap_slice(&self, start: f64, duration: f64) -> Option<(f64, std::ops::Range<usize>)> {
+    pub fn overlap_slice(
+        &self,
+        start: f64,
+        duration: f64,
+    ) -> Option<(f64, std::ops::Range<usize>)> {
         let ostart = start.max(self.start);
         let ostop = (start + duration).min(self.start + self.duration());
         if ostop < ostart {
@@ -116,7 +142,10 @@ impl Series {
         if start_ind < 0 {
             return None;
         }
-        Some((to_sec(start_ind) + self.start, start_ind as usize..(start_ind + dur_ind) as usize))
+        Some((
+            to_sec(start_ind) + self.start,
+            start_ind as usize..(start_ind + dur_ind) as usize,
+        ))
     }
 }
 
@@ -124,25 +153,38 @@ impl Series {
 /// feature index, window bin), following `ta.with_start(chunk_start).overlap(start, duration)`
 /// then `segment += sub` (extractors/base.py `_get_timed_arrays`, `TimedArray.__iadd__`).
 pub fn placement(chunk: Series, start: f64, duration: f64) -> Vec<(usize, usize)> {
-    let segment = Series { start, len: window_bins(duration) };
+    let segment = Series {
+        start,
+        len: window_bins(duration),
+    };
     // ta.overlap(start, duration): a sub-series of the chunk.
     let Some((sub_start, sub_range)) = chunk.overlap_slice(start, duration) else {
         return vec![];
     };
-    let sub = Series { start: sub_start, len: sub_range.len() };
+    let sub = Series {
+        start: sub_start,
+        len: sub_range.len(),
+    };
     // segment += sub: both overlap slices.
-    let (Some((_, seg_slice)), Some((_, sub_slice))) =
-        (segment.overlap_slice(sub.start, sub.duration()), sub.overlap_slice(segment.start, segment.duration()))
-    else {
+    let (Some((_, seg_slice)), Some((_, sub_slice))) = (
+        segment.overlap_slice(sub.start, sub.duration()),
+        sub.overlap_slice(segment.start, segment.duration()),
+    ) else {
         return vec![];
     };
     let n = seg_slice.len().min(sub_slice.len());
-    (0..n).map(|i| (sub_range.start + sub_slice.start + i, seg_slice.start + i)).collect()
+    (0..n)
+        .map(|i| (sub_range.start + sub_slice.start + i, seg_slice.start + i))
+        .collect()
 }
 
 /// Bins of a window of `duration` seconds: `max(1, round(2 * duration))` (0 for 0 s).
 pub fn window_bins(duration: f64) -> usize {
-    if duration == 0.0 { 0 } else { to_ind(duration).max(1) as usize }
+    if duration == 0.0 {
+        0
+    } else {
+        to_ind(duration).max(1) as usize
+    }
 }
 
 #[cfg(test)]
@@ -154,8 +196,14 @@ mod tests {
     fn timeline_golden_times() {
         let c = ClipTimes::new(0.0, 2.0, 8, 4.0);
         assert_eq!(c.n_bins(), 4);
-        assert_eq!(c.request_times(0), vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5]);
-        assert_eq!(c.request_times(3), vec![0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 1.5, 2.0]);
+        assert_eq!(
+            c.request_times(0),
+            vec![0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5]
+        );
+        assert_eq!(
+            c.request_times(3),
+            vec![0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 1.5, 2.0]
+        );
     }
 
     /// The released setting: 64 frames at 16 fps ending at the bin end.
@@ -171,7 +219,14 @@ mod tests {
     /// SPEC §5.1: a chunk starting at 60 s fills bins 120..; partial windows round like Python.
     #[test]
     fn placement_rounds_like_timed_array() {
-        let p = placement(Series { start: 60.0, len: 80 }, 0.0, 100.0);
+        let p = placement(
+            Series {
+                start: 60.0,
+                len: 80,
+            },
+            0.0,
+            100.0,
+        );
         assert_eq!(p.first(), Some(&(0, 120)));
         assert_eq!(p.last(), Some(&(79, 199)));
         // w2v-BERT golden: features at 0 placed in a window starting at -0.75 s: bins 2..

@@ -108,13 +108,17 @@ impl ProcessorConfig {
             (raw.do_rescale, "do_rescale"),
         ] {
             if flag == Some(false) {
-                return Err(bad(format!("'{name}' is false; only the full V-JEPA2 preprocessing is supported")));
+                return Err(bad(format!(
+                    "'{name}' is false; only the full V-JEPA2 preprocessing is supported"
+                )));
             }
         }
         if let Some(r) = raw.resample
             && r != 2
         {
-            return Err(bad(format!("'resample' is {r}; only 2 (bilinear) is supported")));
+            return Err(bad(format!(
+                "'resample' is {r}; only 2 (bilinear) is supported"
+            )));
         }
         let (crop_height, crop_width) = match raw.crop_size {
             Some(RawCrop::Square(c)) => (c, c),
@@ -122,9 +126,18 @@ impl ProcessorConfig {
             None => return Err(bad("'crop_size' is missing".into())),
         };
         let shortest_edge = match raw.size {
-            Some(RawSize { shortest_edge: Some(s), .. }) => s,
-            Some(RawSize { height: Some(_), width: Some(_), .. }) => {
-                return Err(bad("'size' gives height/width; only 'shortest_edge' is supported".into()));
+            Some(RawSize {
+                shortest_edge: Some(s),
+                ..
+            }) => s,
+            Some(RawSize {
+                height: Some(_),
+                width: Some(_),
+                ..
+            }) => {
+                return Err(bad(
+                    "'size' gives height/width; only 'shortest_edge' is supported".into(),
+                ));
             }
             _ => return Err(bad("'size.shortest_edge' is missing".into())),
         };
@@ -143,7 +156,10 @@ impl ProcessorConfig {
             std: three(raw.image_std, "image_std", [0.229, 0.224, 0.225])?,
             rescale_factor: raw.rescale_factor.unwrap_or(1.0 / 255.0),
         };
-        if cfg.shortest_edge < cfg.crop_height.min(cfg.crop_width) || cfg.crop_height == 0 || cfg.crop_width == 0 {
+        if cfg.shortest_edge < cfg.crop_height.min(cfg.crop_width)
+            || cfg.crop_height == 0
+            || cfg.crop_width == 0
+        {
             return Err(bad(format!(
                 "shortest_edge {} is smaller than the crop {}x{}",
                 cfg.shortest_edge, cfg.crop_height, cfg.crop_width
@@ -156,9 +172,17 @@ impl ProcessorConfig {
     pub fn geometry(&self, height: usize, width: usize) -> Geometry {
         // transformers `get_resize_output_image_size` with `shortest_edge`: the short side
         // becomes `shortest_edge` and the long side `int(shortest_edge * long / short)`.
-        let (short, long) = if height <= width { (height, width) } else { (width, height) };
+        let (short, long) = if height <= width {
+            (height, width)
+        } else {
+            (width, height)
+        };
         let new_long = ((self.shortest_edge * long) as f64 / short as f64) as usize;
-        let (rh, rw) = if height <= width { (self.shortest_edge, new_long) } else { (new_long, self.shortest_edge) };
+        let (rh, rw) = if height <= width {
+            (self.shortest_edge, new_long)
+        } else {
+            (new_long, self.shortest_edge)
+        };
         // Center crop offsets use `int((size - crop) / 2)` (truncation, not rounding: rounding
         // would move the 5:4 fixture's crop by a column and change pixels by up to 3.2).
         let top = ((rh.saturating_sub(self.crop_height)) as f64 / 2.0) as usize;
@@ -191,7 +215,10 @@ impl ProcessorConfig {
         let (mean, std) = self.fused_mean_std();
         for c in 0..3 {
             let (m, s) = (mean[c], std[c]);
-            for (o, &x) in out[c * plane..(c + 1) * plane].iter_mut().zip(&cropped[c * plane..(c + 1) * plane]) {
+            for (o, &x) in out[c * plane..(c + 1) * plane]
+                .iter_mut()
+                .zip(&cropped[c * plane..(c + 1) * plane])
+            {
                 let v = (x as f32 - m) / s;
                 *o = if v.is_nan() { 0.0 } else { v };
             }
@@ -230,7 +257,11 @@ impl AxisWeights {
     fn new(in_size: usize, out_size: usize, outputs: std::ops::Range<usize>) -> Self {
         let scale = in_size as f32 / out_size as f32;
         let support: f32 = if scale >= 1.0 { scale } else { 1.0 };
-        let invscale: f32 = if scale >= 1.0 { (1.0f64 / scale as f64) as f32 } else { 1.0 };
+        let invscale: f32 = if scale >= 1.0 {
+            (1.0f64 / scale as f64) as f32
+        } else {
+            1.0
+        };
         let taps = (support as f64).ceil() as usize * 2 + 1;
         let n = outputs.len();
         let mut start = Vec::with_capacity(n);
@@ -257,11 +288,19 @@ impl AxisWeights {
             start.push(xmin as usize);
             len.push(xsize.min(taps));
         }
-        Self { start, len, weights, taps }
+        Self {
+            start,
+            len,
+            weights,
+            taps,
+        }
     }
 
     fn taps_of(&self, k: usize) -> (usize, &[f32]) {
-        (self.start[k], &self.weights[k * self.taps..k * self.taps + self.len[k]])
+        (
+            self.start[k],
+            &self.weights[k * self.taps..k * self.taps + self.len[k]],
+        )
     }
 }
 
@@ -281,8 +320,16 @@ impl Resizer {
         let cols = AxisWeights::new(g.in_width, g.resized_width, g.left..g.left + g.crop_width);
         let rows = AxisWeights::new(g.in_height, g.resized_height, g.top..g.top + g.crop_height);
         let lo = rows.start.iter().copied().min().unwrap_or(0);
-        let hi = (0..rows.start.len()).map(|k| rows.start[k] + rows.len[k]).max().unwrap_or(0);
-        Self { geometry, cols, rows, row_span: lo..hi }
+        let hi = (0..rows.start.len())
+            .map(|k| rows.start[k] + rows.len[k])
+            .max()
+            .unwrap_or(0);
+        Self {
+            geometry,
+            cols,
+            rows,
+            row_span: lo..hi,
+        }
     }
 
     pub fn geometry(&self) -> Geometry {
@@ -293,7 +340,10 @@ impl Resizer {
     /// (CHW uint8, `3 * crop_height * crop_width`).
     pub fn resize_crop(&self, rgb: &[u8], stride: usize, out: &mut [u8]) {
         let g = self.geometry;
-        assert!(rgb.len() >= (g.in_height - 1) * stride + g.in_width * 3, "frame buffer too small");
+        assert!(
+            rgb.len() >= (g.in_height - 1) * stride + g.in_width * 3,
+            "frame buffer too small"
+        );
         assert_eq!(out.len(), 3 * g.crop_height * g.crop_width);
         #[cfg(target_arch = "x86_64")]
         {
@@ -398,7 +448,10 @@ mod tests {
         let cfg = ProcessorConfig::for_crop(64);
         assert_eq!(cfg.shortest_edge, 73);
         let g = cfg.geometry(256, 320);
-        assert_eq!((g.resized_height, g.resized_width, g.top, g.left), (73, 91, 4, 13));
+        assert_eq!(
+            (g.resized_height, g.resized_width, g.top, g.left),
+            (73, 91, 4, 13)
+        );
     }
 
     /// Weights of each output pixel sum to one and cover the expected support.

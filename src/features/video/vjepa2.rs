@@ -135,25 +135,38 @@ impl Vjepa2Config {
             message,
             fix: "use the config.json shipped with the model".into(),
         };
-        if self.hidden_size == 0 || self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.hidden_size == 0
+            || self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             )));
         }
-        if self.head_dim() % 2 != 0 {
-            return Err(bad(format!("head dim {} is odd; the rotary embedding needs pairs", self.head_dim())));
+        if !self.head_dim().is_multiple_of(2) {
+            return Err(bad(format!(
+                "head dim {} is odd; the rotary embedding needs pairs",
+                self.head_dim()
+            )));
         }
-        if self.patch_size == 0 || self.tubelet_size == 0 || self.crop_size % self.patch_size != 0 {
-            return Err(bad(format!("crop_size {} is not a multiple of patch_size {}", self.crop_size, self.patch_size)));
+        if self.patch_size == 0
+            || self.tubelet_size == 0
+            || !self.crop_size.is_multiple_of(self.patch_size)
+        {
+            return Err(bad(format!(
+                "crop_size {} is not a multiple of patch_size {}",
+                self.crop_size, self.patch_size
+            )));
         }
-        if self.frames_per_clip == 0 || self.frames_per_clip % self.tubelet_size != 0 {
+        if self.frames_per_clip == 0 || !self.frames_per_clip.is_multiple_of(self.tubelet_size) {
             return Err(bad(format!(
                 "frames_per_clip {} is not a multiple of tubelet_size {}",
                 self.frames_per_clip, self.tubelet_size
             )));
         }
-        activation(&self.hidden_act).map_err(|_| bad(format!("hidden_act '{}' is not supported", self.hidden_act)))?;
+        activation(&self.hidden_act)
+            .map_err(|_| bad(format!("hidden_act '{}' is not supported", self.hidden_act)))?;
         Ok(())
     }
 
@@ -267,30 +280,48 @@ impl WeightFile {
         } else {
             return Err(Error::Model {
                 path: dir.to_path_buf(),
-                message: "no model.safetensors (or model.safetensors.index.json) in the V-JEPA2 folder".into(),
-                fix: "download the model's safetensors weights; .bin/.pth checkpoints are not read".into(),
+                message:
+                    "no model.safetensors (or model.safetensors.index.json) in the V-JEPA2 folder"
+                        .into(),
+                fix: "download the model's safetensors weights; .bin/.pth checkpoints are not read"
+                    .into(),
             });
         };
         // SAFETY: the files are memory-mapped read-only; like every mmap reader we rely on
         // them not being truncated while the model is loaded.
-        let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }.map_err(|e| Error::Checkpoint {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let st =
+            unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }.map_err(|e| {
+                Error::Checkpoint {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
+            })?;
         // Classification checkpoints nest the encoder under `vjepa2.`.
         let prefix = if st.get("encoder.layernorm.weight").is_ok() {
             ""
         } else if st.get("vjepa2.encoder.layernorm.weight").is_ok() {
             "vjepa2."
         } else {
-            return Err(Error::MissingTensor { name: "encoder.layernorm.weight".into(), path });
+            return Err(Error::MissingTensor {
+                name: "encoder.layernorm.weight".into(),
+                path,
+            });
         };
-        Ok(Self { st, path, prefix: prefix.into(), device: device.clone(), dtype })
+        Ok(Self {
+            st,
+            path,
+            prefix: prefix.into(),
+            device: device.clone(),
+            dtype,
+        })
     }
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let full = format!("{}{name}", self.prefix);
-        let view = self.st.get(&full).map_err(|_| Error::MissingTensor { name: full.clone(), path: self.path.clone() })?;
+        let view = self.st.get(&full).map_err(|_| Error::MissingTensor {
+            name: full.clone(),
+            path: self.path.clone(),
+        })?;
         if view.shape() != shape {
             return Err(Error::ShapeMismatch {
                 name: full,
@@ -299,10 +330,13 @@ impl WeightFile {
                 path: Some(self.path.clone()),
             });
         }
-        let t = self.st.load(&full, &self.device).map_err(|e| Error::Checkpoint {
-            path: self.path.clone(),
-            message: format!("tensor '{full}': {e}"),
-        })?;
+        let t = self
+            .st
+            .load(&full, &self.device)
+            .map_err(|e| Error::Checkpoint {
+                path: self.path.clone(),
+                message: format!("tensor '{full}': {e}"),
+            })?;
         Ok(t.to_dtype(self.dtype)?)
     }
 }
@@ -331,19 +365,35 @@ impl Vjepa2Encoder {
     pub fn load(dir: &Path, device: &Device, dtype: DType, last: LastHiddenState) -> Result<Self> {
         let cfg = Vjepa2Config::from_model_dir(dir)?;
         let w = WeightFile::open(dir, device, dtype)?;
-        let (h, c, t, p) = (cfg.hidden_size, cfg.in_chans, cfg.tubelet_size, cfg.patch_size);
+        let (h, c, t, p) = (
+            cfg.hidden_size,
+            cfg.in_chans,
+            cfg.tubelet_size,
+            cfg.patch_size,
+        );
         let patch_weight = w
-            .get("encoder.embeddings.patch_embeddings.proj.weight", &[h, c, t, p, p])?
+            .get(
+                "encoder.embeddings.patch_embeddings.proj.weight",
+                &[h, c, t, p, p],
+            )?
             .reshape((h, c * t * p * p))?;
         let patch_bias = w.get("encoder.embeddings.patch_embeddings.proj.bias", &[h])?;
         let eps = cfg.layer_norm_eps as f32;
         let norm = |name: &str| -> Result<LayerNorm> {
-            Ok(LayerNorm { weight: w.get(&format!("{name}.weight"), &[h])?, bias: w.get(&format!("{name}.bias"), &[h])?, eps })
+            Ok(LayerNorm {
+                weight: w.get(&format!("{name}.weight"), &[h])?,
+                bias: w.get(&format!("{name}.bias"), &[h])?,
+                eps,
+            })
         };
         let linear = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
             Ok(Linear {
                 weight: w.get(&format!("{name}.weight"), &[out, inp])?,
-                bias: if bias { Some(w.get(&format!("{name}.bias"), &[out])?) } else { None },
+                bias: if bias {
+                    Some(w.get(&format!("{name}.bias"), &[out])?)
+                } else {
+                    None
+                },
             })
         };
         let m = cfg.mlp_hidden();
@@ -371,7 +421,17 @@ impl Vjepa2Encoder {
         }
         let final_norm = norm("encoder.layernorm")?;
         let act = activation(&cfg.hidden_act).expect("validated in from_model_dir");
-        Ok(Self { cfg, device: device.clone(), dtype, act, patch_weight, patch_bias, layers, final_norm, last })
+        Ok(Self {
+            cfg,
+            device: device.clone(),
+            dtype,
+            act,
+            patch_weight,
+            patch_bias,
+            layers,
+            final_norm,
+            last,
+        })
     }
 
     /// An encoder with random weights (normal, scaled by 1/sqrt(fan_in)), for benchmarks.
@@ -380,24 +440,46 @@ impl Vjepa2Encoder {
         let (h, m) = (cfg.hidden_size, cfg.mlp_hidden());
         let pdim = cfg.in_chans * cfg.tubelet_size * cfg.patch_size * cfg.patch_size;
         let randn = |shape: &[usize], fan_in: usize| -> Result<Tensor> {
-            Ok(Tensor::randn(0f32, (1.0 / fan_in as f64).sqrt() as f32, shape, device)?.to_dtype(dtype)?)
+            Ok(
+                Tensor::randn(0f32, (1.0 / fan_in as f64).sqrt() as f32, shape, device)?
+                    .to_dtype(dtype)?,
+            )
         };
         let ones = |n| -> Result<Tensor> { Ok(Tensor::ones(n, dtype, device)?) };
         let zeros = |n| -> Result<Tensor> { Ok(Tensor::zeros(n, dtype, device)?) };
         let eps = cfg.layer_norm_eps as f32;
-        let norm = || -> Result<LayerNorm> { Ok(LayerNorm { weight: ones(h)?, bias: zeros(h)?, eps }) };
+        let norm = || -> Result<LayerNorm> {
+            Ok(LayerNorm {
+                weight: ones(h)?,
+                bias: zeros(h)?,
+                eps,
+            })
+        };
         let mut layers = Vec::new();
         for _ in 0..cfg.num_hidden_layers {
             layers.push(Layer {
                 norm1: norm()?,
-                qkv: Linear { weight: randn(&[3 * h, h], h)?, bias: Some(zeros(3 * h)?) },
-                proj: Linear { weight: randn(&[h, h], h)?, bias: Some(zeros(h)?) },
+                qkv: Linear {
+                    weight: randn(&[3 * h, h], h)?,
+                    bias: Some(zeros(3 * h)?),
+                },
+                proj: Linear {
+                    weight: randn(&[h, h], h)?,
+                    bias: Some(zeros(h)?),
+                },
                 norm2: norm()?,
-                fc1: Linear { weight: randn(&[m, h], h)?, bias: Some(zeros(m)?) },
-                fc2: Linear { weight: randn(&[h, m], m)?, bias: Some(zeros(h)?) },
+                fc1: Linear {
+                    weight: randn(&[m, h], h)?,
+                    bias: Some(zeros(m)?),
+                },
+                fc2: Linear {
+                    weight: randn(&[h, m], m)?,
+                    bias: Some(zeros(h)?),
+                },
             });
         }
-        let act = activation(&cfg.hidden_act).map_err(|_| Error::Other(format!("unsupported activation {}", cfg.hidden_act)))?;
+        let act = activation(&cfg.hidden_act)
+            .map_err(|_| Error::Other(format!("unsupported activation {}", cfg.hidden_act)))?;
         Ok(Self {
             patch_weight: randn(&[h, pdim], pdim)?,
             patch_bias: zeros(h)?,
@@ -433,10 +515,20 @@ impl Vjepa2Encoder {
     pub fn patchify(&self, clip: &Tensor) -> Result<Tensor> {
         let (t, c, hh, ww) = clip.dims4()?;
         let (ts, p) = (self.cfg.tubelet_size, self.cfg.patch_size);
-        if c != self.cfg.in_chans || hh != self.cfg.crop_size || ww != self.cfg.crop_size || t % ts != 0 || t == 0 {
+        if c != self.cfg.in_chans
+            || hh != self.cfg.crop_size
+            || ww != self.cfg.crop_size
+            || !t.is_multiple_of(ts)
+            || t == 0
+        {
             return Err(Error::ShapeMismatch {
                 name: "pixel_values_videos".into(),
-                expected: vec![self.cfg.frames_per_clip, self.cfg.in_chans, self.cfg.crop_size, self.cfg.crop_size],
+                expected: vec![
+                    self.cfg.frames_per_clip,
+                    self.cfg.in_chans,
+                    self.cfg.crop_size,
+                    self.cfg.crop_size,
+                ],
                 found: vec![t, c, hh, ww],
                 path: None,
             });
@@ -451,11 +543,17 @@ impl Vjepa2Encoder {
     /// (index 0 = patch embedding, index i = output of layer i - 1; the last one follows
     /// [`LastHiddenState`]). Passing states to a visitor instead of returning them keeps the
     /// memory of a ViT-g pass at a few states instead of 41.
-    pub fn forward_visit(&self, clip: &Tensor, mut visit: impl FnMut(usize, &Tensor) -> Result<()>) -> Result<()> {
+    pub fn forward_visit(
+        &self,
+        clip: &Tensor,
+        mut visit: impl FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<()> {
         let clip = clip.to_device(&self.device)?.to_dtype(self.dtype)?;
         let patches = self.patchify(&clip)?;
         let n = patches.dim(0)?;
-        let mut h = patches.matmul(&self.patch_weight.t()?)?.broadcast_add(&self.patch_bias)?;
+        let mut h = patches
+            .matmul(&self.patch_weight.t()?)?
+            .broadcast_add(&self.patch_bias)?;
         let rope = self.rope_tables(n)?;
         visit(0, &h)?;
         let n_layers = self.layers.len();
@@ -496,7 +594,9 @@ impl Vjepa2Encoder {
         let means: Vec<Tensor> = means
             .into_iter()
             .zip(keep)
-            .map(|(m, &k)| m.ok_or_else(|| Error::Other(format!("hidden state {k} does not exist"))))
+            .map(|(m, &k)| {
+                m.ok_or_else(|| Error::Other(format!("hidden state {k} does not exist")))
+            })
             .collect::<Result<_>>()?;
         Ok(Tensor::stack(&means, 0)?)
     }
@@ -508,7 +608,11 @@ impl Vjepa2Encoder {
         let a = layer.norm1.forward(x)?;
         let qkv = layer.qkv.forward(&a)?; // (n, 3 * hidden)
         let split = |i: usize| -> Result<Tensor> {
-            Ok(qkv.narrow(1, i * hidden, hidden)?.reshape((n, heads, hd))?.transpose(0, 1)?.contiguous()?)
+            Ok(qkv
+                .narrow(1, i * hidden, hidden)?
+                .reshape((n, heads, hd))?
+                .transpose(0, 1)?
+                .contiguous()?)
         };
         let (q, k, v) = (split(0)?, split(1)?, split(2)?); // (heads, n, hd)
         let k = rope.apply(&k)?;
@@ -538,7 +642,9 @@ impl Vjepa2Encoder {
         if sd > 0 {
             let half = sd / 2;
             // omega = 1 / 10000^(arange(half) / half), in float32 as the reference.
-            let omega: Vec<f32> = (0..half).map(|i| 1.0f32 / 10000f32.powf(i as f32 / half as f32)).collect();
+            let omega: Vec<f32> = (0..half)
+                .map(|i| 1.0f32 / 10000f32.powf(i as f32 / half as f32))
+                .collect();
             for tok in 0..n {
                 let f = tok / per_frame;
                 let rem = tok - per_frame * f;
@@ -554,9 +660,14 @@ impl Vjepa2Encoder {
             }
         }
         let to = |v: Vec<f32>| -> Result<Tensor> {
-            Ok(Tensor::from_vec(v, (1, n, hd), &Device::Cpu)?.to_device(&self.device)?.to_dtype(self.dtype)?)
+            Ok(Tensor::from_vec(v, (1, n, hd), &Device::Cpu)?
+                .to_device(&self.device)?
+                .to_dtype(self.dtype)?)
         };
-        Ok(Rope { cos: to(cos)?, sin: to(sin)? })
+        Ok(Rope {
+            cos: to(cos)?,
+            sin: to(sin)?,
+        })
     }
 }
 
@@ -594,5 +705,9 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
         outs.push(probs.matmul(v)?);
         start += len;
     }
-    Ok(if outs.len() == 1 { outs.pop().expect("one block") } else { Tensor::cat(&outs, 1)? })
+    Ok(if outs.len() == 1 {
+        outs.pop().expect("one block")
+    } else {
+        Tensor::cat(&outs, 1)?
+    })
 }

@@ -105,8 +105,15 @@ impl<'a> FrameDecoder<'a> {
                     {
                         return Err(media_err(
                             &self.info.path,
-                            if idx > last + 1 { MediaErrorKind::Truncated } else { MediaErrorKind::Unsupported },
-                            format!("frame {} follows frame {last} (frames missing or out of order); the file is damaged", idx),
+                            if idx > last + 1 {
+                                MediaErrorKind::Truncated
+                            } else {
+                                MediaErrorKind::Unsupported
+                            },
+                            format!(
+                                "frame {} follows frame {last} (frames missing or out of order); the file is damaged",
+                                idx
+                            ),
                         ));
                     }
                     self.last_index = Some(idx);
@@ -122,7 +129,9 @@ impl<'a> FrameDecoder<'a> {
                             format!(
                                 "decoding stopped after {got} of {} frames ({:.2} s of {:.2} s); the file is cut off or damaged",
                                 self.info.n_frames(),
-                                self.info.frame_time(got.saturating_sub(1).min(self.info.n_frames() - 1)),
+                                self.info.frame_time(
+                                    got.saturating_sub(1).min(self.info.n_frames() - 1)
+                                ),
                                 self.info.duration
                             ),
                         ));
@@ -132,7 +141,11 @@ impl<'a> FrameDecoder<'a> {
                 }
                 Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::error::EAGAIN => {}
                 Err(e) => {
-                    return Err(media_err(&self.info.path, MediaErrorKind::Truncated, format!("decoding failed: {e}")));
+                    return Err(media_err(
+                        &self.info.path,
+                        MediaErrorKind::Truncated,
+                        format!("decoding failed: {e}"),
+                    ));
                 }
             }
             self.feed()?;
@@ -143,7 +156,11 @@ impl<'a> FrameDecoder<'a> {
     fn feed(&mut self) -> Result<()> {
         let io = &mut self.io;
         if io.eof_sent {
-            return Err(media_err(&self.info.path, MediaErrorKind::Truncated, "the decoder stopped without signalling the end"));
+            return Err(media_err(
+                &self.info.path,
+                MediaErrorKind::Truncated,
+                "the decoder stopped without signalling the end",
+            ));
         }
         let mut packet = ffmpeg::Packet::empty();
         while !io.packets_done {
@@ -156,7 +173,13 @@ impl<'a> FrameDecoder<'a> {
                         // Damaged packets are skipped, as the CLI does; the frame count check
                         // at the end turns lost frames into an error.
                         Ok(()) | Err(ffmpeg::Error::InvalidData) => return Ok(()),
-                        Err(e) => return Err(media_err(&self.info.path, MediaErrorKind::Truncated, format!("decoding failed: {e}"))),
+                        Err(e) => {
+                            return Err(media_err(
+                                &self.info.path,
+                                MediaErrorKind::Truncated,
+                                format!("decoding failed: {e}"),
+                            ));
+                        }
                     }
                 }
                 Err(ffmpeg::Error::Eof) => io.packets_done = true,
@@ -164,12 +187,21 @@ impl<'a> FrameDecoder<'a> {
                     return Err(media_err(
                         &self.info.path,
                         MediaErrorKind::Truncated,
-                        format!("reading failed after frame {:?} ({e}); the file is cut off or damaged", self.last_index),
+                        format!(
+                            "reading failed after frame {:?} ({e}); the file is cut off or damaged",
+                            self.last_index
+                        ),
                     ));
                 }
             }
         }
-        io.decoder.send_eof().map_err(|e| media_err(&self.info.path, MediaErrorKind::Truncated, format!("decoder flush failed: {e}")))?;
+        io.decoder.send_eof().map_err(|e| {
+            media_err(
+                &self.info.path,
+                MediaErrorKind::Truncated,
+                format!("decoder flush failed: {e}"),
+            )
+        })?;
         io.eof_sent = true;
         Ok(())
     }
@@ -177,9 +209,15 @@ impl<'a> FrameDecoder<'a> {
     /// The current frame as RGB24, exactly as the reference's CLI pipe delivers it.
     pub fn rgb(&mut self) -> Result<RgbView<'_>> {
         if self.current.is_none() {
-            return Err(Error::Other("FrameDecoder::rgb called without a current frame".into()));
+            return Err(Error::Other(
+                "FrameDecoder::rgb called without a current frame".into(),
+            ));
         }
-        let key = (self.frame.width(), self.frame.height(), ffmpeg::ffi::AVPixelFormat::from(self.frame.format()) as i32);
+        let key = (
+            self.frame.width(),
+            self.frame.height(),
+            ffmpeg::ffi::AVPixelFormat::from(self.frame.format()) as i32,
+        );
         if self.graph.as_ref().map(|g| g.1) != Some(key) {
             if self.graph.is_some() {
                 return Err(media_err(
@@ -191,23 +229,59 @@ impl<'a> FrameDecoder<'a> {
             self.graph = Some((self.build_graph()?, key));
         }
         let (graph, _) = self.graph.as_mut().expect("graph built above");
-        let fail = |e: ffmpeg::Error| media_err(&self.info.path, MediaErrorKind::Unsupported, format!("RGB conversion failed: {e}"));
-        graph.get("in").expect("buffer source").source().add(&self.frame).map_err(fail)?;
-        graph.get("out").expect("buffer sink").sink().frame(&mut self.rgb).map_err(fail)?;
+        let fail = |e: ffmpeg::Error| {
+            media_err(
+                &self.info.path,
+                MediaErrorKind::Unsupported,
+                format!("RGB conversion failed: {e}"),
+            )
+        };
+        graph
+            .get("in")
+            .expect("buffer source")
+            .source()
+            .add(&self.frame)
+            .map_err(fail)?;
+        graph
+            .get("out")
+            .expect("buffer sink")
+            .sink()
+            .frame(&mut self.rgb)
+            .map_err(fail)?;
         self.frames_converted += 1;
         let (w, h) = (self.rgb.width() as usize, self.rgb.height() as usize);
         if (w, h) != (self.info.width, self.info.height) {
-            return Err(Error::Other(format!("{}: RGB frame is {w}x{h}, expected {}x{}", self.info.path.display(), self.info.width, self.info.height)));
+            return Err(Error::Other(format!(
+                "{}: RGB frame is {w}x{h}, expected {}x{}",
+                self.info.path.display(),
+                self.info.width,
+                self.info.height
+            )));
         }
-        Ok(RgbView { width: w, height: h, stride: self.rgb.stride(0), data: self.rgb.data(0) })
+        Ok(RgbView {
+            width: w,
+            height: h,
+            stride: self.rgb.stride(0),
+            data: self.rgb.data(0),
+        })
     }
 
     fn build_graph(&self) -> Result<ffmpeg::filter::Graph> {
-        let fail = |e: ffmpeg::Error| media_err(&self.info.path, MediaErrorKind::Unsupported, format!("cannot build the RGB conversion: {e}"));
+        let fail = |e: ffmpeg::Error| {
+            media_err(
+                &self.info.path,
+                MediaErrorKind::Unsupported,
+                format!("cannot build the RGB conversion: {e}"),
+            )
+        };
         let mut graph = ffmpeg::filter::Graph::new();
         let tb = self.info.time_base;
         let sar = self.frame.aspect_ratio();
-        let (sn, sd) = if sar.numerator() > 0 && sar.denominator() > 0 { (sar.numerator(), sar.denominator()) } else { (0, 1) };
+        let (sn, sd) = if sar.numerator() > 0 && sar.denominator() > 0 {
+            (sar.numerator(), sar.denominator())
+        } else {
+            (0, 1)
+        };
         let fr = self.info.output_rate;
         let args = format!(
             "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={sn}/{sd}:frame_rate={}/{}",
@@ -219,15 +293,31 @@ impl<'a> FrameDecoder<'a> {
             fr.num,
             fr.den
         );
-        graph.add(&ffmpeg::filter::find("buffer").expect("libavfilter has buffer"), "in", &args).map_err(fail)?;
-        graph.add(&ffmpeg::filter::find("buffersink").expect("libavfilter has buffersink"), "out", "").map_err(fail)?;
+        graph
+            .add(
+                &ffmpeg::filter::find("buffer").expect("libavfilter has buffer"),
+                "in",
+                &args,
+            )
+            .map_err(fail)?;
+        graph
+            .add(
+                &ffmpeg::filter::find("buffersink").expect("libavfilter has buffersink"),
+                "out",
+                "",
+            )
+            .map_err(fail)?;
         let spec = format!(
             "{}scale={}:{}:flags=bicubic,format=rgb24",
             self.info.rotation.filters(),
             self.info.width,
             self.info.height
         );
-        graph.output("in", 0).and_then(|p| p.input("out", 0)).and_then(|p| p.parse(&spec)).map_err(fail)?;
+        graph
+            .output("in", 0)
+            .and_then(|p| p.input("out", 0))
+            .and_then(|p| p.parse(&spec))
+            .map_err(fail)?;
         graph.validate().map_err(fail)?;
         Ok(graph)
     }
@@ -236,12 +326,21 @@ impl<'a> FrameDecoder<'a> {
 fn open_decoder(info: &VideoInfo, start: usize) -> Result<Opened> {
     let (mut ictx, idx) = open_input(&info.path)?;
     if idx != info.stream_index {
-        return Err(Error::Other(format!("{}: the video stream changed between probe and decode", info.path.display())));
+        return Err(Error::Other(format!(
+            "{}: the video stream changed between probe and decode",
+            info.path.display()
+        )));
     }
     let st = ictx.stream(idx).expect("stream exists");
     let tb = st.time_base();
-    let mut ctx = ffmpeg::codec::context::Context::from_parameters(st.parameters())
-        .map_err(|e| media_err(&info.path, MediaErrorKind::Unreadable, format!("cannot set up the decoder: {e}")))?;
+    let mut ctx =
+        ffmpeg::codec::context::Context::from_parameters(st.parameters()).map_err(|e| {
+            media_err(
+                &info.path,
+                MediaErrorKind::Unreadable,
+                format!("cannot set up the decoder: {e}"),
+            )
+        })?;
     // As the CLI: automatic thread count; the decoder knows the packet time base.
     ctx.set_threading(ffmpeg::codec::threading::Config {
         kind: ffmpeg::codec::threading::Type::Frame,
@@ -252,13 +351,34 @@ fn open_decoder(info: &VideoInfo, start: usize) -> Result<Opened> {
     unsafe {
         (*ctx.as_mut_ptr()).pkt_timebase = tb.into();
     }
-    let decoder = ctx
-        .decoder()
-        .video()
-        .map_err(|e| media_err(&info.path, MediaErrorKind::UnsupportedCodec, format!("cannot open the {} decoder: {e}", info.codec)))?;
+    let decoder = ctx.decoder().video().map_err(|e| {
+        media_err(
+            &info.path,
+            MediaErrorKind::UnsupportedCodec,
+            format!("cannot open the {} decoder: {e}", info.codec),
+        )
+    })?;
     if start > 0 {
-        let ts = rescale(info.frame_pts[start], info.time_base, Ratio { num: 1, den: 1_000_000 });
-        ictx.seek(ts, ..ts + 1).map_err(|e| media_err(&info.path, MediaErrorKind::Unreadable, format!("seek failed: {e}")))?;
+        let ts = rescale(
+            info.frame_pts[start],
+            info.time_base,
+            Ratio {
+                num: 1,
+                den: 1_000_000,
+            },
+        );
+        ictx.seek(ts, ..ts + 1).map_err(|e| {
+            media_err(
+                &info.path,
+                MediaErrorKind::Unreadable,
+                format!("seek failed: {e}"),
+            )
+        })?;
     }
-    Ok(Opened { ictx, decoder, eof_sent: false, packets_done: false })
+    Ok(Opened {
+        ictx,
+        decoder,
+        eof_sent: false,
+        packets_done: false,
+    })
 }

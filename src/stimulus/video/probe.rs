@@ -14,8 +14,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::ffi;
+use ffmpeg_next as ffmpeg;
 
 use crate::error::{Error, MediaErrorKind, Result};
 
@@ -56,7 +56,10 @@ impl Ratio {
     }
 
     fn from_ff(r: ffmpeg::Rational) -> Self {
-        Self { num: r.numerator() as i64, den: r.denominator() as i64 }
+        Self {
+            num: r.numerator() as i64,
+            den: r.denominator() as i64,
+        }
     }
 
     fn is_valid(self) -> bool {
@@ -102,7 +105,11 @@ pub(crate) fn init_ffmpeg() {
 }
 
 pub(crate) fn media_err(path: &Path, kind: MediaErrorKind, message: impl Into<String>) -> Error {
-    Error::Media { path: path.to_path_buf(), kind, message: message.into() }
+    Error::Media {
+        path: path.to_path_buf(),
+        kind,
+        message: message.into(),
+    }
 }
 
 /// Open a file and find the video stream the CLI would pick (attached cover pictures excluded).
@@ -122,7 +129,11 @@ pub(crate) fn open_input(path: &Path) -> Result<(ffmpeg::format::context::Input,
             format!("FFmpeg cannot open it ({e}); it is not a media file, or its header is damaged or cut off"),
         )
     })?;
-    let best = ictx.streams().best(ffmpeg::media::Type::Video).filter(|s| !is_cover_art(s)).map(|s| s.index());
+    let best = ictx
+        .streams()
+        .best(ffmpeg::media::Type::Video)
+        .filter(|s| !is_cover_art(s))
+        .map(|s| s.index());
     let idx = match best {
         Some(i) => i,
         None => match ictx
@@ -143,7 +154,8 @@ pub(crate) fn open_input(path: &Path) -> Result<(ffmpeg::format::context::Input,
 }
 
 fn is_cover_art(s: &ffmpeg::format::stream::Stream) -> bool {
-    s.disposition().contains(ffmpeg::format::stream::Disposition::ATTACHED_PIC)
+    s.disposition()
+        .contains(ffmpeg::format::stream::Disposition::ATTACHED_PIC)
 }
 
 impl VideoInfo {
@@ -156,27 +168,52 @@ impl VideoInfo {
             // SAFETY: the parameters pointer is valid while the stream lives.
             let (w, h, sar) = unsafe {
                 let p = &*par.as_ptr();
-                (p.width, p.height, Ratio { num: p.sample_aspect_ratio.num as i64, den: p.sample_aspect_ratio.den as i64 })
+                (
+                    p.width,
+                    p.height,
+                    Ratio {
+                        num: p.sample_aspect_ratio.num as i64,
+                        den: p.sample_aspect_ratio.den as i64,
+                    },
+                )
             };
             let mut rot = 0.0;
             for sd in st.side_data() {
-                if sd.kind() == ffmpeg::codec::packet::side_data::Type::DisplayMatrix && sd.data().len() >= 36 {
+                if sd.kind() == ffmpeg::codec::packet::side_data::Type::DisplayMatrix
+                    && sd.data().len() >= 36
+                {
                     // SAFETY: a display matrix is nine int32 values.
-                    let a = unsafe { ffi::av_display_rotation_get(sd.data().as_ptr() as *const i32) };
+                    let a =
+                        unsafe { ffi::av_display_rotation_get(sd.data().as_ptr() as *const i32) };
                     rot = cli_rotation(a);
                 }
             }
-            (par.id(), w, h, Ratio::from_ff(st.time_base()), Ratio::from_ff(st.avg_frame_rate()), Ratio::from_ff(st.rate()), sar, rot)
+            (
+                par.id(),
+                w,
+                h,
+                Ratio::from_ff(st.time_base()),
+                Ratio::from_ff(st.avg_frame_rate()),
+                Ratio::from_ff(st.rate()),
+                sar,
+                rot,
+            )
         };
         if ffmpeg::codec::decoder::find(codec_id).is_none() {
             return Err(media_err(
                 path,
                 MediaErrorKind::UnsupportedCodec,
-                format!("this FFmpeg build has no decoder for the video codec ({codec_id:?}); re-encode it, e.g. ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4"),
+                format!(
+                    "this FFmpeg build has no decoder for the video codec ({codec_id:?}); re-encode it, e.g. ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4"
+                ),
             ));
         }
         if par_w <= 0 || par_h <= 0 {
-            return Err(media_err(path, MediaErrorKind::Unreadable, "the video stream has no picture size"));
+            return Err(media_err(
+                path,
+                MediaErrorKind::Unreadable,
+                "the video stream has no picture size",
+            ));
         }
         let rotation = match rot_deg {
             t if (t - 90.0).abs() < 1.0 => Rotation::Clockwise,
@@ -186,7 +223,9 @@ impl VideoInfo {
                 return Err(media_err(
                     path,
                     MediaErrorKind::Unsupported,
-                    format!("the picture is rotated by {t:.1} degrees, not a multiple of 90; re-encode it upright (ffmpeg -i IN OUT.mp4 applies the rotation)"),
+                    format!(
+                        "the picture is rotated by {t:.1} degrees, not a multiple of 90; re-encode it upright (ffmpeg -i IN OUT.mp4 applies the rotation)"
+                    ),
                 ));
             }
             _ => Rotation::None,
@@ -202,7 +241,11 @@ impl VideoInfo {
         };
         let frame_pts = scan_frame_pts(&mut ictx, idx, path)?;
         if frame_pts.is_empty() {
-            return Err(media_err(path, MediaErrorKind::Empty, "the video stream has no frames"));
+            return Err(media_err(
+                path,
+                MediaErrorKind::Empty,
+                "the video stream has no frames",
+            ));
         }
         let fps = moviepy_fps(avg, r).ok_or_else(|| {
             media_err(path, MediaErrorKind::Unsupported, "the video stream declares no frame rate; re-encode it with one (ffmpeg -i IN -r 25 OUT.mp4)")
@@ -217,9 +260,17 @@ impl VideoInfo {
         // SAFETY: the stream's codec parameters and context are valid here.
         let output_rate = unsafe {
             let st = *(*ictx.as_ptr()).streams.add(idx);
-            Ratio::from_ff(ffmpeg::Rational::from(ffi::av_guess_frame_rate(ictx.as_mut_ptr(), st, std::ptr::null_mut())))
+            Ratio::from_ff(ffmpeg::Rational::from(ffi::av_guess_frame_rate(
+                ictx.as_mut_ptr(),
+                st,
+                std::ptr::null_mut(),
+            )))
         };
-        let output_rate = if output_rate.is_valid() { output_rate } else { Ratio { num: 25, den: 1 } };
+        let output_rate = if output_rate.is_valid() {
+            output_rate
+        } else {
+            Ratio { num: 25, den: 1 }
+        };
         Ok(Self {
             path: path.to_path_buf(),
             width,
@@ -229,7 +280,11 @@ impl VideoInfo {
             duration,
             frame_pts,
             time_base: tb,
-            start_time_us: if start_time == ffi::AV_NOPTS_VALUE { 0 } else { start_time },
+            start_time_us: if start_time == ffi::AV_NOPTS_VALUE {
+                0
+            } else {
+                start_time
+            },
             output_rate,
             n_streams,
             stream_index: idx,
@@ -320,7 +375,12 @@ pub(crate) fn moviepy_duration(duration_us: i64) -> Option<f64> {
     if duration_us == ffi::AV_NOPTS_VALUE || duration_us < 0 {
         return None;
     }
-    let d = duration_us + if duration_us <= i64::MAX - 5000 { 5000 } else { 0 };
+    let d = duration_us
+        + if duration_us <= i64::MAX - 5000 {
+            5000
+        } else {
+            0
+        };
     let (secs, us) = (d / 1_000_000, d % 1_000_000);
     let (mins, secs) = (secs / 60, secs % 60);
     let (hours, mins) = (mins / 60, mins % 60);
@@ -330,7 +390,11 @@ pub(crate) fn moviepy_duration(duration_us: i64) -> Option<f64> {
 }
 
 /// Presentation timestamps of every frame the decoder will output, from the packets alone.
-fn scan_frame_pts(ictx: &mut ffmpeg::format::context::Input, idx: usize, path: &Path) -> Result<Vec<i64>> {
+fn scan_frame_pts(
+    ictx: &mut ffmpeg::format::context::Input,
+    idx: usize,
+    path: &Path,
+) -> Result<Vec<i64>> {
     let mut pts = Vec::new();
     let mut packet = ffmpeg::Packet::empty();
     loop {
@@ -341,7 +405,10 @@ fn scan_frame_pts(ictx: &mut ffmpeg::format::context::Input, idx: usize, path: &
                 return Err(media_err(
                     path,
                     MediaErrorKind::Truncated,
-                    format!("reading packets failed after {} video frames ({e}); the file is damaged or cut off", pts.len()),
+                    format!(
+                        "reading packets failed after {} video frames ({e}); the file is damaged or cut off",
+                        pts.len()
+                    ),
                 ));
             }
         }
@@ -349,7 +416,9 @@ fn scan_frame_pts(ictx: &mut ffmpeg::format::context::Input, idx: usize, path: &
             continue;
         }
         // SAFETY: reading the flags of a packet we own.
-        let discard = unsafe { (*ffmpeg::codec::packet::Ref::as_ptr(&packet)).flags & ffi::AV_PKT_FLAG_DISCARD != 0 };
+        let discard = unsafe {
+            (*ffmpeg::codec::packet::Ref::as_ptr(&packet)).flags & ffi::AV_PKT_FLAG_DISCARD != 0
+        };
         if discard || packet.size() == 0 {
             continue;
         }
@@ -370,14 +439,21 @@ fn scan_frame_pts(ictx: &mut ffmpeg::format::context::Input, idx: usize, path: &
         return Err(media_err(
             path,
             MediaErrorKind::Truncated,
-            format!("the container announces {declared} video frames but only {} can be read; the file is cut off", pts.len()),
+            format!(
+                "the container announces {declared} video frames but only {} can be read; the file is cut off",
+                pts.len()
+            ),
         ));
     }
     pts.sort_unstable();
     let n = pts.len();
     pts.dedup();
     if pts.len() != n {
-        return Err(media_err(path, MediaErrorKind::Unsupported, "several video frames share one timestamp; remux or re-encode the file"));
+        return Err(media_err(
+            path,
+            MediaErrorKind::Unsupported,
+            "several video frames share one timestamp; remux or re-encode the file",
+        ));
     }
     Ok(pts)
 }
@@ -400,8 +476,14 @@ mod tests {
     fn moviepy_snaps_ntsc_rates() {
         let r = |num, den| Ratio { num, den };
         assert_eq!(moviepy_fps(r(24, 1), r(24, 1)), Some(24.0));
-        assert_eq!(moviepy_fps(r(30000, 1001), r(30000, 1001)), Some(30.0 * 1000.0 / 1001.0));
-        assert_eq!(moviepy_fps(r(24000, 1001), r(24000, 1001)), Some(24.0 * 1000.0 / 1001.0));
+        assert_eq!(
+            moviepy_fps(r(30000, 1001), r(30000, 1001)),
+            Some(30.0 * 1000.0 / 1001.0)
+        );
+        assert_eq!(
+            moviepy_fps(r(24000, 1001), r(24000, 1001)),
+            Some(24.0 * 1000.0 / 1001.0)
+        );
         // 59.94 is not snapped (60 is not in moviepy's list).
         assert_eq!(moviepy_fps(r(60000, 1001), r(60000, 1001)), Some(59.94));
         // No average rate: tbr.

@@ -33,11 +33,18 @@ pub(crate) fn rescale(a: i64, from: Ratio, to: Ratio) -> i64 {
     (if neg { -mag } else { mag }) as i64
 }
 
-const MICROS: Ratio = Ratio { num: 1, den: 1_000_000 };
+const MICROS: Ratio = Ratio {
+    num: 1,
+    den: 1_000_000,
+};
 
 /// `av_log2`: floor(log2(x)), 0 for 0.
 fn av_log2(x: i64) -> i64 {
-    if x <= 0 { 0 } else { 63 - x.leading_zeros() as i64 }
+    if x <= 0 {
+        0
+    } else {
+        63 - x.leading_zeros() as i64
+    }
 }
 
 /// C's `lrintf`: round a float (after conversion to f32) to nearest, ties to even.
@@ -86,7 +93,10 @@ impl<'a> CliRun<'a> {
             }
         };
         let fr = info.output_rate;
-        let enc_tb = Ratio { num: fr.den, den: fr.num };
+        let enc_tb = Ratio {
+            num: fr.den,
+            den: fr.num,
+        };
         let extra_bits = (29 - av_log2(enc_tb.den)).clamp(0, 16) as u32;
         let duration = 1.0 / (fr.as_f64() * enc_tb.as_f64());
         Self {
@@ -102,7 +112,10 @@ impl<'a> CliRun<'a> {
             flushed: false,
             vscfr: info.n_streams == 1,
             duration,
-            enc_tb_ext: Ratio { num: enc_tb.num, den: enc_tb.den << extra_bits },
+            enc_tb_ext: Ratio {
+                num: enc_tb.num,
+                den: enc_tb.den << extra_bits,
+            },
             extra_bits,
         }
     }
@@ -129,7 +142,8 @@ impl<'a> CliRun<'a> {
     /// `adjust_frame_pts_to_encoder_tb`: the frame time in output frames, as a double.
     fn float_pts(&self, i: usize) -> f64 {
         let p = self.info.frame_pts[i] + self.shift;
-        let fp = rescale(p, self.info.time_base, self.enc_tb_ext) - rescale(self.out_start_us, MICROS, self.enc_tb_ext);
+        let fp = rescale(p, self.info.time_base, self.enc_tb_ext)
+            - rescale(self.out_start_us, MICROS, self.enc_tb_ext);
         let mut f = fp as f64 / (1u64 << self.extra_bits) as f64;
         f += if f > 0.0 { 1.0 } else { -1.0 } / (1u64 << 17) as f64;
         f
@@ -172,7 +186,11 @@ impl<'a> CliRun<'a> {
         let nb0 = nb0.min(nb);
         self.last_nb0 = [nb0, self.last_nb0[0], self.last_nb0[1]];
         for k in 0..nb {
-            let pic = if k < nb0 && self.last_frame.is_some() { self.last_frame } else { frame };
+            let pic = if k < nb0 && self.last_frame.is_some() {
+                self.last_frame
+            } else {
+                frame
+            };
             let Some(pic) = pic else { return };
             self.pending.push_back(pic);
             self.sync_opts += 1;
@@ -198,17 +216,27 @@ fn cli_micros(seconds: f64) -> i64 {
     let s = format!("{seconds:.6}");
     let (int, frac) = s.split_once('.').unwrap_or((&s, "0"));
     let neg = int.starts_with('-');
-    let v = int.trim_start_matches('-').parse::<i64>().unwrap_or(0) * 1_000_000 + frac.parse::<i64>().unwrap_or(0);
+    let v = int.trim_start_matches('-').parse::<i64>().unwrap_or(0) * 1_000_000
+        + frac.parse::<i64>().unwrap_or(0);
     if neg { -v } else { v }
 }
 
 impl<'a> FramePicker<'a> {
     /// Open the reader as `VideoFileClip` does (it reads frame 0 at once).
     pub fn open(info: &'a VideoInfo) -> Result<Self> {
-        let mut p = Self { info, pos: 0, last_read: None, run: CliRun::new(info, None) };
+        let mut p = Self {
+            info,
+            pos: 0,
+            last_read: None,
+            run: CliRun::new(info, None),
+        };
         p.initialize(0.0);
         if p.last_read.is_none() {
-            return Err(super::probe::media_err(&info.path, MediaErrorKind::Empty, "failed to read the first frame"));
+            return Err(super::probe::media_err(
+                &info.path,
+                MediaErrorKind::Empty,
+                "failed to read the first frame",
+            ));
         }
         Ok(p)
     }
@@ -219,10 +247,17 @@ impl<'a> FramePicker<'a> {
 
     fn initialize(&mut self, t: f64) {
         self.pos = self.frame_number(t);
-        let start = if self.pos != 0 { self.pos as f64 * (1.0 / self.info.fps) - 0.00001 } else { 0.0 };
+        let start = if self.pos != 0 {
+            self.pos as f64 * (1.0 / self.info.fps) - 0.00001
+        } else {
+            0.0
+        };
         self.run = if start != 0.0 {
             let offset = start.min(1.0);
-            CliRun::new(self.info, Some((cli_micros(start - offset), cli_micros(offset))))
+            CliRun::new(
+                self.info,
+                Some((cli_micros(start - offset), cli_micros(offset))),
+            )
         } else {
             CliRun::new(self.info, None)
         };
@@ -292,7 +327,13 @@ mod tests {
 
     fn cfr(n: i64, fps: i64, n_streams: usize) -> VideoInfo {
         let tb = Ratio { num: 1, den: 12288 };
-        info(fps as f64, Ratio { num: fps, den: 1 }, tb, (0..n).map(|i| i * 12288 / fps).collect(), n_streams)
+        info(
+            fps as f64,
+            Ratio { num: fps, den: 1 },
+            tb,
+            (0..n).map(|i| i * 12288 / fps).collect(),
+            n_streams,
+        )
     }
 
     #[test]
@@ -322,7 +363,10 @@ mod tests {
         let mut got = vec![];
         for k in 1..=4 {
             let t = k as f64 * 0.5;
-            let clip: Vec<usize> = (0..8).rev().map(|j| p.get_frame((t - j as f64 * 0.5).max(0.0))).collect();
+            let clip: Vec<usize> = (0..8)
+                .rev()
+                .map(|j| p.get_frame((t - j as f64 * 0.5).max(0.0)))
+                .collect();
             got.push(clip);
         }
         assert_eq!(got[3], vec![0, 0, 0, 0, 12, 24, 36, 36]);
@@ -333,7 +377,10 @@ mod tests {
     #[test]
     fn variable_rate_is_resampled_like_the_cli() {
         let tb = Ratio { num: 1, den: 12288 };
-        let pts: Vec<i64> = (0..24).map(|i| i * 512).chain((0..48).map(|i| 12288 + i * 1024)).collect();
+        let pts: Vec<i64> = (0..24)
+            .map(|i| i * 512)
+            .chain((0..48).map(|i| 12288 + i * 1024))
+            .collect();
         let v = info(14.52, Ratio { num: 24, den: 1 }, tb, pts, 1);
         let mut run = CliRun::new(&v, None);
         let out: Vec<usize> = std::iter::from_fn(|| run.next_frame()).collect();

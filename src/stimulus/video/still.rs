@@ -35,23 +35,44 @@ impl StillImage {
                 fix: "check the path (stim_file is relative to BIDS_DIR/stimuli)".into(),
             });
         }
-        let media = |kind, message: String| Error::Media { path: path.to_path_buf(), kind, message };
+        let media = |kind, message: String| Error::Media {
+            path: path.to_path_buf(),
+            kind,
+            message,
+        };
         let reader = image::ImageReader::open(path)
             .map_err(|e| Error::io(path, e))?
             .with_guessed_format()
             .map_err(|e| Error::io(path, e))?;
         if reader.format().is_none() {
-            return Err(media(MediaErrorKind::UnsupportedCodec, "not a png, jpeg or bmp image".into()));
+            return Err(media(
+                MediaErrorKind::UnsupportedCodec,
+                "not a png, jpeg or bmp image".into(),
+            ));
         }
         let img = reader.decode().map_err(|e| match e {
-            image::ImageError::Unsupported(u) => media(MediaErrorKind::UnsupportedCodec, format!("unsupported image: {u}")),
-            other => media(MediaErrorKind::Unreadable, format!("cannot decode the image: {other}")),
+            image::ImageError::Unsupported(u) => media(
+                MediaErrorKind::UnsupportedCodec,
+                format!("unsupported image: {u}"),
+            ),
+            other => media(
+                MediaErrorKind::Unreadable,
+                format!("cannot decode the image: {other}"),
+            ),
         })?;
         let rgb = img.to_rgb8();
         let (w, h) = (rgb.width() as usize, rgb.height() as usize);
         if w == 0 || h == 0 {
-            return Err(media(MediaErrorKind::Empty, "the image has no pixels".into()));
+            return Err(media(
+                MediaErrorKind::Empty,
+                "the image has no pixels".into(),
+            ));
         }
-        Ok(Self { path: path.to_path_buf(), width: w, height: h, rgb: rgb.into_raw() })
+        Ok(Self {
+            path: path.to_path_buf(),
+            width: w,
+            height: h,
+            rgb: rgb.into_raw(),
+        })
     }
 }
