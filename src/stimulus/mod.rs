@@ -3,4 +3,5 @@
 pub mod audio;
 pub mod chunks;
 pub mod timeline;
+pub mod video;
 pub mod words;

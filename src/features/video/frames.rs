@@ -1,0 +1,198 @@
+//! From a video file to model-ready clips: which frames, decoded once, kept in a ring buffer.
+//!
+//! [`plan_video_clips`] replays the reference's reader to name the physical frames of every
+//! clip. [`ClipAssembler`] then decodes the file front to back exactly once, converts and
+//! crops only the frames some clip uses (16 of every 24 at 24 fps with the released 16 fps
+//! clips), keeps each until the last clip that needs it is built, and yields the clips
+//! normalized, in an order where decoding never goes back. Memory stays at about one clip
+//! span (4 s of preprocessed frames), whatever the video's length.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::clips::{ClipTimes, Series, placement};
+use super::processor::{ProcessorConfig, Resizer};
+use crate::error::{Error, Result};
+use crate::stimulus::video::{FrameDecoder, FramePicker, VideoInfo};
+
+/// One chunk of a video, located in the file and on the run's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoChunk {
+    /// Chunk onset on the run's clock.
+    pub start: f64,
+    /// Where the chunk starts in the file (event offset + chunk offset).
+    pub offset: f64,
+    pub duration: f64,
+}
+
+/// A clip to encode: its frames and the window bin its features go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClipJob {
+    pub window_bin: usize,
+    /// Physical frame indices, oldest first.
+    pub frames: Vec<usize>,
+}
+
+/// The clips of `chunks` whose features land in the window `[start, start + duration)`,
+/// sorted so that the newest frame they need never decreases.
+pub fn plan_video_clips(
+    info: &VideoInfo,
+    chunks: &[VideoChunk],
+    frames_per_clip: usize,
+    clip_duration: f64,
+    start: f64,
+    duration: f64,
+) -> Result<Vec<ClipJob>> {
+    let mut jobs = Vec::new();
+    for c in chunks {
+        let times = ClipTimes::new(c.offset, c.duration, frames_per_clip, clip_duration);
+        let bins = placement(
+            Series {
+                start: c.start,
+                len: times.n_bins(),
+            },
+            start,
+            duration,
+        );
+        let Some(last) = bins.iter().map(|b| b.0).max() else {
+            continue;
+        };
+        let mut wanted: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (unit_bin, window_bin) in bins {
+            wanted.entry(unit_bin).or_default().push(window_bin);
+        }
+        // A fresh reader per chunk (the reference opens a clip per chunk event), replayed over
+        // every bin up to the last one needed: its state depends on all earlier requests.
+        let mut picker = FramePicker::open(info)?;
+        for k in 0..=last {
+            let frames: Vec<usize> = times
+                .request_times(k)
+                .iter()
+                .map(|t| picker.get_frame(t + c.offset))
+                .collect();
+            if let Some(ws) = wanted.get(&k) {
+                for &w in ws {
+                    jobs.push(ClipJob {
+                        window_bin: w,
+                        frames: frames.clone(),
+                    });
+                }
+            }
+        }
+    }
+    jobs.sort_by_key(|j| (j.frames.iter().copied().max().unwrap_or(0), j.window_bin));
+    Ok(jobs)
+}
+
+/// Counters of one assembler run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssemblerStats {
+    pub frames_decoded: usize,
+    pub frames_preprocessed: usize,
+    pub max_buffered_frames: usize,
+    /// How many times each physical frame came out of the decoder.
+    pub decode_counts: Vec<u32>,
+}
+
+/// Builds the clips of a plan from one front-to-back decode (see the module docs).
+pub struct ClipAssembler<'a> {
+    jobs: &'a [ClipJob],
+    processor: &'a ProcessorConfig,
+    resizer: Resizer,
+    decoder: Option<FrameDecoder<'a>>,
+    info: &'a VideoInfo,
+    /// For each frame, the last job that uses it.
+    last_use: HashMap<usize, usize>,
+    store: HashMap<usize, Arc<Vec<u8>>>,
+    head: Option<usize>,
+    next_job: usize,
+    stats: AssemblerStats,
+}
+
+impl<'a> ClipAssembler<'a> {
+    pub fn new(info: &'a VideoInfo, jobs: &'a [ClipJob], processor: &'a ProcessorConfig) -> Self {
+        let mut last_use = HashMap::new();
+        for (ji, j) in jobs.iter().enumerate() {
+            for &f in &j.frames {
+                last_use.insert(f, ji);
+            }
+        }
+        Self {
+            jobs,
+            processor,
+            resizer: Resizer::new(processor.geometry(info.height, info.width)),
+            decoder: None,
+            info,
+            last_use,
+            store: HashMap::new(),
+            head: None,
+            next_job: 0,
+            stats: AssemblerStats {
+                decode_counts: vec![0; info.n_frames()],
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The next clip, `(job index, frames x 3 x crop x crop normalized pixels)`.
+    pub fn next_clip(&mut self) -> Result<Option<(usize, Vec<f32>)>> {
+        let Some(job) = self.jobs.get(self.next_job) else {
+            return Ok(None);
+        };
+        let ji = self.next_job;
+        if self.decoder.is_none() {
+            let first = self
+                .jobs
+                .iter()
+                .flat_map(|j| j.frames.iter().copied())
+                .min()
+                .unwrap_or(0);
+            self.decoder = Some(FrameDecoder::open(self.info, first)?);
+        }
+        let dec = self.decoder.as_mut().expect("opened above");
+        let plane = 3 * self.processor.crop_height * self.processor.crop_width;
+        let need = job.frames.iter().copied().max().unwrap_or(0);
+        while self.head.is_none_or(|h| h < need) {
+            let Some(i) = dec.next_frame()? else {
+                return Err(Error::Other(format!(
+                    "{}: frame {need} was never decoded",
+                    self.info.path.display()
+                )));
+            };
+            self.stats.decode_counts[i] += 1;
+            self.head = Some(i);
+            if self.last_use.get(&i).is_some_and(|&lu| lu >= ji) && !self.store.contains_key(&i) {
+                let rgb = dec.rgb()?;
+                let mut crop = vec![0u8; plane];
+                self.resizer.resize_crop(rgb.data, rgb.stride, &mut crop);
+                self.store.insert(i, Arc::new(crop));
+                self.stats.frames_preprocessed += 1;
+                self.stats.max_buffered_frames =
+                    self.stats.max_buffered_frames.max(self.store.len());
+            }
+        }
+        self.stats.frames_decoded = dec.frames_decoded;
+        let mut clip = vec![0f32; job.frames.len() * plane];
+        for (f, idx) in job.frames.iter().enumerate() {
+            let crop = self.store.get(idx).ok_or_else(|| {
+                Error::Other(format!("frame {idx} is missing from the ring buffer"))
+            })?;
+            self.processor
+                .normalize_into(crop, &mut clip[f * plane..(f + 1) * plane]);
+        }
+        // Frames no later clip uses leave the buffer.
+        let last_use = &self.last_use;
+        self.store
+            .retain(|i, _| last_use.get(i).is_some_and(|&lu| lu > ji));
+        self.next_job += 1;
+        Ok(Some((ji, clip)))
+    }
+
+    pub fn stats(&self) -> &AssemblerStats {
+        &self.stats
+    }
+
+    pub fn into_stats(self) -> AssemblerStats {
+        self.stats
+    }
+}

@@ -1,0 +1,486 @@
+//! V-JEPA2's video processor (`VJEPA2VideoProcessor`, SPEC §5.5), reproduced to the bit.
+//!
+//! The reference resizes uint8 frames so the shortest edge is `int(crop * 256 / 224)`, with
+//! torchvision's antialiased bilinear filter, center-crops to `crop`, then applies the fused
+//! rescale + ImageNet normalization in float32. The resize is where ports usually drift: torch
+//! 2.6 (the reference environment) returns exactly `round_half_even` of ATen's float32
+//! antialiased bilinear result, so that is what [`Resizer`] computes, with ATen's weights
+//! (`_compute_indices_min_size_weights_aa`), the same mixed f32/f64 arithmetic, the width pass
+//! before the height pass, and a fused multiply-add accumulation. An exact float64 resize would
+//! flip a few hundred pixels by one grey level at .5 ties (tests/fixtures/hf/README.md §3).
+//!
+//! Only the pixels inside the center crop are computed: each output pixel of the separable
+//! filter depends on its own row and column weights alone, so cropping first changes no value
+//! and saves about half of the work on 16:9 video.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// What `video_preprocessor_config.json` says, reduced to what the reference uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessorConfig {
+    /// Target of the shortest edge after resizing (`size.shortest_edge`).
+    pub shortest_edge: usize,
+    pub crop_height: usize,
+    pub crop_width: usize,
+    /// ImageNet mean and std by default.
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// `rescale_factor` (1/255): folded into mean and std as the reference does.
+    pub rescale_factor: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    size: Option<RawSize>,
+    crop_size: Option<RawCrop>,
+    image_mean: Option<Vec<f64>>,
+    image_std: Option<Vec<f64>>,
+    rescale_factor: Option<f64>,
+    resample: Option<u32>,
+    do_resize: Option<bool>,
+    do_center_crop: Option<bool>,
+    do_normalize: Option<bool>,
+    do_rescale: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawSize {
+    shortest_edge: Option<usize>,
+    height: Option<usize>,
+    width: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawCrop {
+    Square(usize),
+    Rect { height: usize, width: usize },
+}
+
+/// The file name HF writes for video processors.
+pub const PROCESSOR_FILE: &str = "video_preprocessor_config.json";
+
+impl ProcessorConfig {
+    /// The released `facebook/vjepa2-vitg-fpc64-256` settings, for a crop of `crop` pixels.
+    pub fn for_crop(crop: usize) -> Self {
+        Self {
+            shortest_edge: crop * 256 / 224,
+            crop_height: crop,
+            crop_width: crop,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+            rescale_factor: 1.0 / 255.0,
+        }
+    }
+
+    /// Read `video_preprocessor_config.json` (or `preprocessor_config.json`) from a model folder.
+    pub fn from_model_dir(dir: &Path) -> Result<Self> {
+        let path = [PROCESSOR_FILE, "preprocessor_config.json"]
+            .iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.is_file())
+            .ok_or_else(|| Error::Model {
+                path: dir.to_path_buf(),
+                message: format!("no {PROCESSOR_FILE} in the V-JEPA2 model folder"),
+                fix: "download the whole facebook/vjepa2-vitg-fpc64-256 folder (it ships video_preprocessor_config.json)".into(),
+            })?;
+        Self::from_json_file(&path)
+    }
+
+    pub fn from_json_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bad = |message: String| Error::Json {
+            path: path.to_path_buf(),
+            message,
+            fix: "use the video_preprocessor_config.json shipped with the model".into(),
+        };
+        let raw: RawConfig = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        // The reference always resizes, crops, rescales and normalizes; a config that turns a
+        // step off describes a different model input, so we refuse it instead of guessing.
+        for (flag, name) in [
+            (raw.do_resize, "do_resize"),
+            (raw.do_center_crop, "do_center_crop"),
+            (raw.do_normalize, "do_normalize"),
+            (raw.do_rescale, "do_rescale"),
+        ] {
+            if flag == Some(false) {
+                return Err(bad(format!(
+                    "'{name}' is false; only the full V-JEPA2 preprocessing is supported"
+                )));
+            }
+        }
+        if let Some(r) = raw.resample
+            && r != 2
+        {
+            return Err(bad(format!(
+                "'resample' is {r}; only 2 (bilinear) is supported"
+            )));
+        }
+        let (crop_height, crop_width) = match raw.crop_size {
+            Some(RawCrop::Square(c)) => (c, c),
+            Some(RawCrop::Rect { height, width }) => (height, width),
+            None => return Err(bad("'crop_size' is missing".into())),
+        };
+        let shortest_edge = match raw.size {
+            Some(RawSize {
+                shortest_edge: Some(s),
+                ..
+            }) => s,
+            Some(RawSize {
+                height: Some(_),
+                width: Some(_),
+                ..
+            }) => {
+                return Err(bad(
+                    "'size' gives height/width; only 'shortest_edge' is supported".into(),
+                ));
+            }
+            _ => return Err(bad("'size.shortest_edge' is missing".into())),
+        };
+        let three = |v: Option<Vec<f64>>, name: &str, default: [f32; 3]| -> Result<[f32; 3]> {
+            match v {
+                None => Ok(default),
+                Some(v) if v.len() == 3 => Ok([v[0] as f32, v[1] as f32, v[2] as f32]),
+                Some(v) => Err(bad(format!("'{name}' has {} values, expected 3", v.len()))),
+            }
+        };
+        let cfg = Self {
+            shortest_edge,
+            crop_height,
+            crop_width,
+            mean: three(raw.image_mean, "image_mean", [0.485, 0.456, 0.406])?,
+            std: three(raw.image_std, "image_std", [0.229, 0.224, 0.225])?,
+            rescale_factor: raw.rescale_factor.unwrap_or(1.0 / 255.0),
+        };
+        if cfg.shortest_edge < cfg.crop_height.min(cfg.crop_width)
+            || cfg.crop_height == 0
+            || cfg.crop_width == 0
+        {
+            return Err(bad(format!(
+                "shortest_edge {} is smaller than the crop {}x{}",
+                cfg.shortest_edge, cfg.crop_height, cfg.crop_width
+            )));
+        }
+        Ok(cfg)
+    }
+
+    /// Resize and crop geometry for a `height` x `width` frame.
+    pub fn geometry(&self, height: usize, width: usize) -> Geometry {
+        // transformers `get_resize_output_image_size` with `shortest_edge`: the short side
+        // becomes `shortest_edge` and the long side `int(shortest_edge * long / short)`.
+        let (short, long) = if height <= width {
+            (height, width)
+        } else {
+            (width, height)
+        };
+        let new_long = ((self.shortest_edge * long) as f64 / short as f64) as usize;
+        let (rh, rw) = if height <= width {
+            (self.shortest_edge, new_long)
+        } else {
+            (new_long, self.shortest_edge)
+        };
+        // Center crop offsets use `int((size - crop) / 2)` (truncation, not rounding: rounding
+        // would move the 5:4 fixture's crop by a column and change pixels by up to 3.2).
+        let top = ((rh.saturating_sub(self.crop_height)) as f64 / 2.0) as usize;
+        let left = ((rw.saturating_sub(self.crop_width)) as f64 / 2.0) as usize;
+        Geometry {
+            in_height: height,
+            in_width: width,
+            resized_height: rh,
+            resized_width: rw,
+            top,
+            left,
+            crop_height: self.crop_height,
+            crop_width: self.crop_width,
+        }
+    }
+
+    /// `mean / rescale_factor` and `std / rescale_factor`, rounded to f32 as the reference's
+    /// fused rescale+normalize does (`torch.tensor(mean) * (1.0 / rescale_factor)`).
+    fn fused_mean_std(&self) -> ([f32; 3], [f32; 3]) {
+        let inv = (1.0 / self.rescale_factor) as f32;
+        (self.mean.map(|m| m * inv), self.std.map(|s| s * inv))
+    }
+
+    /// Normalize one cropped frame (CHW uint8) into `out` (CHW float32):
+    /// `(x - 255*mean) / (255*std)` in f32, NaN set to 0 (the reference's `_fix_pixel_values`).
+    pub fn normalize_into(&self, cropped: &[u8], out: &mut [f32]) {
+        let plane = self.crop_height * self.crop_width;
+        debug_assert_eq!(cropped.len(), 3 * plane);
+        debug_assert_eq!(out.len(), 3 * plane);
+        let (mean, std) = self.fused_mean_std();
+        for c in 0..3 {
+            let (m, s) = (mean[c], std[c]);
+            for (o, &x) in out[c * plane..(c + 1) * plane]
+                .iter_mut()
+                .zip(&cropped[c * plane..(c + 1) * plane])
+            {
+                let v = (x as f32 - m) / s;
+                *o = if v.is_nan() { 0.0 } else { v };
+            }
+        }
+    }
+}
+
+/// Where a frame goes through resize and crop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub in_height: usize,
+    pub in_width: usize,
+    pub resized_height: usize,
+    pub resized_width: usize,
+    pub top: usize,
+    pub left: usize,
+    pub crop_height: usize,
+    pub crop_width: usize,
+}
+
+/// Antialiased bilinear weights of one axis, as ATen computes them for float input.
+#[derive(Debug, Clone)]
+struct AxisWeights {
+    /// First input index of each output index.
+    start: Vec<usize>,
+    /// Number of taps of each output index.
+    len: Vec<usize>,
+    /// `taps` weights per output index (zero-padded).
+    weights: Vec<f32>,
+    taps: usize,
+}
+
+impl AxisWeights {
+    /// ATen `_compute_indices_min_size_weights_aa` (interp_size 2, bilinear filter), with its
+    /// exact mix of float and double arithmetic; `outputs` selects the output indices needed.
+    fn new(in_size: usize, out_size: usize, outputs: std::ops::Range<usize>) -> Self {
+        let scale = in_size as f32 / out_size as f32;
+        let support: f32 = if scale >= 1.0 { scale } else { 1.0 };
+        let invscale: f32 = if scale >= 1.0 {
+            (1.0f64 / scale as f64) as f32
+        } else {
+            1.0
+        };
+        let taps = (support as f64).ceil() as usize * 2 + 1;
+        let n = outputs.len();
+        let mut start = Vec::with_capacity(n);
+        let mut len = Vec::with_capacity(n);
+        let mut weights = vec![0f32; n * taps];
+        for (k, i) in outputs.enumerate() {
+            let center = (scale as f64 * (i as f64 + 0.5)) as f32;
+            let xmin = (((center - support) as f64 + 0.5) as i64).max(0);
+            let xmax = (((center + support) as f64 + 0.5) as i64).min(in_size as i64);
+            let xsize = (xmax - xmin).max(0) as usize;
+            let w = &mut weights[k * taps..k * taps + xsize.min(taps)];
+            let mut total = 0f32;
+            for (j, wj) in w.iter_mut().enumerate() {
+                let x = (((j as i64 + xmin) as f32 - center) as f64 + 0.5) * invscale as f64;
+                let x = (x as f32).abs();
+                *wj = if x < 1.0 { 1.0 - x } else { 0.0 };
+                total += *wj;
+            }
+            if total != 0.0 {
+                for wj in w.iter_mut() {
+                    *wj /= total;
+                }
+            }
+            start.push(xmin as usize);
+            len.push(xsize.min(taps));
+        }
+        Self {
+            start,
+            len,
+            weights,
+            taps,
+        }
+    }
+
+    fn taps_of(&self, k: usize) -> (usize, &[f32]) {
+        (
+            self.start[k],
+            &self.weights[k * self.taps..k * self.taps + self.len[k]],
+        )
+    }
+}
+
+/// Resize + center crop for one input size, with the weights computed once.
+#[derive(Debug, Clone)]
+pub struct Resizer {
+    geometry: Geometry,
+    cols: AxisWeights,
+    rows: AxisWeights,
+    /// Input rows the height pass reads: the width pass runs on these only.
+    row_span: std::ops::Range<usize>,
+}
+
+impl Resizer {
+    pub fn new(geometry: Geometry) -> Self {
+        let g = geometry;
+        let cols = AxisWeights::new(g.in_width, g.resized_width, g.left..g.left + g.crop_width);
+        let rows = AxisWeights::new(g.in_height, g.resized_height, g.top..g.top + g.crop_height);
+        let lo = rows.start.iter().copied().min().unwrap_or(0);
+        let hi = (0..rows.start.len())
+            .map(|k| rows.start[k] + rows.len[k])
+            .max()
+            .unwrap_or(0);
+        Self {
+            geometry,
+            cols,
+            rows,
+            row_span: lo..hi,
+        }
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// Resize and crop an RGB24 frame (`height` rows of `stride` bytes, HWC) into `out`
+    /// (CHW uint8, `3 * crop_height * crop_width`).
+    pub fn resize_crop(&self, rgb: &[u8], stride: usize, out: &mut [u8]) {
+        let g = self.geometry;
+        assert!(
+            rgb.len() >= (g.in_height - 1) * stride + g.in_width * 3,
+            "frame buffer too small"
+        );
+        assert_eq!(out.len(), 3 * g.crop_height * g.crop_width);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports FMA, checked just above.
+                unsafe { self.resize_crop_fma(rgb, stride, out) };
+                return;
+            }
+        }
+        self.resize_crop_generic(rgb, stride, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "fma")]
+    unsafe fn resize_crop_fma(&self, rgb: &[u8], stride: usize, out: &mut [u8]) {
+        self.resize_crop_generic(rgb, stride, out)
+    }
+
+    /// The separable filter: width pass into an f32 plane, then height pass, then round half
+    /// to even. `mul_add` is a single fused instruction where FMA is enabled, and always has
+    /// fused rounding, which is what the reference's compiled loop does.
+    #[inline(always)]
+    fn resize_crop_generic(&self, rgb: &[u8], stride: usize, out: &mut [u8]) {
+        let g = self.geometry;
+        let (cw, ch) = (g.crop_width, g.crop_height);
+        let span = self.row_span.clone();
+        let n_rows = span.len();
+        // Width pass: tmp[c][r][x] for input rows in `span` and crop columns x.
+        let mut tmp = vec![0f32; 3 * n_rows * cw];
+        for (ri, y) in span.clone().enumerate() {
+            let row = &rgb[y * stride..y * stride + g.in_width * 3];
+            for x in 0..cw {
+                let (s, w) = self.cols.taps_of(x);
+                let mut acc = [0f32; 3];
+                for c in 0..3 {
+                    let mut a = row[s * 3 + c] as f32 * w[0];
+                    for (j, &wj) in w.iter().enumerate().skip(1) {
+                        a = (row[(s + j) * 3 + c] as f32).mul_add(wj, a);
+                    }
+                    acc[c] = a;
+                }
+                for c in 0..3 {
+                    tmp[(c * n_rows + ri) * cw + x] = acc[c];
+                }
+            }
+        }
+        // Height pass.
+        for c in 0..3 {
+            let plane = &tmp[c * n_rows * cw..(c + 1) * n_rows * cw];
+            for y in 0..ch {
+                let (s, w) = self.rows.taps_of(y);
+                let s = s - span.start;
+                let dst = &mut out[(c * ch + y) * cw..(c * ch + y + 1) * cw];
+                for (x, d) in dst.iter_mut().enumerate() {
+                    let mut a = plane[s * cw + x] * w[0];
+                    for (j, &wj) in w.iter().enumerate().skip(1) {
+                        a = plane[(s + j) * cw + x].mul_add(wj, a);
+                    }
+                    *d = a.round_ties_even().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+    }
+}
+
+/// Resize only (no crop), for tests that compare the full resized frame with the golden.
+pub fn resize_full(rgb: &[u8], height: usize, width: usize, out_h: usize, out_w: usize) -> Vec<u8> {
+    let g = Geometry {
+        in_height: height,
+        in_width: width,
+        resized_height: out_h,
+        resized_width: out_w,
+        top: 0,
+        left: 0,
+        crop_height: out_h,
+        crop_width: out_w,
+    };
+    let mut out = vec![0u8; 3 * out_h * out_w];
+    Resizer::new(g).resize_crop(rgb, width * 3, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn released_geometry() {
+        let cfg = ProcessorConfig::for_crop(256);
+        assert_eq!(cfg.shortest_edge, 292);
+        let g = cfg.geometry(1080, 1920);
+        assert_eq!((g.resized_height, g.resized_width), (292, 519));
+        assert_eq!((g.top, g.left), (18, 131));
+        // Portrait keeps the short side on the width.
+        let g = cfg.geometry(1920, 1080);
+        assert_eq!((g.resized_height, g.resized_width), (519, 292));
+    }
+
+    /// The tiny fixture's 5:4 frame: crop offsets truncate (13), they do not round (14).
+    #[test]
+    fn tiny_geometry_truncates_crop_offsets() {
+        let cfg = ProcessorConfig::for_crop(64);
+        assert_eq!(cfg.shortest_edge, 73);
+        let g = cfg.geometry(256, 320);
+        assert_eq!(
+            (g.resized_height, g.resized_width, g.top, g.left),
+            (73, 91, 4, 13)
+        );
+    }
+
+    /// Weights of each output pixel sum to one and cover the expected support.
+    #[test]
+    fn weights_are_normalized() {
+        for (i, o) in [(1080, 292), (320, 91), (100, 292), (7, 7)] {
+            let w = AxisWeights::new(i, o, 0..o);
+            for k in 0..o {
+                let (_, ws) = w.taps_of(k);
+                let s: f32 = ws.iter().sum();
+                assert!((s - 1.0).abs() < 1e-5, "{i}->{o} output {k}: sum {s}");
+            }
+        }
+    }
+
+    /// Same size in and out is the identity, and a constant image stays constant.
+    #[test]
+    fn identity_and_constant() {
+        let (h, w) = (5, 7);
+        let img: Vec<u8> = (0..h * w * 3).map(|i| (i * 37 % 256) as u8).collect();
+        let out = resize_full(&img, h, w, h, w);
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..3 {
+                    assert_eq!(out[(c * h + y) * w + x], img[(y * w + x) * 3 + c]);
+                }
+            }
+        }
+        let flat = vec![200u8; 64 * 48 * 3];
+        assert!(resize_full(&flat, 48, 64, 13, 17).iter().all(|&v| v == 200));
+    }
+}

@@ -1,0 +1,713 @@
+//! The V-JEPA2 video encoder in candle (transformers `VJEPA2Model`, encoder part only).
+//!
+//! Read from the HF implementation and config, not copied. What matters for parity:
+//! - The tubelet embedding is a Conv3d whose stride equals its kernel (2 x 16 x 16), so it is a
+//!   reshape of the clip into non-overlapping patches followed by one matrix product. Tokens are
+//!   ordered t-major: index = (t * rows + h) * cols + w.
+//! - The 3-D rotary embedding rotates three equal slices of each head (`2 * ((head_dim / 3) / 2)`
+//!   dims each, for frame, row and column positions) and leaves the remainder alone. Inside a
+//!   slice, element i uses frequency `omega[i mod (slice / 2)]` (the reference repeats the table
+//!   instead of interleaving it), and pairs are rotated as (x0, x1) -> (-x1, x0). Both quirks are
+//!   reproduced.
+//! - hidden_states has one entry per layer input plus the last output. Whether that last entry
+//!   is layer-normed depends on the transformers version (SPEC §5.5): see [`LastHiddenState`].
+//!
+//! The predictor (unused by TRIBE) is never loaded.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{D, DType, Device, Tensor};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// What the last entry of `hidden_states` holds.
+///
+/// transformers 5.x (the goldens, and the pip demo) returns the raw output of the last layer;
+/// transformers 4.x returns it after the encoder's final LayerNorm. The last entry belongs to
+/// TRIBE's second layer group, so this changes video features. The default matches the goldens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LastHiddenState {
+    /// transformers 5.x: the last layer's output as is.
+    #[default]
+    Raw,
+    /// transformers 4.x: `encoder.layernorm(last layer output)`.
+    LayerNormed,
+}
+
+/// The fields of `config.json` the encoder needs (defaults are transformers' `VJEPA2Config`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Vjepa2Config {
+    #[serde(default)]
+    pub model_type: Option<String>,
+    #[serde(default = "d_hidden")]
+    pub hidden_size: usize,
+    #[serde(default = "d_layers")]
+    pub num_hidden_layers: usize,
+    #[serde(default = "d_heads")]
+    pub num_attention_heads: usize,
+    #[serde(default = "d_patch")]
+    pub patch_size: usize,
+    #[serde(default = "d_tubelet")]
+    pub tubelet_size: usize,
+    #[serde(default = "d_crop")]
+    pub crop_size: usize,
+    #[serde(default = "d_fpc")]
+    pub frames_per_clip: usize,
+    #[serde(default = "d_mlp")]
+    pub mlp_ratio: f64,
+    #[serde(default = "d_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "d_true")]
+    pub qkv_bias: bool,
+    #[serde(default = "d_act")]
+    pub hidden_act: String,
+    #[serde(default = "d_chans")]
+    pub in_chans: usize,
+}
+
+fn d_hidden() -> usize {
+    1024
+}
+fn d_layers() -> usize {
+    24
+}
+fn d_heads() -> usize {
+    16
+}
+fn d_patch() -> usize {
+    16
+}
+fn d_tubelet() -> usize {
+    2
+}
+fn d_crop() -> usize {
+    256
+}
+fn d_fpc() -> usize {
+    64
+}
+fn d_mlp() -> f64 {
+    4.0
+}
+fn d_eps() -> f64 {
+    1e-6
+}
+fn d_true() -> bool {
+    true
+}
+fn d_act() -> String {
+    "gelu".into()
+}
+fn d_chans() -> usize {
+    3
+}
+
+impl Vjepa2Config {
+    pub fn from_model_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::Model {
+            path: path.clone(),
+            message: format!("cannot read the V-JEPA2 config: {e}"),
+            fix: "point --model at a V-JEPA2 folder (config.json, model.safetensors, video_preprocessor_config.json)".into(),
+        })?;
+        let cfg: Self = serde_json::from_str(&text).map_err(|e| Error::Json {
+            path: path.clone(),
+            message: e.to_string(),
+            fix: "use the config.json shipped with the model".into(),
+        })?;
+        if let Some(t) = &cfg.model_type
+            && t != "vjepa2"
+        {
+            return Err(Error::Model {
+                path,
+                message: format!("model_type is '{t}', not 'vjepa2'"),
+                fix: "the video extractor needs facebook/vjepa2-vitg-fpc64-256 (or another V-JEPA2 checkpoint)".into(),
+            });
+        }
+        cfg.validate(&path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |message: String| Error::Model {
+            path: path.to_path_buf(),
+            message,
+            fix: "use the config.json shipped with the model".into(),
+        };
+        if self.hidden_size == 0
+            || self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
+            return Err(bad(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            )));
+        }
+        if !self.head_dim().is_multiple_of(2) {
+            return Err(bad(format!(
+                "head dim {} is odd; the rotary embedding needs pairs",
+                self.head_dim()
+            )));
+        }
+        if self.patch_size == 0
+            || self.tubelet_size == 0
+            || !self.crop_size.is_multiple_of(self.patch_size)
+        {
+            return Err(bad(format!(
+                "crop_size {} is not a multiple of patch_size {}",
+                self.crop_size, self.patch_size
+            )));
+        }
+        if self.frames_per_clip == 0 || !self.frames_per_clip.is_multiple_of(self.tubelet_size) {
+            return Err(bad(format!(
+                "frames_per_clip {} is not a multiple of tubelet_size {}",
+                self.frames_per_clip, self.tubelet_size
+            )));
+        }
+        activation(&self.hidden_act)
+            .map_err(|_| bad(format!("hidden_act '{}' is not supported", self.hidden_act)))?;
+        Ok(())
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Hidden states returned by a forward pass: the embedding output plus one per layer.
+    pub fn n_hidden_states(&self) -> usize {
+        self.num_hidden_layers + 1
+    }
+
+    pub fn mlp_hidden(&self) -> usize {
+        (self.hidden_size as f64 * self.mlp_ratio) as usize
+    }
+
+    /// Tokens of one clip of `frames` frames at the configured crop.
+    pub fn n_tokens(&self, frames: usize) -> usize {
+        let g = self.crop_size / self.patch_size;
+        frames / self.tubelet_size * g * g
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Activation {
+    GeluErf,
+    GeluTanh,
+    Silu,
+    Relu,
+}
+
+fn activation(name: &str) -> std::result::Result<Activation, ()> {
+    match name {
+        "gelu" => Ok(Activation::GeluErf),
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
+        "silu" | "swish" => Ok(Activation::Silu),
+        "relu" => Ok(Activation::Relu),
+        _ => Err(()),
+    }
+}
+
+struct Linear {
+    /// (out, in), as stored; used transposed.
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+struct Layer {
+    norm1: LayerNorm,
+    /// query, key and value fused into one (3 * hidden, hidden) product.
+    qkv: Linear,
+    proj: Linear,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// The V-JEPA2 encoder with its weights.
+pub struct Vjepa2Encoder {
+    cfg: Vjepa2Config,
+    device: Device,
+    dtype: DType,
+    act: Activation,
+    /// Conv3d weight flattened to (hidden, channels * tubelet * patch * patch).
+    patch_weight: Tensor,
+    patch_bias: Tensor,
+    layers: Vec<Layer>,
+    final_norm: LayerNorm,
+    last: LastHiddenState,
+}
+
+/// Tensors read from one or more safetensors files, with errors that name the file.
+struct WeightFile {
+    st: candle_core::safetensors::MmapedSafetensors,
+    path: PathBuf,
+    prefix: String,
+    device: Device,
+    dtype: DType,
+}
+
+impl WeightFile {
+    fn open(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let (files, path) = if single.is_file() {
+            (vec![single.clone()], single)
+        } else if index.is_file() {
+            (shards_from_index(&index)?, index)
+        } else {
+            return Err(Error::Model {
+                path: dir.to_path_buf(),
+                message:
+                    "no model.safetensors (or model.safetensors.index.json) in the V-JEPA2 folder"
+                        .into(),
+                fix: "download the model's safetensors weights; .bin/.pth checkpoints are not read"
+                    .into(),
+            });
+        };
+        // SAFETY: the files are memory-mapped read-only; like every mmap reader we rely on
+        // them not being truncated while the model is loaded.
+        let st =
+            unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }.map_err(|e| {
+                Error::Checkpoint {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        // Classification checkpoints nest the encoder under `vjepa2.`.
+        let prefix = if st.get("encoder.layernorm.weight").is_ok() {
+            ""
+        } else if st.get("vjepa2.encoder.layernorm.weight").is_ok() {
+            "vjepa2."
+        } else {
+            return Err(Error::MissingTensor {
+                name: "encoder.layernorm.weight".into(),
+                path,
+            });
+        };
+        Ok(Self {
+            st,
+            path,
+            prefix: prefix.into(),
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let full = format!("{}{name}", self.prefix);
+        let view = self.st.get(&full).map_err(|_| Error::MissingTensor {
+            name: full.clone(),
+            path: self.path.clone(),
+        })?;
+        if view.shape() != shape {
+            return Err(Error::ShapeMismatch {
+                name: full,
+                expected: shape.to_vec(),
+                found: view.shape().to_vec(),
+                path: Some(self.path.clone()),
+            });
+        }
+        let t = self
+            .st
+            .load(&full, &self.device)
+            .map_err(|e| Error::Checkpoint {
+                path: self.path.clone(),
+                message: format!("tensor '{full}': {e}"),
+            })?;
+        Ok(t.to_dtype(self.dtype)?)
+    }
+}
+
+fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
+    #[derive(Deserialize)]
+    struct Index {
+        weight_map: std::collections::BTreeMap<String, String>,
+    }
+    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let idx: Index = serde_json::from_str(&text).map_err(|e| Error::Json {
+        path: index.to_path_buf(),
+        message: e.to_string(),
+        fix: "re-download the model's model.safetensors.index.json".into(),
+    })?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = idx.weight_map.values().map(|f| dir.join(f)).collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+impl Vjepa2Encoder {
+    /// Load `config.json` + safetensors from an HF model folder. `dtype` is the compute type
+    /// (F32 reproduces the goldens; BF16/F16 are for GPUs and outside the parity bound).
+    pub fn load(dir: &Path, device: &Device, dtype: DType, last: LastHiddenState) -> Result<Self> {
+        let cfg = Vjepa2Config::from_model_dir(dir)?;
+        let w = WeightFile::open(dir, device, dtype)?;
+        let (h, c, t, p) = (
+            cfg.hidden_size,
+            cfg.in_chans,
+            cfg.tubelet_size,
+            cfg.patch_size,
+        );
+        let patch_weight = w
+            .get(
+                "encoder.embeddings.patch_embeddings.proj.weight",
+                &[h, c, t, p, p],
+            )?
+            .reshape((h, c * t * p * p))?;
+        let patch_bias = w.get("encoder.embeddings.patch_embeddings.proj.bias", &[h])?;
+        let eps = cfg.layer_norm_eps as f32;
+        let norm = |name: &str| -> Result<LayerNorm> {
+            Ok(LayerNorm {
+                weight: w.get(&format!("{name}.weight"), &[h])?,
+                bias: w.get(&format!("{name}.bias"), &[h])?,
+                eps,
+            })
+        };
+        let linear = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+            Ok(Linear {
+                weight: w.get(&format!("{name}.weight"), &[out, inp])?,
+                bias: if bias {
+                    Some(w.get(&format!("{name}.bias"), &[out])?)
+                } else {
+                    None
+                },
+            })
+        };
+        let m = cfg.mlp_hidden();
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let pre = format!("encoder.layer.{i}");
+            let q = linear(&format!("{pre}.attention.query"), h, h, cfg.qkv_bias)?;
+            let k = linear(&format!("{pre}.attention.key"), h, h, cfg.qkv_bias)?;
+            let v = linear(&format!("{pre}.attention.value"), h, h, cfg.qkv_bias)?;
+            let qkv = Linear {
+                weight: Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?,
+                bias: match (q.bias, k.bias, v.bias) {
+                    (Some(a), Some(b), Some(c)) => Some(Tensor::cat(&[&a, &b, &c], 0)?),
+                    _ => None,
+                },
+            };
+            layers.push(Layer {
+                norm1: norm(&format!("{pre}.norm1"))?,
+                qkv,
+                proj: linear(&format!("{pre}.attention.proj"), h, h, true)?,
+                norm2: norm(&format!("{pre}.norm2"))?,
+                fc1: linear(&format!("{pre}.mlp.fc1"), m, h, true)?,
+                fc2: linear(&format!("{pre}.mlp.fc2"), h, m, true)?,
+            });
+        }
+        let final_norm = norm("encoder.layernorm")?;
+        let act = activation(&cfg.hidden_act).expect("validated in from_model_dir");
+        Ok(Self {
+            cfg,
+            device: device.clone(),
+            dtype,
+            act,
+            patch_weight,
+            patch_bias,
+            layers,
+            final_norm,
+            last,
+        })
+    }
+
+    /// An encoder with random weights (normal, scaled by 1/sqrt(fan_in)), for benchmarks.
+    pub fn random(cfg: Vjepa2Config, device: &Device, dtype: DType, seed: u64) -> Result<Self> {
+        device.set_seed(seed)?;
+        let (h, m) = (cfg.hidden_size, cfg.mlp_hidden());
+        let pdim = cfg.in_chans * cfg.tubelet_size * cfg.patch_size * cfg.patch_size;
+        let randn = |shape: &[usize], fan_in: usize| -> Result<Tensor> {
+            Ok(
+                Tensor::randn(0f32, (1.0 / fan_in as f64).sqrt() as f32, shape, device)?
+                    .to_dtype(dtype)?,
+            )
+        };
+        let ones = |n| -> Result<Tensor> { Ok(Tensor::ones(n, dtype, device)?) };
+        let zeros = |n| -> Result<Tensor> { Ok(Tensor::zeros(n, dtype, device)?) };
+        let eps = cfg.layer_norm_eps as f32;
+        let norm = || -> Result<LayerNorm> {
+            Ok(LayerNorm {
+                weight: ones(h)?,
+                bias: zeros(h)?,
+                eps,
+            })
+        };
+        let mut layers = Vec::new();
+        for _ in 0..cfg.num_hidden_layers {
+            layers.push(Layer {
+                norm1: norm()?,
+                qkv: Linear {
+                    weight: randn(&[3 * h, h], h)?,
+                    bias: Some(zeros(3 * h)?),
+                },
+                proj: Linear {
+                    weight: randn(&[h, h], h)?,
+                    bias: Some(zeros(h)?),
+                },
+                norm2: norm()?,
+                fc1: Linear {
+                    weight: randn(&[m, h], h)?,
+                    bias: Some(zeros(m)?),
+                },
+                fc2: Linear {
+                    weight: randn(&[h, m], m)?,
+                    bias: Some(zeros(h)?),
+                },
+            });
+        }
+        let act = activation(&cfg.hidden_act)
+            .map_err(|_| Error::Other(format!("unsupported activation {}", cfg.hidden_act)))?;
+        Ok(Self {
+            patch_weight: randn(&[h, pdim], pdim)?,
+            patch_bias: zeros(h)?,
+            final_norm: norm()?,
+            layers,
+            act,
+            device: device.clone(),
+            dtype,
+            cfg,
+            last: LastHiddenState::Raw,
+        })
+    }
+
+    pub fn config(&self) -> &Vjepa2Config {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn last_hidden_state(&self) -> LastHiddenState {
+        self.last
+    }
+
+    /// Cut a clip `(frames, channels, crop, crop)` into tubelet patches
+    /// `(tokens, channels * tubelet * patch * patch)`, t-major, each patch flattened in the
+    /// Conv3d weight's (channel, dt, dy, dx) order.
+    pub fn patchify(&self, clip: &Tensor) -> Result<Tensor> {
+        let (t, c, hh, ww) = clip.dims4()?;
+        let (ts, p) = (self.cfg.tubelet_size, self.cfg.patch_size);
+        if c != self.cfg.in_chans
+            || hh != self.cfg.crop_size
+            || ww != self.cfg.crop_size
+            || !t.is_multiple_of(ts)
+            || t == 0
+        {
+            return Err(Error::ShapeMismatch {
+                name: "pixel_values_videos".into(),
+                expected: vec![
+                    self.cfg.frames_per_clip,
+                    self.cfg.in_chans,
+                    self.cfg.crop_size,
+                    self.cfg.crop_size,
+                ],
+                found: vec![t, c, hh, ww],
+                path: None,
+            });
+        }
+        let (nt, nh, nw) = (t / ts, hh / p, ww / p);
+        let x = clip.reshape(vec![nt, ts, c, nh, p, nw, p])?;
+        let x = x.permute(vec![0, 3, 5, 2, 1, 4, 6])?.contiguous()?;
+        Ok(x.reshape((nt * nh * nw, c * ts * p * p))?)
+    }
+
+    /// Run one clip and hand every hidden state `(tokens, hidden)` to `visit` in order
+    /// (index 0 = patch embedding, index i = output of layer i - 1; the last one follows
+    /// [`LastHiddenState`]). Passing states to a visitor instead of returning them keeps the
+    /// memory of a ViT-g pass at a few states instead of 41.
+    pub fn forward_visit(
+        &self,
+        clip: &Tensor,
+        mut visit: impl FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<()> {
+        let clip = clip.to_device(&self.device)?.to_dtype(self.dtype)?;
+        let patches = self.patchify(&clip)?;
+        let n = patches.dim(0)?;
+        let mut h = patches
+            .matmul(&self.patch_weight.t()?)?
+            .broadcast_add(&self.patch_bias)?;
+        let rope = self.rope_tables(n)?;
+        visit(0, &h)?;
+        let n_layers = self.layers.len();
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = self.layer_forward(layer, &h, &rope)?;
+            if i + 1 == n_layers && self.last == LastHiddenState::LayerNormed {
+                visit(i + 1, &self.final_norm.forward(&h)?)?;
+            } else {
+                visit(i + 1, &h)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every hidden state of one clip, `(n_hidden_states, tokens, hidden)` as f32.
+    pub fn hidden_states(&self, clip: &Tensor) -> Result<Tensor> {
+        let mut states = Vec::with_capacity(self.layers.len() + 1);
+        self.forward_visit(clip, |_, h| {
+            states.push(h.to_dtype(DType::F32)?);
+            Ok(())
+        })?;
+        Ok(Tensor::stack(&states, 0)?)
+    }
+
+    /// The mean over tokens of the hidden states listed in `keep` (each `< n_hidden_states`),
+    /// as f32 `(keep.len(), hidden)`: TRIBE's token aggregation.
+    pub fn token_means(&self, clip: &Tensor, keep: &[usize]) -> Result<Tensor> {
+        let mut means: Vec<Option<Tensor>> = vec![None; keep.len()];
+        self.forward_visit(clip, |i, h| {
+            let m = h.to_dtype(DType::F32)?.mean(0)?;
+            for (slot, &k) in means.iter_mut().zip(keep) {
+                if k == i {
+                    *slot = Some(m.clone());
+                }
+            }
+            Ok(())
+        })?;
+        let means: Vec<Tensor> = means
+            .into_iter()
+            .zip(keep)
+            .map(|(m, &k)| {
+                m.ok_or_else(|| Error::Other(format!("hidden state {k} does not exist")))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Tensor::stack(&means, 0)?)
+    }
+
+    fn layer_forward(&self, layer: &Layer, x: &Tensor, rope: &Rope) -> Result<Tensor> {
+        let (n, hidden) = x.dims2()?;
+        let heads = self.cfg.num_attention_heads;
+        let hd = self.cfg.head_dim();
+        let a = layer.norm1.forward(x)?;
+        let qkv = layer.qkv.forward(&a)?; // (n, 3 * hidden)
+        let split = |i: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(1, i * hidden, hidden)?
+                .reshape((n, heads, hd))?
+                .transpose(0, 1)?
+                .contiguous()?)
+        };
+        let (q, k, v) = (split(0)?, split(1)?, split(2)?); // (heads, n, hd)
+        let k = rope.apply(&k)?;
+        let q = rope.apply(&q)?;
+        let o = attention(&q, &k, &v, (hd as f64).powf(-0.5))?; // (heads, n, hd)
+        let o = o.transpose(0, 1)?.reshape((n, hidden))?;
+        let x = (layer.proj.forward(&o)? + x)?;
+        let m = layer.norm2.forward(&x)?;
+        let m = layer.fc1.forward(&m)?;
+        let m = match self.act {
+            Activation::GeluErf => m.gelu_erf()?,
+            Activation::GeluTanh => m.gelu()?,
+            Activation::Silu => m.silu()?,
+            Activation::Relu => m.relu()?,
+        };
+        Ok((layer.fc2.forward(&m)? + x)?)
+    }
+
+    /// cos/sin tables `(tokens, head_dim)` of the 3-D rotary embedding.
+    fn rope_tables(&self, n: usize) -> Result<Rope> {
+        let hd = self.cfg.head_dim();
+        let grid = self.cfg.crop_size / self.cfg.patch_size;
+        let per_frame = grid * grid;
+        let sd = 2 * ((hd / 3) / 2); // dims per axis
+        let mut cos = vec![1f32; n * hd];
+        let mut sin = vec![0f32; n * hd];
+        if sd > 0 {
+            let half = sd / 2;
+            // omega = 1 / 10000^(arange(half) / half), in float32 as the reference.
+            let omega: Vec<f32> = (0..half)
+                .map(|i| 1.0f32 / 10000f32.powf(i as f32 / half as f32))
+                .collect();
+            for tok in 0..n {
+                let f = tok / per_frame;
+                let rem = tok - per_frame * f;
+                let r = rem / grid;
+                let c = rem - grid * r;
+                for (axis, pos) in [f, r, c].into_iter().enumerate() {
+                    for i in 0..sd {
+                        let ang = pos as f32 * omega[i % half];
+                        cos[tok * hd + axis * sd + i] = ang.cos();
+                        sin[tok * hd + axis * sd + i] = ang.sin();
+                    }
+                }
+            }
+        }
+        let to = |v: Vec<f32>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(v, (1, n, hd), &Device::Cpu)?
+                .to_device(&self.device)?
+                .to_dtype(self.dtype)?)
+        };
+        Ok(Rope {
+            cos: to(cos)?,
+            sin: to(sin)?,
+        })
+    }
+}
+
+/// Rotary tables; `apply` works on `(heads, tokens, head_dim)`.
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let (h, n, d) = x.dims3()?;
+        // (x0, x1) -> (-x1, x0) on consecutive pairs.
+        let pairs = x.reshape((h, n, d / 2, 2))?;
+        let x0 = pairs.narrow(D::Minus1, 0, 1)?;
+        let x1 = pairs.narrow(D::Minus1, 1, 1)?;
+        let rot = Tensor::cat(&[&x1.neg()?, &x0], D::Minus1)?.reshape((h, n, d))?;
+        Ok((x.broadcast_mul(&self.cos)? + rot.broadcast_mul(&self.sin)?)?)
+    }
+}
+
+/// Softmax attention over `(heads, tokens, head_dim)`, in query blocks so the score matrix of a
+/// ViT-g clip (16 x 8192 x 8192 floats, 4.3 GB) never exists at once.
+fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    let (heads, n, _) = q.dims3()?;
+    let block = ((1usize << 25) / (heads * n).max(1)).clamp(1, n);
+    let kt = k.t()?.contiguous()?; // (heads, hd, n)
+    let mut outs = Vec::with_capacity(n.div_ceil(block));
+    let mut start = 0;
+    while start < n {
+        let len = block.min(n - start);
+        let qb = q.narrow(1, start, len)?;
+        let scores = (qb.matmul(&kt)? * scale)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        outs.push(probs.matmul(v)?);
+        start += len;
+    }
+    Ok(if outs.len() == 1 {
+        outs.pop().expect("one block")
+    } else {
+        Tensor::cat(&outs, 1)?
+    })
+}

@@ -1,0 +1,384 @@
+//! Sequential decoding, each frame once, converted to RGB only when asked.
+//!
+//! Conversion goes through the same libavfilter chain the reference's CLI builds
+//! (autorotation filters, then `scale=W:H` with `flags=bicubic`, then `format=rgb24`), so the
+//! RGB bytes are identical to what moviepy reads from the pipe, including the YUV matrix and
+//! range the scale filter picks from the frame's colour tags.
+
+use ffmpeg_next as ffmpeg;
+
+use super::probe::{Ratio, VideoInfo, media_err, open_input};
+use super::reader::rescale;
+use crate::error::{Error, MediaErrorKind, Result};
+
+/// An RGB24 picture borrowed from the decoder (rows of `stride` bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct RgbView<'a> {
+    pub width: usize,
+    pub height: usize,
+    pub stride: usize,
+    pub data: &'a [u8],
+}
+
+impl RgbView<'_> {
+    /// Copy into a tightly packed HWC buffer.
+    pub fn to_packed(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.width * self.height * 3);
+        for y in 0..self.height {
+            out.extend_from_slice(&self.data[y * self.stride..y * self.stride + self.width * 3]);
+        }
+        out
+    }
+}
+
+struct Opened {
+    ictx: ffmpeg::format::context::Input,
+    decoder: ffmpeg::decoder::Video,
+    eof_sent: bool,
+    packets_done: bool,
+}
+
+/// Decodes one video stream front to back.
+pub struct FrameDecoder<'a> {
+    info: &'a VideoInfo,
+    io: Opened,
+    frame: ffmpeg::frame::Video,
+    rgb: ffmpeg::frame::Video,
+    graph: Option<(ffmpeg::filter::Graph, (u32, u32, i32))>,
+    /// Physical index of the frame in `frame`.
+    current: Option<usize>,
+    /// After a seek: the frame we must not overshoot (else we restart from the beginning).
+    seek_target: Option<usize>,
+    last_index: Option<usize>,
+    /// Frames that came out of the decoder (each source frame counts once, unless a seek
+    /// overshot and decoding restarted).
+    pub frames_decoded: usize,
+    /// Frames converted to RGB.
+    pub frames_converted: usize,
+}
+
+impl<'a> FrameDecoder<'a> {
+    /// Open for decoding from frame `start` on: with `start > 0` the container seeks to the
+    /// keyframe before it. Frames before `start` still come out (callers skip them).
+    pub fn open(info: &'a VideoInfo, start: usize) -> Result<Self> {
+        let start = start.min(info.n_frames().saturating_sub(1));
+        let io = open_decoder(info, start)?;
+        Ok(Self {
+            info,
+            io,
+            frame: ffmpeg::frame::Video::empty(),
+            rgb: ffmpeg::frame::Video::empty(),
+            graph: None,
+            current: None,
+            seek_target: (start > 0).then_some(start),
+            last_index: None,
+            frames_decoded: 0,
+            frames_converted: 0,
+        })
+    }
+
+    /// Decode the next frame; returns its physical index (presentation order), or None at the
+    /// end of the stream. A stream that ends before every announced frame came out is an error.
+    pub fn next_frame(&mut self) -> Result<Option<usize>> {
+        loop {
+            match self.io.decoder.receive_frame(&mut self.frame) {
+                Ok(()) => {
+                    self.frames_decoded += 1;
+                    let pts = self.frame.timestamp().or(self.frame.pts());
+                    let idx = pts.and_then(|p| self.info.index_of_pts(p)).ok_or_else(|| {
+                        media_err(
+                            &self.info.path,
+                            MediaErrorKind::Unsupported,
+                            format!("a decoded frame has timestamp {pts:?}, which the container index does not list; remux the file (ffmpeg -i IN -c copy OUT.mp4)"),
+                        )
+                    })?;
+                    if let Some(target) = self.seek_target.take()
+                        && idx > target
+                    {
+                        // The seek overshot: decode from the start instead.
+                        self.io = open_decoder(self.info, 0)?;
+                        self.last_index = None;
+                        continue;
+                    }
+                    if let Some(last) = self.last_index
+                        && idx != last + 1
+                    {
+                        return Err(media_err(
+                            &self.info.path,
+                            if idx > last + 1 {
+                                MediaErrorKind::Truncated
+                            } else {
+                                MediaErrorKind::Unsupported
+                            },
+                            format!(
+                                "frame {} follows frame {last} (frames missing or out of order); the file is damaged",
+                                idx
+                            ),
+                        ));
+                    }
+                    self.last_index = Some(idx);
+                    self.current = Some(idx);
+                    return Ok(Some(idx));
+                }
+                Err(ffmpeg::Error::Eof) => {
+                    let got = self.last_index.map_or(0, |i| i + 1);
+                    if got < self.info.n_frames() {
+                        return Err(media_err(
+                            &self.info.path,
+                            MediaErrorKind::Truncated,
+                            format!(
+                                "decoding stopped after {got} of {} frames ({:.2} s of {:.2} s); the file is cut off or damaged",
+                                self.info.n_frames(),
+                                self.info.frame_time(
+                                    got.saturating_sub(1).min(self.info.n_frames() - 1)
+                                ),
+                                self.info.duration
+                            ),
+                        ));
+                    }
+                    self.current = None;
+                    return Ok(None);
+                }
+                Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::error::EAGAIN => {}
+                Err(e) => {
+                    return Err(media_err(
+                        &self.info.path,
+                        MediaErrorKind::Truncated,
+                        format!("decoding failed: {e}"),
+                    ));
+                }
+            }
+            self.feed()?;
+        }
+    }
+
+    /// Send the next packet of our stream to the decoder (or EOF once packets run out).
+    fn feed(&mut self) -> Result<()> {
+        let io = &mut self.io;
+        if io.eof_sent {
+            return Err(media_err(
+                &self.info.path,
+                MediaErrorKind::Truncated,
+                "the decoder stopped without signalling the end",
+            ));
+        }
+        let mut packet = ffmpeg::Packet::empty();
+        while !io.packets_done {
+            match packet.read(&mut io.ictx) {
+                Ok(()) => {
+                    if packet.stream() != self.info.stream_index {
+                        continue;
+                    }
+                    match io.decoder.send_packet(&packet) {
+                        // Damaged packets are skipped, as the CLI does; the frame count check
+                        // at the end turns lost frames into an error.
+                        Ok(()) | Err(ffmpeg::Error::InvalidData) => return Ok(()),
+                        Err(e) => {
+                            return Err(media_err(
+                                &self.info.path,
+                                MediaErrorKind::Truncated,
+                                format!("decoding failed: {e}"),
+                            ));
+                        }
+                    }
+                }
+                Err(ffmpeg::Error::Eof) => io.packets_done = true,
+                Err(e) => {
+                    return Err(media_err(
+                        &self.info.path,
+                        MediaErrorKind::Truncated,
+                        format!(
+                            "reading failed after frame {:?} ({e}); the file is cut off or damaged",
+                            self.last_index
+                        ),
+                    ));
+                }
+            }
+        }
+        io.decoder.send_eof().map_err(|e| {
+            media_err(
+                &self.info.path,
+                MediaErrorKind::Truncated,
+                format!("decoder flush failed: {e}"),
+            )
+        })?;
+        io.eof_sent = true;
+        Ok(())
+    }
+
+    /// The current frame as RGB24, exactly as the reference's CLI pipe delivers it.
+    pub fn rgb(&mut self) -> Result<RgbView<'_>> {
+        if self.current.is_none() {
+            return Err(Error::Other(
+                "FrameDecoder::rgb called without a current frame".into(),
+            ));
+        }
+        let key = (
+            self.frame.width(),
+            self.frame.height(),
+            ffmpeg::ffi::AVPixelFormat::from(self.frame.format()) as i32,
+        );
+        if self.graph.as_ref().map(|g| g.1) != Some(key) {
+            if self.graph.is_some() {
+                return Err(media_err(
+                    &self.info.path,
+                    MediaErrorKind::Unsupported,
+                    "the picture size or pixel format changes inside the stream; re-encode it at one size",
+                ));
+            }
+            self.graph = Some((self.build_graph()?, key));
+        }
+        let (graph, _) = self.graph.as_mut().expect("graph built above");
+        let fail = |e: ffmpeg::Error| {
+            media_err(
+                &self.info.path,
+                MediaErrorKind::Unsupported,
+                format!("RGB conversion failed: {e}"),
+            )
+        };
+        graph
+            .get("in")
+            .expect("buffer source")
+            .source()
+            .add(&self.frame)
+            .map_err(fail)?;
+        graph
+            .get("out")
+            .expect("buffer sink")
+            .sink()
+            .frame(&mut self.rgb)
+            .map_err(fail)?;
+        self.frames_converted += 1;
+        let (w, h) = (self.rgb.width() as usize, self.rgb.height() as usize);
+        if (w, h) != (self.info.width, self.info.height) {
+            return Err(Error::Other(format!(
+                "{}: RGB frame is {w}x{h}, expected {}x{}",
+                self.info.path.display(),
+                self.info.width,
+                self.info.height
+            )));
+        }
+        Ok(RgbView {
+            width: w,
+            height: h,
+            stride: self.rgb.stride(0),
+            data: self.rgb.data(0),
+        })
+    }
+
+    fn build_graph(&self) -> Result<ffmpeg::filter::Graph> {
+        let fail = |e: ffmpeg::Error| {
+            media_err(
+                &self.info.path,
+                MediaErrorKind::Unsupported,
+                format!("cannot build the RGB conversion: {e}"),
+            )
+        };
+        let mut graph = ffmpeg::filter::Graph::new();
+        let tb = self.info.time_base;
+        let sar = self.frame.aspect_ratio();
+        let (sn, sd) = if sar.numerator() > 0 && sar.denominator() > 0 {
+            (sar.numerator(), sar.denominator())
+        } else {
+            (0, 1)
+        };
+        let fr = self.info.output_rate;
+        let args = format!(
+            "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={sn}/{sd}:frame_rate={}/{}",
+            self.frame.width(),
+            self.frame.height(),
+            ffmpeg::ffi::AVPixelFormat::from(self.frame.format()) as i32,
+            tb.num,
+            tb.den,
+            fr.num,
+            fr.den
+        );
+        graph
+            .add(
+                &ffmpeg::filter::find("buffer").expect("libavfilter has buffer"),
+                "in",
+                &args,
+            )
+            .map_err(fail)?;
+        graph
+            .add(
+                &ffmpeg::filter::find("buffersink").expect("libavfilter has buffersink"),
+                "out",
+                "",
+            )
+            .map_err(fail)?;
+        let spec = format!(
+            "{}scale={}:{}:flags=bicubic,format=rgb24",
+            self.info.rotation.filters(),
+            self.info.width,
+            self.info.height
+        );
+        graph
+            .output("in", 0)
+            .and_then(|p| p.input("out", 0))
+            .and_then(|p| p.parse(&spec))
+            .map_err(fail)?;
+        graph.validate().map_err(fail)?;
+        Ok(graph)
+    }
+}
+
+fn open_decoder(info: &VideoInfo, start: usize) -> Result<Opened> {
+    let (mut ictx, idx) = open_input(&info.path)?;
+    if idx != info.stream_index {
+        return Err(Error::Other(format!(
+            "{}: the video stream changed between probe and decode",
+            info.path.display()
+        )));
+    }
+    let st = ictx.stream(idx).expect("stream exists");
+    let tb = st.time_base();
+    let mut ctx =
+        ffmpeg::codec::context::Context::from_parameters(st.parameters()).map_err(|e| {
+            media_err(
+                &info.path,
+                MediaErrorKind::Unreadable,
+                format!("cannot set up the decoder: {e}"),
+            )
+        })?;
+    // As the CLI: automatic thread count; the decoder knows the packet time base.
+    ctx.set_threading(ffmpeg::codec::threading::Config {
+        kind: ffmpeg::codec::threading::Type::Frame,
+        count: 0,
+        ..Default::default()
+    });
+    // SAFETY: a plain field written before the codec is opened.
+    unsafe {
+        (*ctx.as_mut_ptr()).pkt_timebase = tb.into();
+    }
+    let decoder = ctx.decoder().video().map_err(|e| {
+        media_err(
+            &info.path,
+            MediaErrorKind::UnsupportedCodec,
+            format!("cannot open the {} decoder: {e}", info.codec),
+        )
+    })?;
+    if start > 0 {
+        let ts = rescale(
+            info.frame_pts[start],
+            info.time_base,
+            Ratio {
+                num: 1,
+                den: 1_000_000,
+            },
+        );
+        ictx.seek(ts, ..ts + 1).map_err(|e| {
+            media_err(
+                &info.path,
+                MediaErrorKind::Unreadable,
+                format!("seek failed: {e}"),
+            )
+        })?;
+    }
+    Ok(Opened {
+        ictx,
+        decoder,
+        eof_sent: false,
+        packets_done: false,
+    })
+}

@@ -1,0 +1,510 @@
+//! What a video file holds, read the way the reference reads it.
+//!
+//! The reference (neuralset -> moviepy 2.2.1 -> the ffmpeg 5.1 CLI) never asks FFmpeg for
+//! numbers directly: moviepy parses the text `ffmpeg -i` prints. Its frame rate is the stream's
+//! average rate printed with two decimals (`29.97 fps`), snapped to `x * 1000/1001` for common
+//! NTSC rates; its duration is the container duration printed to 1/100 s. Frame choice depends
+//! on both, so [`VideoInfo`] reproduces that printing and parsing exactly.
+//!
+//! Opening also scans the packet timestamps once (demuxing only, no decoding). The timestamps
+//! let the frame picker reproduce what the CLI outputs after a seek and how its constant-rate
+//! output duplicates or drops frames (see `reader.rs`), and they let the decoder check that it
+//! produced every frame the container announced (a truncated file is an error, not a silently
+//! frozen picture).
+
+use std::path::{Path, PathBuf};
+
+use ffmpeg::ffi;
+use ffmpeg_next as ffmpeg;
+
+use crate::error::{Error, MediaErrorKind, Result};
+
+/// How FFmpeg's CLI turns the picture upright (its default `-autorotate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    None,
+    /// 90° clockwise (`transpose=clock`).
+    Clockwise,
+    /// 180° (`hflip,vflip`).
+    UpsideDown,
+    /// 90° counter-clockwise (`transpose=cclock`).
+    CounterClockwise,
+}
+
+impl Rotation {
+    /// The filters the CLI inserts before the user's filters.
+    pub(crate) fn filters(self) -> &'static str {
+        match self {
+            Rotation::None => "",
+            Rotation::Clockwise => "transpose=clock,",
+            Rotation::UpsideDown => "hflip,vflip,",
+            Rotation::CounterClockwise => "transpose=cclock,",
+        }
+    }
+}
+
+/// A rational number as FFmpeg stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ratio {
+    pub num: i64,
+    pub den: i64,
+}
+
+impl Ratio {
+    pub fn as_f64(self) -> f64 {
+        self.num as f64 / self.den as f64
+    }
+
+    fn from_ff(r: ffmpeg::Rational) -> Self {
+        Self {
+            num: r.numerator() as i64,
+            den: r.denominator() as i64,
+        }
+    }
+
+    fn is_valid(self) -> bool {
+        self.num > 0 && self.den > 0
+    }
+}
+
+/// A video file as the reference sees it.
+#[derive(Debug, Clone)]
+pub struct VideoInfo {
+    pub path: PathBuf,
+    /// Picture size after the CLI's autorotation (what the reference's frames have).
+    pub width: usize,
+    pub height: usize,
+    pub rotation: Rotation,
+    /// moviepy's `fps`: used in `int(fps * t + 1e-5)`.
+    pub fps: f64,
+    /// moviepy's `duration` (container duration, to 1/100 s).
+    pub duration: f64,
+    /// Presentation timestamps of the decodable frames, ascending, in `time_base` units.
+    pub frame_pts: Vec<i64>,
+    pub time_base: Ratio,
+    /// Container start time in microseconds (the CLI shifts timestamps by it).
+    pub start_time_us: i64,
+    /// Frame rate of the CLI's constant-rate output (`av_guess_frame_rate`).
+    pub output_rate: Ratio,
+    /// Number of streams in the file (the CLI uses a gentler sync mode for single-stream files).
+    pub n_streams: usize,
+    pub stream_index: usize,
+    pub codec: String,
+    /// Sample aspect ratio. The reference ignores it (it reads stored pixels), and so do we.
+    pub sample_aspect: Ratio,
+}
+
+static INIT: std::sync::Once = std::sync::Once::new();
+
+/// Initialise FFmpeg once and silence its logging: errors reach users through [`Error`].
+pub(crate) fn init_ffmpeg() {
+    INIT.call_once(|| {
+        let _ = ffmpeg::init();
+        ffmpeg::log::set_level(ffmpeg::log::Level::Fatal);
+    });
+}
+
+pub(crate) fn media_err(path: &Path, kind: MediaErrorKind, message: impl Into<String>) -> Error {
+    Error::Media {
+        path: path.to_path_buf(),
+        kind,
+        message: message.into(),
+    }
+}
+
+/// Open a file and find the video stream the CLI would pick (attached cover pictures excluded).
+pub(crate) fn open_input(path: &Path) -> Result<(ffmpeg::format::context::Input, usize)> {
+    init_ffmpeg();
+    if !path.is_file() {
+        return Err(Error::InputMissing {
+            path: path.to_path_buf(),
+            what: "the video file".into(),
+            fix: "check the path (stim_file is relative to BIDS_DIR/stimuli)".into(),
+        });
+    }
+    let ictx = ffmpeg::format::input(path).map_err(|e| {
+        media_err(
+            path,
+            MediaErrorKind::Unreadable,
+            format!("FFmpeg cannot open it ({e}); it is not a media file, or its header is damaged or cut off"),
+        )
+    })?;
+    let best = ictx
+        .streams()
+        .best(ffmpeg::media::Type::Video)
+        .filter(|s| !is_cover_art(s))
+        .map(|s| s.index());
+    let idx = match best {
+        Some(i) => i,
+        None => match ictx
+            .streams()
+            .find(|s| s.parameters().medium() == ffmpeg::media::Type::Video && !is_cover_art(s))
+        {
+            Some(s) => s.index(),
+            None => {
+                return Err(media_err(
+                    path,
+                    MediaErrorKind::NoStream,
+                    "no video stream (an audio-only file, or only a cover picture); give it as audio, or use a video file",
+                ));
+            }
+        },
+    };
+    Ok((ictx, idx))
+}
+
+fn is_cover_art(s: &ffmpeg::format::stream::Stream) -> bool {
+    s.disposition()
+        .contains(ffmpeg::format::stream::Disposition::ATTACHED_PIC)
+}
+
+impl VideoInfo {
+    /// Probe a video file: geometry, moviepy's fps and duration, and every frame timestamp.
+    pub fn open(path: &Path) -> Result<Self> {
+        let (mut ictx, idx) = open_input(path)?;
+        let (codec_id, par_w, par_h, tb, avg, r, sar, rot_deg) = {
+            let st = ictx.stream(idx).expect("stream index from open_input");
+            let par = st.parameters();
+            // SAFETY: the parameters pointer is valid while the stream lives.
+            let (w, h, sar) = unsafe {
+                let p = &*par.as_ptr();
+                (
+                    p.width,
+                    p.height,
+                    Ratio {
+                        num: p.sample_aspect_ratio.num as i64,
+                        den: p.sample_aspect_ratio.den as i64,
+                    },
+                )
+            };
+            let mut rot = 0.0;
+            for sd in st.side_data() {
+                if sd.kind() == ffmpeg::codec::packet::side_data::Type::DisplayMatrix
+                    && sd.data().len() >= 36
+                {
+                    // SAFETY: a display matrix is nine int32 values.
+                    let a =
+                        unsafe { ffi::av_display_rotation_get(sd.data().as_ptr() as *const i32) };
+                    rot = cli_rotation(a);
+                }
+            }
+            (
+                par.id(),
+                w,
+                h,
+                Ratio::from_ff(st.time_base()),
+                Ratio::from_ff(st.avg_frame_rate()),
+                Ratio::from_ff(st.rate()),
+                sar,
+                rot,
+            )
+        };
+        if ffmpeg::codec::decoder::find(codec_id).is_none() {
+            return Err(media_err(
+                path,
+                MediaErrorKind::UnsupportedCodec,
+                format!(
+                    "this FFmpeg build has no decoder for the video codec ({codec_id:?}); re-encode it, e.g. ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4"
+                ),
+            ));
+        }
+        if par_w <= 0 || par_h <= 0 {
+            return Err(media_err(
+                path,
+                MediaErrorKind::Unreadable,
+                "the video stream has no picture size",
+            ));
+        }
+        let rotation = match rot_deg {
+            t if (t - 90.0).abs() < 1.0 => Rotation::Clockwise,
+            t if (t - 180.0).abs() < 1.0 => Rotation::UpsideDown,
+            t if (t - 270.0).abs() < 1.0 => Rotation::CounterClockwise,
+            t if t.abs() > 1.0 => {
+                return Err(media_err(
+                    path,
+                    MediaErrorKind::Unsupported,
+                    format!(
+                        "the picture is rotated by {t:.1} degrees, not a multiple of 90; re-encode it upright (ffmpeg -i IN OUT.mp4 applies the rotation)"
+                    ),
+                ));
+            }
+            _ => Rotation::None,
+        };
+        let (width, height) = match rotation {
+            Rotation::Clockwise | Rotation::CounterClockwise => (par_h as usize, par_w as usize),
+            _ => (par_w as usize, par_h as usize),
+        };
+        // SAFETY: plain field reads of a live AVFormatContext.
+        let (container_duration, start_time, n_streams) = unsafe {
+            let c = &*ictx.as_ptr();
+            (c.duration, c.start_time, c.nb_streams as usize)
+        };
+        let frame_pts = scan_frame_pts(&mut ictx, idx, path)?;
+        if frame_pts.is_empty() {
+            return Err(media_err(
+                path,
+                MediaErrorKind::Empty,
+                "the video stream has no frames",
+            ));
+        }
+        let fps = moviepy_fps(avg, r).ok_or_else(|| {
+            media_err(path, MediaErrorKind::Unsupported, "the video stream declares no frame rate; re-encode it with one (ffmpeg -i IN -r 25 OUT.mp4)")
+        })?;
+        let duration = moviepy_duration(container_duration).ok_or_else(|| {
+            media_err(
+                path,
+                MediaErrorKind::Unsupported,
+                "the container declares no duration (the reference needs it); remux it: ffmpeg -i IN -c copy OUT.mp4",
+            )
+        })?;
+        // SAFETY: the stream's codec parameters and context are valid here.
+        let output_rate = unsafe {
+            let st = *(*ictx.as_ptr()).streams.add(idx);
+            Ratio::from_ff(ffmpeg::Rational::from(ffi::av_guess_frame_rate(
+                ictx.as_mut_ptr(),
+                st,
+                std::ptr::null_mut(),
+            )))
+        };
+        let output_rate = if output_rate.is_valid() {
+            output_rate
+        } else {
+            Ratio { num: 25, den: 1 }
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            width,
+            height,
+            rotation,
+            fps,
+            duration,
+            frame_pts,
+            time_base: tb,
+            start_time_us: if start_time == ffi::AV_NOPTS_VALUE {
+                0
+            } else {
+                start_time
+            },
+            output_rate,
+            n_streams,
+            stream_index: idx,
+            codec: format!("{codec_id:?}").to_lowercase(),
+            sample_aspect: sar,
+        })
+    }
+
+    pub fn n_frames(&self) -> usize {
+        self.frame_pts.len()
+    }
+
+    /// Seconds from the container start of frame `i`.
+    pub fn frame_time(&self, i: usize) -> f64 {
+        (self.frame_pts[i] as f64 * self.time_base.as_f64()) - self.start_time_us as f64 * 1e-6
+    }
+
+    /// The physical frame at `pts`, if the scan saw one there.
+    pub fn index_of_pts(&self, pts: i64) -> Option<usize> {
+        self.frame_pts.binary_search(&pts).ok()
+    }
+
+    /// True when the CLI's constant-rate output is not simply every frame once (variable
+    /// frame rate, or a first frame far from time 0): frame choice then follows the CLI's
+    /// duplication and dropping, which [`crate::stimulus::video::reader`] reproduces.
+    pub fn is_variable_rate(&self) -> bool {
+        let r = self.output_rate.as_f64();
+        (0..self.n_frames()).any(|i| (self.frame_time(i) * r - i as f64).abs() >= 0.5)
+    }
+}
+
+/// FFmpeg's `get_rotation`: the display matrix angle as the CLI rounds and wraps it.
+fn cli_rotation(matrix_angle: f64) -> f64 {
+    let mut theta = -matrix_angle.round();
+    theta -= 360.0 * (theta / 360.0 + 0.9 / 360.0).floor();
+    theta
+}
+
+/// What `ffmpeg -i` prints for a rate (`print_fps`), e.g. "29.97", "24", "1k".
+fn print_fps(d: f64) -> String {
+    let v = ((d * 100.0) as f32).round_ties_even() as i64; // lrintf(d * 100)
+    if v == 0 {
+        format!("{d:.4}")
+    } else if v % 100 != 0 {
+        format!("{d:.2}")
+    } else if v % (100 * 1000) != 0 {
+        format!("{d:.0}")
+    } else {
+        format!("{:.0}k", d / 1000.0)
+    }
+}
+
+/// moviepy 2.2.1's frame rate: the printed average rate ("fps"), else the printed r_frame_rate
+/// ("tbr", with its "k" suffix), then snapped to `x * 1000/1001` for x in 23, 24, 25, 30, 50
+/// when within 0.01.
+pub(crate) fn moviepy_fps(avg: Ratio, tbr: Ratio) -> Option<f64> {
+    // moviepy's regex `(\d+.?\d*) fps` then float(): a "k" suffix makes float() fail and
+    // moviepy falls back to tbr.
+    let parse_fps = |r: Ratio| -> Option<f64> {
+        if r.num == 0 || r.den == 0 {
+            return None;
+        }
+        print_fps(r.as_f64()).parse::<f64>().ok()
+    };
+    let parse_tbr = |r: Ratio| -> Option<f64> {
+        if r.num == 0 || r.den == 0 {
+            return None;
+        }
+        let s = print_fps(r.as_f64());
+        match s.strip_suffix('k') {
+            Some(k) => k.parse::<f64>().ok().map(|x| x * 1000.0),
+            None => s.parse::<f64>().ok(),
+        }
+    };
+    let mut fps = parse_fps(avg).or_else(|| parse_tbr(tbr))?;
+    let coef = 1000.0 / 1001.0;
+    for x in [23.0, 24.0, 25.0, 30.0, 50.0] {
+        if fps != x && (fps - x * coef).abs() < 0.01 {
+            fps = x * coef;
+        }
+    }
+    (fps > 0.0).then_some(fps)
+}
+
+/// moviepy's duration: the container duration as `ffmpeg -i` prints it (`HH:MM:SS.cc`, with
+/// FFmpeg's +5 ms rounding), parsed back the way moviepy's `convert_to_seconds` sums it.
+pub(crate) fn moviepy_duration(duration_us: i64) -> Option<f64> {
+    if duration_us == ffi::AV_NOPTS_VALUE || duration_us < 0 {
+        return None;
+    }
+    let d = duration_us
+        + if duration_us <= i64::MAX - 5000 {
+            5000
+        } else {
+            0
+        };
+    let (secs, us) = (d / 1_000_000, d % 1_000_000);
+    let (mins, secs) = (secs / 60, secs % 60);
+    let (hours, mins) = (mins / 60, mins % 60);
+    let cs = 100 * us / 1_000_000;
+    let s: f64 = format!("{secs:02}.{cs:02}").parse().ok()?;
+    Some(((0.0 + s) + 60.0 * mins as f64) + 3600.0 * hours as f64)
+}
+
+/// Presentation timestamps of every frame the decoder will output, from the packets alone.
+fn scan_frame_pts(
+    ictx: &mut ffmpeg::format::context::Input,
+    idx: usize,
+    path: &Path,
+) -> Result<Vec<i64>> {
+    let mut pts = Vec::new();
+    let mut packet = ffmpeg::Packet::empty();
+    loop {
+        match packet.read(ictx) {
+            Ok(()) => {}
+            Err(ffmpeg::Error::Eof) => break,
+            Err(e) => {
+                return Err(media_err(
+                    path,
+                    MediaErrorKind::Truncated,
+                    format!(
+                        "reading packets failed after {} video frames ({e}); the file is damaged or cut off",
+                        pts.len()
+                    ),
+                ));
+            }
+        }
+        if packet.stream() != idx {
+            continue;
+        }
+        // SAFETY: reading the flags of a packet we own.
+        let discard = unsafe {
+            (*ffmpeg::codec::packet::Ref::as_ptr(&packet)).flags & ffi::AV_PKT_FLAG_DISCARD != 0
+        };
+        if discard || packet.size() == 0 {
+            continue;
+        }
+        match packet.pts().or(packet.dts()) {
+            Some(t) => pts.push(t),
+            None => {
+                return Err(media_err(
+                    path,
+                    MediaErrorKind::Unsupported,
+                    "video packets carry no timestamps (a raw elementary stream?); remux it into mp4/mkv: ffmpeg -i IN -c copy OUT.mp4",
+                ));
+            }
+        }
+    }
+    // SAFETY: plain field read of a live stream.
+    let declared = unsafe { (**(*ictx.as_ptr()).streams.add(idx)).nb_frames };
+    if declared > 0 && (pts.len() as i64) < declared {
+        return Err(media_err(
+            path,
+            MediaErrorKind::Truncated,
+            format!(
+                "the container announces {declared} video frames but only {} can be read; the file is cut off",
+                pts.len()
+            ),
+        ));
+    }
+    pts.sort_unstable();
+    let n = pts.len();
+    pts.dedup();
+    if pts.len() != n {
+        return Err(media_err(
+            path,
+            MediaErrorKind::Unsupported,
+            "several video frames share one timestamp; remux or re-encode the file",
+        ));
+    }
+    Ok(pts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ffmpeg_prints_rates_like_this() {
+        assert_eq!(print_fps(24.0), "24");
+        assert_eq!(print_fps(30000.0 / 1001.0), "29.97");
+        assert_eq!(print_fps(24000.0 / 1001.0), "23.98");
+        assert_eq!(print_fps(1728.0 / 119.0), "14.52");
+        assert_eq!(print_fps(12288.0), "12288");
+        assert_eq!(print_fps(90000.0), "90k");
+    }
+
+    #[test]
+    fn moviepy_snaps_ntsc_rates() {
+        let r = |num, den| Ratio { num, den };
+        assert_eq!(moviepy_fps(r(24, 1), r(24, 1)), Some(24.0));
+        assert_eq!(
+            moviepy_fps(r(30000, 1001), r(30000, 1001)),
+            Some(30.0 * 1000.0 / 1001.0)
+        );
+        assert_eq!(
+            moviepy_fps(r(24000, 1001), r(24000, 1001)),
+            Some(24.0 * 1000.0 / 1001.0)
+        );
+        // 59.94 is not snapped (60 is not in moviepy's list).
+        assert_eq!(moviepy_fps(r(60000, 1001), r(60000, 1001)), Some(59.94));
+        // No average rate: tbr.
+        assert_eq!(moviepy_fps(r(0, 0), r(25, 1)), Some(25.0));
+        assert_eq!(moviepy_fps(r(0, 0), r(0, 0)), None);
+    }
+
+    #[test]
+    fn moviepy_duration_rounds_like_ffmpeg_prints() {
+        assert_eq!(moviepy_duration(2_000_000), Some(2.0));
+        assert_eq!(moviepy_duration(1_994_999), Some(1.99));
+        assert_eq!(moviepy_duration(1_995_000), Some(2.0));
+        assert_eq!(moviepy_duration(3_725_500_000), Some(3725.5));
+        assert_eq!(moviepy_duration(ffi::AV_NOPTS_VALUE), None);
+    }
+
+    #[test]
+    fn rotation_angles_wrap_like_the_cli() {
+        assert_eq!(cli_rotation(-90.0), 90.0);
+        assert_eq!(cli_rotation(90.0), 270.0);
+        assert_eq!(cli_rotation(180.0), 180.0);
+        assert_eq!(cli_rotation(0.0), 0.0);
+    }
+}
