@@ -10,4 +10,6 @@ pub mod contrast;
 pub mod design;
 pub mod glm;
 pub mod hrf;
+pub mod ica;
+pub mod smdl;
 pub mod stats;
