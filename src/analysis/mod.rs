@@ -11,5 +11,6 @@ pub mod design;
 pub mod glm;
 pub mod hrf;
 pub mod ica;
+pub mod networks;
 pub mod smdl;
 pub mod stats;
