@@ -168,6 +168,36 @@ pub enum Error {
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 
+    // ---- analysis
+    /// A contrast names a design column that does not exist.
+    #[error("contrast '{expression}': unknown condition '{name}'\n  valid conditions: {}\n  fix: use one of the valid names (trial_type values of the events.tsv, or drift/constant columns)", valid.join(", "))]
+    UnknownCondition {
+        name: String,
+        expression: String,
+        valid: Vec<String>,
+    },
+
+    /// A contrast expression that cannot be read as a linear combination of columns.
+    #[error("contrast '{expression}': {message} (at character {position})\n  fix: write a linear combination of condition names, e.g. 'faces - places' or '0.5*faces + 0.5*places - objects'")]
+    ContrastSyntax {
+        expression: String,
+        position: usize,
+        message: String,
+    },
+
+    /// The design matrix cannot be inverted: conditions without events, or collinear columns.
+    #[error("design matrix is rank-deficient: {message}\n  fix: {fix}")]
+    SingularDesign { message: String, fix: String },
+
+    /// Analysis inputs that are present but unusable (empty events, NaN data, bad timing).
+    #[error("{what}: {message}\n  fix: {fix}")]
+    AnalysisInput {
+        what: String,
+        message: String,
+        fix: String,
+    },
+    // ---- end analysis
+
     // ---- outputs ------------------------------------------------------------------------
     #[error("{}: the output folder may not be inside the input dataset (only BIDS_DIR/derivatives/<name> is allowed)\n  fix: choose {} or a folder outside {}", output.display(), suggestion.display(), input.display())]
     OutputInsideInput {
@@ -240,9 +270,15 @@ impl Error {
             OutputNotWritable { .. } => exit::OUTPUT_NOT_WRITABLE,
             Interrupted => exit::INTERRUPTED,
             Candle(_) | Other(_) => exit::RUNTIME,
+<<<<<<< HEAD
             // ---- bids
             InvalidLabel { .. } => exit::USAGE,
             FeaturesFile { .. } => exit::DATA_ERROR,
+=======
+            // ---- analysis
+            UnknownCondition { .. } | ContrastSyntax { .. } => exit::USAGE,
+            SingularDesign { .. } | AnalysisInput { .. } => exit::DATA_ERROR,
+>>>>>>> analysis
         }
     }
 

@@ -1,0 +1,640 @@
+//! First-level GLM on predicted BOLD, numerically equivalent to nilearn's `run_glm` +
+//! `compute_contrast` (OLS, or AR(1) prewhitening with coefficients binned to 1/100).
+//!
+//! Layout and speed: Y is `n_volumes x n_vertices` row-major float32 (as the model writes it).
+//! We never hold Y in float64: vertices are processed in blocks of [`BLOCK`] columns, converted
+//! on the fly, in parallel with rayon; each block needs only matrix products with the small
+//! design (faer). The AR(1) refit avoids nilearn's per-bin gather: with the whitened design
+//! `Xw = X - rho * S X` (S = shift by one volume), `Xwᵀ wy = Xᵀ wy - rho * X[..n-1]ᵀ wy[1..]`,
+//! so every vertex of a block, whatever its bin, is served by the same two products and a
+//! `p x p` covariance per bin. This equals `pinv(Xw) @ wy` for a full-rank design, which we
+//! require (a rank-deficient design is an error, not a silent pseudo-inverse).
+
+use super::contrast::ContrastSpec;
+use super::design::DesignMatrix;
+use super::stats::z_from_t;
+use crate::{Error, Result};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+/// Vertices per block: big enough for efficient products, small enough to stay in cache-ish
+/// memory (3,600 volumes x 256 x 8 bytes = 7 MB per buffer).
+pub const BLOCK: usize = 256;
+
+/// Temporal noise model, as nilearn's `noise_model`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NoiseModel {
+    Ols,
+    /// AR(1) prewhitening (nilearn's default for FirstLevelModel).
+    #[default]
+    Ar1,
+}
+
+impl NoiseModel {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "ols" => Ok(NoiseModel::Ols),
+            "ar1" => Ok(NoiseModel::Ar1),
+            other => Err(Error::Usage(format!("unknown noise model '{other}': use 'ols' or 'ar1'"))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NoiseModel::Ols => "ols",
+            NoiseModel::Ar1 => "ar1",
+        }
+    }
+}
+
+/// GLM options beyond the design.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GlmOptions {
+    pub noise_model: NoiseModel,
+    /// AR(1) coefficients are truncated to multiples of 1/bins (nilearn: 100).
+    pub bins: usize,
+}
+
+impl Default for GlmOptions {
+    fn default() -> Self {
+        GlmOptions {
+            noise_model: NoiseModel::Ar1,
+            bins: 100,
+        }
+    }
+}
+
+/// One AR bin: its coefficient and `pinv(Xw) pinv(Xw)ᵀ`.
+#[derive(Debug, Clone)]
+struct BinModel {
+    rho: f64,
+    /// p x p, row-major.
+    cov: Vec<f64>,
+}
+
+/// A fitted GLM, enough to compute any t contrast (nilearn keeps the same: theta, cov,
+/// dispersion and the AR label per voxel).
+#[derive(Debug, Clone)]
+pub struct GlmFit {
+    pub columns: Vec<String>,
+    pub n_volumes: usize,
+    pub n_vertices: usize,
+    /// `p x n_vertices` row-major parameter estimates.
+    pub beta: Vec<f64>,
+    /// Residual variance per vertex (whitened residual sum of squares / (n - p)).
+    pub dispersion: Vec<f64>,
+    /// Binned AR(1) coefficient per vertex (0 for OLS).
+    pub rho: Vec<f64>,
+    /// Residual degrees of freedom, n - rank(X).
+    pub dof: f64,
+    pub noise_model: NoiseModel,
+    bin_of_vertex: Vec<u32>,
+    bins: Vec<BinModel>,
+}
+
+/// Per-contrast maps (FitLins / BEP041 `stat-effect`, `stat-variance`, `stat-t`, `stat-z`).
+#[derive(Debug, Clone)]
+pub struct ContrastMaps {
+    pub name: String,
+    pub effect: Vec<f64>,
+    pub variance: Vec<f64>,
+    pub t: Vec<f64>,
+    pub z: Vec<f64>,
+    pub dof: f64,
+}
+
+fn p_rank_error(x: MatRef<'_, f64>, columns: &[String]) -> Result<(Vec<f64>, Mat<f64>, Mat<f64>)> {
+    let (n, p) = (x.nrows(), x.ncols());
+    if n <= p {
+        return Err(Error::SingularDesign {
+            message: format!("{p} columns but only {n} volumes"),
+            fix: "use a longer run or fewer conditions/drift terms (raise the high-pass period)".into(),
+        });
+    }
+    let svd = x.thin_svd().map_err(|e| Error::SingularDesign {
+        message: format!("the SVD of the design did not converge ({e:?})"),
+        fix: "check the design for NaN or huge values".into(),
+    })?;
+    let s: Vec<f64> = (0..p).map(|k| svd.S().column_vector()[k]).collect();
+    let smax = s.iter().cloned().fold(0.0, f64::max);
+    let zero_cols: Vec<&str> = (0..p)
+        .filter(|&j| (0..n).all(|i| x[(i, j)] == 0.0))
+        .map(|j| columns[j].as_str())
+        .collect();
+    if !zero_cols.is_empty() {
+        return Err(Error::SingularDesign {
+            message: format!("column(s) {} are all zero", quote_list(&zero_cols)),
+            fix: "a condition has no event inside the run (or its events are too late to reach the first volumes): drop it from the events or from the model".into(),
+        });
+    }
+    let smin = s[p - 1];
+    if !(smin > smax * 1e-10) {
+        let v = svd.V();
+        let involved: Vec<&str> = (0..p)
+            .filter(|&j| v[(j, p - 1)].abs() > 0.1)
+            .map(|j| columns[j].as_str())
+            .collect();
+        return Err(Error::SingularDesign {
+            message: format!(
+                "columns {} are linearly dependent (condition number {:.3e})",
+                quote_list(&involved),
+                smax / smin
+            ),
+            fix: "two conditions with identical timing, or a condition spanning the whole run (collinear with 'constant'): merge or drop one".into(),
+        });
+    }
+    Ok((s, svd.U().to_owned(), svd.V().to_owned()))
+}
+
+fn quote_list(v: &[&str]) -> String {
+    v.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
+}
+
+/// `V diag(1/s^2) Vᵀ` (= pinv(X) pinv(X)ᵀ) as row-major p x p.
+fn cov_from_svd(s: &[f64], v: MatRef<'_, f64>) -> Vec<f64> {
+    let p = s.len();
+    let mut cov = vec![0.0; p * p];
+    for i in 0..p {
+        for j in 0..p {
+            cov[i * p + j] = (0..p).map(|k| v[(i, k)] * v[(j, k)] / (s[k] * s[k])).sum();
+        }
+    }
+    cov
+}
+
+/// X - rho * S X (nilearn ARModel.whiten on the design).
+fn whiten_design(x: MatRef<'_, f64>, rho: f64) -> Mat<f64> {
+    Mat::from_fn(x.nrows(), x.ncols(), |i, j| if i == 0 { x[(0, j)] } else { x[(i, j)] - rho * x[(i - 1, j)] })
+}
+
+/// Load one block of Y (columns v0..v0+b) as row-major f64, checking finiteness.
+fn load_block<T: Copy + Into<f64>>(y: &[T], n: usize, n_vertices: usize, v0: usize, b: usize) -> Result<Vec<f64>> {
+    let mut out = vec![0.0; n * b];
+    for t in 0..n {
+        let row = &y[t * n_vertices + v0..t * n_vertices + v0 + b];
+        for (o, &v) in out[t * b..(t + 1) * b].iter_mut().zip(row) {
+            *o = v.into();
+        }
+    }
+    if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+        return Err(Error::AnalysisInput {
+            what: "GLM data".into(),
+            message: format!("non-finite value at volume {}, vertex {}", i / b, v0 + i % b),
+            fix: "the predicted BOLD contains NaN/inf; re-run the prediction".into(),
+        });
+    }
+    Ok(out)
+}
+
+struct Pass1 {
+    beta: Vec<f64>, // p x b row-major
+    sse: Vec<f64>,
+    // AR(1) sufficient statistics of the OLS residuals
+    rr0: Vec<f64>,
+    rr1: Vec<f64>,
+    sum_all: Vec<f64>,
+    sum_head: Vec<f64>,
+    sum_tail: Vec<f64>,
+}
+
+/// Fit the GLM `Y = X beta + e` for every vertex. `y` is `n_volumes x n_vertices` row-major.
+pub fn fit<T: Copy + Into<f64> + Sync>(y: &[T], n_vertices: usize, design: &DesignMatrix, opts: &GlmOptions) -> Result<GlmFit> {
+    let n = design.n_rows();
+    let p = design.n_cols();
+    if y.len() != n * n_vertices {
+        return Err(Error::ShapeMismatch {
+            name: "GLM data (volumes x vertices)".into(),
+            expected: vec![n, n_vertices],
+            found: vec![y.len() / n_vertices.max(1), n_vertices],
+            path: None,
+        });
+    }
+    if opts.bins == 0 {
+        return Err(Error::Usage("AR(1) bins must be positive".into()));
+    }
+    let x = MatRef::from_row_major_slice(&design.values, n, p).to_owned();
+    let (s, u, v) = p_rank_error(x.as_ref(), &design.columns)?;
+    // pinv(X) = V diag(1/s) Uᵀ, p x n
+    let pinv = Mat::from_fn(p, n, |i, t| (0..p).map(|k| v[(i, k)] * u[(t, k)] / s[k]).sum::<f64>());
+    let cov0 = cov_from_svd(&s, v.as_ref());
+    let dof = (n - p) as f64;
+    let n_blocks = n_vertices.div_ceil(BLOCK);
+    let want_ar = opts.noise_model == NoiseModel::Ar1;
+
+    // ---- pass 1: OLS for every vertex (and the residual autocorrelation sums for AR(1))
+    let pass1: Vec<Pass1> = (0..n_blocks)
+        .into_par_iter()
+        .map(|bi| {
+            let v0 = bi * BLOCK;
+            let b = BLOCK.min(n_vertices - v0);
+            let yb = load_block(y, n, n_vertices, v0, b)?;
+            let ybm = MatRef::from_row_major_slice(&yb, n, b);
+            let mut beta = vec![0.0; p * b];
+            matmul(MatMut::from_row_major_slice_mut(&mut beta, p, b), Accum::Replace, pinv.as_ref(), ybm, 1.0, Par::Seq);
+            let mut resid = yb.clone();
+            matmul(
+                MatMut::from_row_major_slice_mut(&mut resid, n, b),
+                Accum::Add,
+                x.as_ref(),
+                MatRef::from_row_major_slice(&beta, p, b),
+                -1.0,
+                Par::Seq,
+            );
+            let mut sse = vec![0.0; b];
+            let mut rr0 = vec![0.0; b];
+            let mut rr1 = vec![0.0; b];
+            let mut sum_all = vec![0.0; b];
+            let mut sum_head = vec![0.0; b];
+            let mut sum_tail = vec![0.0; b];
+            for t in 0..n {
+                let r = &resid[t * b..(t + 1) * b];
+                for k in 0..b {
+                    sse[k] += r[k] * r[k];
+                }
+                if want_ar {
+                    for k in 0..b {
+                        sum_all[k] += r[k];
+                    }
+                    if t + 1 < n {
+                        let rn = &resid[(t + 1) * b..(t + 2) * b];
+                        for k in 0..b {
+                            rr1[k] += r[k] * rn[k];
+                            sum_head[k] += r[k];
+                        }
+                    }
+                    if t > 0 {
+                        for k in 0..b {
+                            sum_tail[k] += r[k];
+                        }
+                    }
+                }
+            }
+            if want_ar {
+                rr0.copy_from_slice(&sse);
+            }
+            Ok(Pass1 {
+                beta,
+                sse,
+                rr0,
+                rr1,
+                sum_all,
+                sum_head,
+                sum_tail,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut beta = vec![0.0; p * n_vertices];
+    let mut dispersion = vec![0.0; n_vertices];
+    for (bi, blk) in pass1.iter().enumerate() {
+        let v0 = bi * BLOCK;
+        let b = blk.sse.len();
+        for j in 0..p {
+            beta[j * n_vertices + v0..j * n_vertices + v0 + b].copy_from_slice(&blk.beta[j * b..(j + 1) * b]);
+        }
+        for k in 0..b {
+            dispersion[v0 + k] = blk.sse[k] / (n - p) as f64;
+        }
+    }
+    if !want_ar {
+        return Ok(GlmFit {
+            columns: design.columns.clone(),
+            n_volumes: n,
+            n_vertices,
+            beta,
+            dispersion,
+            rho: vec![0.0; n_vertices],
+            dof,
+            noise_model: NoiseModel::Ols,
+            bin_of_vertex: vec![0; n_vertices],
+            bins: vec![BinModel { rho: 0.0, cov: cov0 }],
+        });
+    }
+
+    // ---- AR(1) coefficients: nilearn's _yule_walker subtracts the GLOBAL residual mean.
+    let nf = n as f64;
+    let total: f64 = pass1.iter().flat_map(|b| b.sum_all.iter()).sum();
+    let m = total / (nf * n_vertices as f64);
+    let bins_f = opts.bins as f64;
+    let mut rho = vec![0.0; n_vertices];
+    for (bi, blk) in pass1.iter().enumerate() {
+        let v0 = bi * BLOCK;
+        for k in 0..blk.sse.len() {
+            let r0 = (blk.rr0[k] - 2.0 * m * blk.sum_all[k] + nf * m * m) / (nf * nf);
+            let r1 = (blk.rr1[k] - m * (blk.sum_head[k] + blk.sum_tail[k]) + (nf - 1.0) * m * m) / ((nf - 1.0) * nf);
+            let raw = r1 / r0;
+            // (ar * bins).astype(int) / bins: truncation toward zero.
+            rho[v0 + k] = if raw.is_finite() { (raw * bins_f).trunc() / bins_f } else { 0.0 };
+        }
+    }
+    drop(pass1);
+    // One model per distinct binned value (nilearn: one ARModel per label).
+    let mut keys: Vec<i64> = rho.iter().map(|r| (r * bins_f).round() as i64).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let bins: Vec<BinModel> = keys
+        .iter()
+        .map(|&key| {
+            let r = key as f64 / bins_f;
+            let xw = whiten_design(x.as_ref(), r);
+            let svd = xw.thin_svd().map_err(|e| Error::SingularDesign {
+                message: format!("the SVD of the whitened design (rho={r}) did not converge ({e:?})"),
+                fix: "check the design for NaN or huge values".into(),
+            })?;
+            let sw: Vec<f64> = (0..p).map(|k| svd.S().column_vector()[k]).collect();
+            if sw.iter().any(|v| !(*v > 0.0)) {
+                return Err(Error::SingularDesign {
+                    message: format!("the whitened design (rho={r}) is singular"),
+                    fix: "use --noise-model ols".into(),
+                });
+            }
+            Ok(BinModel { rho: r, cov: cov_from_svd(&sw, svd.V()) })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bin_of_vertex: Vec<u32> = rho
+        .iter()
+        .map(|r| keys.binary_search(&((r * bins_f).round() as i64)).unwrap_or(0) as u32)
+        .collect();
+
+    // ---- pass 2: refit each vertex on its whitened data
+    let x_head = x.as_ref().subrows(0, n - 1);
+    let pass2: Vec<(Vec<f64>, Vec<f64>)> = (0..n_blocks)
+        .into_par_iter()
+        .map(|bi| {
+            let v0 = bi * BLOCK;
+            let b = BLOCK.min(n_vertices - v0);
+            let mut wy = load_block(y, n, n_vertices, v0, b)?;
+            let rb = &rho[v0..v0 + b];
+            // whiten in place, last row first so earlier rows are still raw
+            for t in (1..n).rev() {
+                let (prev, cur) = wy.split_at_mut(t * b);
+                let prev = &prev[(t - 1) * b..];
+                for k in 0..b {
+                    cur[k] -= rb[k] * prev[k];
+                }
+            }
+            let wym = MatRef::from_row_major_slice(&wy, n, b);
+            let mut a = vec![0.0; p * b];
+            matmul(MatMut::from_row_major_slice_mut(&mut a, p, b), Accum::Replace, x.as_ref().transpose(), wym, 1.0, Par::Seq);
+            let mut bm = vec![0.0; p * b];
+            matmul(
+                MatMut::from_row_major_slice_mut(&mut bm, p, b),
+                Accum::Replace,
+                x_head.transpose(),
+                wym.subrows(1, n - 1),
+                1.0,
+                Par::Seq,
+            );
+            // beta = cov_bin (Xᵀ wy - rho X[..n-1]ᵀ wy[1..])
+            let mut beta_b = vec![0.0; p * b];
+            let mut g = vec![0.0; p];
+            for k in 0..b {
+                let bin = &bins[bin_of_vertex[v0 + k] as usize];
+                for j in 0..p {
+                    g[j] = a[j * b + k] - bin.rho * bm[j * b + k];
+                }
+                for i in 0..p {
+                    beta_b[i * b + k] = (0..p).map(|j| bin.cov[i * p + j] * g[j]).sum();
+                }
+            }
+            // whitened residuals: wy - Xβ + rho (Xβ)[t-1]
+            let mut xb = vec![0.0; n * b];
+            matmul(
+                MatMut::from_row_major_slice_mut(&mut xb, n, b),
+                Accum::Replace,
+                x.as_ref(),
+                MatRef::from_row_major_slice(&beta_b, p, b),
+                1.0,
+                Par::Seq,
+            );
+            let mut sse = vec![0.0; b];
+            for t in 0..n {
+                for k in 0..b {
+                    let mut r = wy[t * b + k] - xb[t * b + k];
+                    if t > 0 {
+                        r += rb[k] * xb[(t - 1) * b + k];
+                    }
+                    sse[k] += r * r;
+                }
+            }
+            Ok((beta_b, sse))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for (bi, (bb, sse)) in pass2.iter().enumerate() {
+        let v0 = bi * BLOCK;
+        let b = sse.len();
+        for j in 0..p {
+            beta[j * n_vertices + v0..j * n_vertices + v0 + b].copy_from_slice(&bb[j * b..(j + 1) * b]);
+        }
+        for k in 0..b {
+            dispersion[v0 + k] = sse[k] / (n - p) as f64;
+        }
+    }
+    Ok(GlmFit {
+        columns: design.columns.clone(),
+        n_volumes: n,
+        n_vertices,
+        beta,
+        dispersion,
+        rho,
+        dof,
+        noise_model: NoiseModel::Ar1,
+        bin_of_vertex,
+        bins,
+    })
+}
+
+impl GlmFit {
+    /// Effect, variance, t and z maps of a t contrast given as a vector over the columns
+    /// (shorter vectors are zero-padded, as nilearn does).
+    pub fn contrast(&self, name: &str, c: &[f64]) -> Result<ContrastMaps> {
+        let p = self.columns.len();
+        if c.len() > p {
+            return Err(Error::ShapeMismatch {
+                name: format!("contrast '{name}' weights"),
+                expected: vec![p],
+                found: vec![c.len()],
+                path: None,
+            });
+        }
+        if c.iter().all(|w| *w == 0.0) {
+            return Err(Error::ContrastSyntax {
+                expression: name.into(),
+                position: 0,
+                message: "all weights are zero (null contrast)".into(),
+            });
+        }
+        let mut cv = c.to_vec();
+        cv.resize(p, 0.0);
+        // c cov cᵀ per bin
+        let ccc: Vec<f64> = self
+            .bins
+            .iter()
+            .map(|b| (0..p).map(|i| (0..p).map(|j| cv[i] * b.cov[i * p + j] * cv[j]).sum::<f64>()).sum())
+            .collect();
+        let nv = self.n_vertices;
+        let dof = self.dof;
+        let rows: Vec<(f64, f64, f64, f64)> = (0..nv)
+            .into_par_iter()
+            .map(|v| {
+                let effect: f64 = (0..p).map(|j| cv[j] * self.beta[j * nv + v]).sum();
+                let sd = (ccc[self.bin_of_vertex[v] as usize] * self.dispersion[v]).sqrt();
+                let variance = sd * sd;
+                let t = effect / variance.max(1e-50).sqrt();
+                (effect, variance, t, z_from_t(t, dof))
+            })
+            .collect();
+        Ok(ContrastMaps {
+            name: name.into(),
+            effect: rows.iter().map(|r| r.0).collect(),
+            variance: rows.iter().map(|r| r.1).collect(),
+            t: rows.iter().map(|r| r.2).collect(),
+            z: rows.iter().map(|r| r.3).collect(),
+            dof,
+        })
+    }
+
+    /// The maps of a named contrast (CLI expression or BIDS Stats Models entry).
+    pub fn contrast_spec(&self, spec: &ContrastSpec) -> Result<ContrastMaps> {
+        let c = spec.vector(&self.columns)?;
+        self.contrast(&spec.name, &c)
+    }
+
+    /// Number of distinct AR(1) bins used (1 for OLS).
+    pub fn n_bins(&self) -> usize {
+        self.bins.len()
+    }
+}
+
+/// How runs are weighted in a fixed-effects combination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FixedEffectsWeighting {
+    /// Inverse-variance weights: nilearn `compute_fixed_effects(precision_weighted=True)`.
+    #[default]
+    Precision,
+    /// Plain mean, variance mean/n_runs: nilearn's default and FirstLevelModel's multi-run rule.
+    Equal,
+}
+
+/// nilearn `compute_fixed_effects(contrasts, variances, dofs=..)`: the combined effect, its
+/// variance, t = effect/sqrt(variance) and z from t with dof = sum of the runs' dofs
+/// (nilearn assumes 100 per run when `dofs` is not given; we always pass the real ones).
+pub fn fixed_effects(runs: &[&ContrastMaps], weighting: FixedEffectsWeighting) -> Result<ContrastMaps> {
+    let Some(first) = runs.first() else {
+        return Err(Error::AnalysisInput {
+            what: "fixed effects".into(),
+            message: "no runs to combine".into(),
+            fix: "give at least one run's contrast maps".into(),
+        });
+    };
+    let nv = first.effect.len();
+    for r in runs {
+        if r.effect.len() != nv || r.variance.len() != nv {
+            return Err(Error::ShapeMismatch {
+                name: format!("fixed effects of '{}'", first.name),
+                expected: vec![nv],
+                found: vec![r.effect.len()],
+                path: None,
+            });
+        }
+    }
+    const TINY: f64 = 1e-16;
+    let n_runs = runs.len() as f64;
+    let dof: f64 = runs.iter().map(|r| r.dof).sum();
+    let rows: Vec<(f64, f64, f64, f64)> = (0..nv)
+        .into_par_iter()
+        .map(|v| {
+            let (effect, variance) = match weighting {
+                FixedEffectsWeighting::Precision => {
+                    let wsum: f64 = runs.iter().map(|r| 1.0 / r.variance[v].max(TINY)).sum();
+                    let var = 1.0 / wsum;
+                    let eff: f64 = runs.iter().map(|r| r.effect[v] / r.variance[v].max(TINY)).sum::<f64>() * var;
+                    (eff, var)
+                }
+                FixedEffectsWeighting::Equal => {
+                    let var = runs.iter().map(|r| r.variance[v].max(TINY)).sum::<f64>() / n_runs / n_runs;
+                    let eff = runs.iter().map(|r| r.effect[v]).sum::<f64>() / n_runs;
+                    (eff, var)
+                }
+            };
+            let t = effect / variance.max(1e-50).sqrt();
+            (effect, variance, t, z_from_t(t, dof))
+        })
+        .collect();
+    Ok(ContrastMaps {
+        name: first.name.clone(),
+        effect: rows.iter().map(|r| r.0).collect(),
+        variance: rows.iter().map(|r| r.1).collect(),
+        t: rows.iter().map(|r| r.2).collect(),
+        z: rows.iter().map(|r| r.3).collect(),
+        dof,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::design::{DesignOptions, Event, frame_times, make_first_level_design_matrix};
+
+    fn design() -> DesignMatrix {
+        let ft = frame_times(40, 2.0, 0.0);
+        let ev: Vec<Event> = (0..8).map(|i| Event::new(i as f64 * 10.0, 4.0, if i % 2 == 0 { "a" } else { "b" })).collect();
+        make_first_level_design_matrix(&ft, &ev, &DesignOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn recovers_planted_betas_exactly_without_noise() {
+        let d = design();
+        let (n, p) = (d.n_rows(), d.n_cols());
+        let nv = 300;
+        let mut y = vec![0.0f64; n * nv];
+        for v in 0..nv {
+            let b: Vec<f64> = (0..p).map(|j| (v * 7 + j * 3) as f64 % 5.0 - 2.0).collect();
+            for t in 0..n {
+                y[t * nv + v] = (0..p).map(|j| d.get(t, j) * b[j]).sum();
+            }
+        }
+        let fit = fit(&y, nv, &d, &GlmOptions { noise_model: NoiseModel::Ols, bins: 100 }).unwrap();
+        for v in 0..nv {
+            for j in 0..p {
+                let want = (v * 7 + j * 3) as f64 % 5.0 - 2.0;
+                assert!((fit.beta[j * nv + v] - want).abs() < 1e-9);
+            }
+            assert!(fit.dispersion[v] < 1e-18);
+        }
+    }
+
+    #[test]
+    fn singular_designs_are_explained() {
+        let ft = frame_times(40, 2.0, 0.0);
+        // 'late' starts after the run: an all-zero column
+        let ev = vec![Event::new(0.0, 4.0, "a"), Event::new(500.0, 4.0, "late")];
+        let d = make_first_level_design_matrix(&ft, &ev, &DesignOptions::default()).unwrap();
+        let y = vec![0.0f32; 40 * 3];
+        let e = fit(&y, 3, &d, &GlmOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::SingularDesign { .. }) && e.to_string().contains("'late'"), "{e}");
+        // two identical conditions
+        let ev = vec![Event::new(0.0, 4.0, "a"), Event::new(0.0, 4.0, "b"), Event::new(30.0, 4.0, "a"), Event::new(30.0, 4.0, "b")];
+        let d = make_first_level_design_matrix(&ft, &ev, &DesignOptions::default()).unwrap();
+        let e = fit(&y, 3, &d, &GlmOptions::default()).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("'a'") && msg.contains("'b'") && msg.contains("linearly dependent"), "{msg}");
+    }
+
+    #[test]
+    fn fixed_effects_of_identical_runs_halve_the_variance() {
+        let m = ContrastMaps {
+            name: "c".into(),
+            effect: vec![1.0, -2.0],
+            variance: vec![0.5, 2.0],
+            t: vec![0.0; 2],
+            z: vec![0.0; 2],
+            dof: 30.0,
+        };
+        let f = fixed_effects(&[&m, &m], FixedEffectsWeighting::Precision).unwrap();
+        assert!((f.effect[0] - 1.0).abs() < 1e-15 && (f.variance[0] - 0.25).abs() < 1e-15);
+        assert_eq!(f.dof, 60.0);
+        assert!((f.t[1] + 2.0).abs() < 1e-12);
+    }
+}
