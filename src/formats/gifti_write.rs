@@ -484,7 +484,8 @@ pub struct TimeSeriesOptions {
     pub tr: f64,
     /// More file-level metadata (e.g. `Description`), after `AnatomicalStructurePrimary`.
     pub extra_meta: MetaData,
-    /// zlib level 0-9 (default 6).
+    /// zlib level 0-9. Default 1: predicted BOLD is float noise to zlib, and level 1 measured 3x
+    /// faster than 6 on 10,242 x 600 volumes for a file 0.4% larger.
     pub compression_level: u32,
 }
 
@@ -493,7 +494,7 @@ impl TimeSeriesOptions {
         TimeSeriesOptions {
             tr,
             extra_meta: MetaData::new(),
-            compression_level: 6,
+            compression_level: 1,
         }
     }
 }

@@ -640,8 +640,11 @@ fn check_uncompressed_size(path: &Path, header: &NiftiHeaderInfo) -> Result<()> 
 fn read_nifti2_data(path: &Path, h: &NiftiHeaderInfo) -> Result<Vec<f32>> {
     let dt = super::DataType::from_code(h.datatype.into())
         .ok_or_else(|| nifti_err(path, format!("unsupported datatype code {}", h.datatype)))?;
+    // Size from the datatype, not `bitpix` (a header may disagree with itself).
     let nbytes = h
-        .data_bytes()
+        .shape()
+        .iter()
+        .try_fold(dt.size() as u64, |a, &d| a.checked_mul(d as u64))
         .ok_or_else(|| nifti_err(path, "dimensions overflow"))?;
     let mut r = open_maybe_gz(path)?;
     let skip = h.vox_offset.max(0.0) as u64;
