@@ -270,15 +270,12 @@ impl Error {
             OutputNotWritable { .. } => exit::OUTPUT_NOT_WRITABLE,
             Interrupted => exit::INTERRUPTED,
             Candle(_) | Other(_) => exit::RUNTIME,
-<<<<<<< HEAD
             // ---- bids
             InvalidLabel { .. } => exit::USAGE,
             FeaturesFile { .. } => exit::DATA_ERROR,
-=======
             // ---- analysis
             UnknownCondition { .. } | ContrastSyntax { .. } => exit::USAGE,
             SingularDesign { .. } | AnalysisInput { .. } => exit::DATA_ERROR,
->>>>>>> analysis
         }
     }
 
