@@ -11,3 +11,4 @@ pub fn predict_cli(_args: &PredictArgs) -> Result<()> {
 }
 
 pub mod alignment;
+pub mod run;
