@@ -599,12 +599,26 @@ mod tests {
 
 /// Run a validated configuration.
 pub fn run(cfg: &RunConfig) -> Result<()> {
-    let (_layout, runs) = crate::cli::plan::select_runs(cfg)?;
+    let (layout, runs) = crate::cli::plan::select_runs(cfg)?;
     if cfg.dry_run {
         print!("{}", crate::cli::plan::plan_table(cfg, &runs));
         return Ok(());
     }
-    Err(Error::Other(
-        "the participant pipeline is being assembled".into(),
-    ))
+    match cfg.level {
+        AnalysisLevel::Participant => {
+            let outcomes = crate::cli::participant::run_participants(cfg, layout.description(), &runs)?;
+            let (table, code) = crate::cli::participant::summary(&outcomes);
+            eprint!("{table}");
+            let log = format!("{}\n{table}", cfg.command_line.join(" "));
+            crate::cli::participant::write_log(&cfg.output_dir, &log)?;
+            match outcomes.into_iter().find_map(|(_, o)| match o {
+                crate::cli::participant::Outcome::Failed(e) => Some(e),
+                _ => None,
+            }) {
+                Some(e) if code != 0 => Err(e),
+                _ => Ok(()),
+            }
+        }
+        AnalysisLevel::Group => Err(Error::Usage("the group level is not built yet: run the participant level".into())),
+    }
 }

@@ -1,0 +1,430 @@
+//! The participant level: every selected run, from events to predicted-BOLD derivatives.
+//!
+//! Order of work, chosen for memory and reuse: plan every run first (a bad events file fails
+//! before any model loads); skip runs whose outputs and provenance already match; extract
+//! features modality by modality (one foundation model in memory at a time, each loaded only on
+//! a cache miss); then run the brain model per run, streaming volumes into the GIFTI writers.
+//! Sidecars are written last, so a run is finished exactly when its sidecars exist: a killed job
+//! leaves no partial file (all writes are temp-then-rename) and the rerun redoes only that run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::bids::Run;
+use crate::bids::derivatives::{self, DerivName, Provenance, json_bytes, raw_uri};
+use crate::cli::bids_app::{Modality, RunConfig, TextContext};
+use crate::cli::{interrupt, progress};
+use crate::error::{Error, Result};
+use crate::features::cache::{FeatureArray, FeatureCache};
+use crate::formats::gifti::Hemisphere;
+use crate::formats::{GiftiTimeSeriesWriter, TimeSeriesOptions};
+use crate::model::models_dir::{self, Role};
+use crate::model::{ModelOptions, TribeModel};
+use crate::predict::alignment::{ALIGNMENT_RULE, HEMODYNAMIC_OFFSET_S};
+use crate::predict::run::{Extractors, FfmpegProbe, RunSchedule, check_feature_dims, predict_volumes, timeline_has};
+use crate::stimulus::timeline::{StimEvent, Timeline};
+
+/// What happened to one run.
+#[derive(Debug)]
+pub enum Outcome {
+    Done,
+    UpToDate,
+    Skipped(String),
+    Failed(Error),
+}
+
+/// One run with everything decided before any model runs.
+struct PlannedRun<'a> {
+    run: &'a Run,
+    timeline: Timeline,
+    sched: RunSchedule,
+    tr: Option<f64>,
+    fingerprint: String,
+    outputs: Vec<PathBuf>,
+}
+
+const N_VERTICES_PER_HEMI: usize = 10242;
+
+fn stim_events(run: &Run) -> Vec<StimEvent> {
+    let Some(ev) = &run.events else { return Vec::new() };
+    let path = run.events_path.clone().unwrap_or_default();
+    ev.rows
+        .iter()
+        .filter_map(|r| {
+            let onset = r.onset?;
+            let stim_file = r.stim_file.as_ref().and_then(|s| run.stimuli.iter().find(|x| &x.stim_file == s)).map(|x| x.path.clone());
+            Some(StimEvent {
+                onset,
+                duration: r.duration,
+                trial_type: r.trial_type.clone(),
+                stim_file,
+                word: r.word.clone(),
+                source: path.clone(),
+                line: r.line,
+            })
+        })
+        .collect()
+}
+
+/// Volume times: onsets plus the slice-time reference. Without `SliceTiming` (or `StartTime`)
+/// nothing says when within the volume the slices were taken, so the volume onset is used, which
+/// is the reference pipeline's row/volume correspondence (volume k ↔ row k − 5 at TR 1 s).
+fn volume_times(run: &Run, n: usize) -> Result<Vec<f64>> {
+    let t = &run.timing;
+    let has_ref = t.start_time.is_some() || t.slice_timing.is_some();
+    let frac = crate::bids::DEFAULT_SLICE_TIME_REF;
+    if has_ref {
+        t.acquisition_times(n, frac, &run.bold)
+    } else {
+        (0..n)
+            .map(|k| {
+                t.volume_onset(k).ok_or_else(|| Error::DatasetInvalid {
+                    path: run.bold.clone(),
+                    reason: format!("VolumeTiming has no onset for volume {k}"),
+                    fix: "VolumeTiming needs one onset per volume".into(),
+                })
+            })
+            .collect()
+    }
+}
+
+fn volume_count(run: &Run, timeline: &Timeline) -> Result<usize> {
+    if let Some(n) = run.n_volumes {
+        return Ok(n);
+    }
+    if let Some(n) = run.timing.n_volumes_hint() {
+        return Ok(n);
+    }
+    match run.timing.repetition_time {
+        // No image header: cover the stimulus and the hemodynamic lag.
+        Some(tr) => Ok(((timeline.end() + HEMODYNAMIC_OFFSET_S) / tr).ceil().max(1.0) as usize),
+        None => Err(Error::MissingTiming { path: run.bold.clone(), reason: "no RepetitionTime".into(), fix: "add RepetitionTime to the bold sidecar".into() }),
+    }
+}
+
+fn out_name(run: &Run, hemi: &str) -> DerivName {
+    let ents: Vec<(String, String)> = run.entities.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    DerivName::new(ents, "bold", ".func.gii").with("hemi", hemi).with("space", "fsaverage5").with("desc", "predicted")
+}
+
+/// Everything that changes a run's outputs, hashed: a rerun with the same fingerprint skips.
+fn fingerprint(run: &Run, timeline: &Timeline, sched: &RunSchedule, cfg: &RunConfig, model_sha: &str, ex: &Extractors) -> Result<String> {
+    let mut k = crate::features::cache::CacheKey::new("run-outputs");
+    k.add_str("version", crate::VERSION).add_str("brain", model_sha);
+    for m in Modality::ALL {
+        k.add_str(m.name(), if cfg.modalities.contains(&m) { ex.identity(m).unwrap_or("absent") } else { "dropped" });
+    }
+    k.add_str("text-context", if cfg.text_context == TextContext::Exact { "exact" } else { "fast" });
+    k.add_str("subject-index", &format!("{:?}", cfg.subject_index));
+    k.add_str("cifti", if cfg.cifti_output { "1" } else { "0" });
+    if let Some(p) = &run.events_path {
+        k.add_file("events", p)?;
+    }
+    for s in timeline.visual.iter().map(|s| &s.path).chain(timeline.audio.iter().map(|s| &s.path)).chain(timeline.transcripts.iter()) {
+        k.add_file("stimulus", s)?;
+    }
+    for t in &sched.volume_times {
+        k.add_f64("t", *t);
+    }
+    Ok(k.hex())
+}
+
+fn sidecar_json(p: &PlannedRun, cfg: &RunConfig, hemi: &str, model: &TribeModel, model_sha: &str, ex: &Extractors, used: &[Modality]) -> Value {
+    let run = p.run;
+    let mut sources = vec![json!(raw_uri(&cfg.bids_dir, &run.bold))];
+    if let Some(e) = &run.events_path {
+        sources.push(json!(raw_uri(&cfg.bids_dir, e)));
+    }
+    for s in &run.stimuli {
+        sources.push(json!(raw_uri(&cfg.bids_dir, &s.path)));
+    }
+    let mut extractors = serde_json::Map::new();
+    for m in used {
+        let dir = match m {
+            Modality::Text => &ex.text,
+            Modality::Audio => &ex.audio,
+            Modality::Video => &ex.video,
+        };
+        extractors.insert(
+            m.name().into(),
+            json!({"Model": dir.as_ref().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()), "Identity": ex.identity(*m)}),
+        );
+    }
+    let mut v = json!({
+        "Description": "BOLD time series predicted by TRIBE v2 from this run's stimuli (a model prediction, not measured data).",
+        "Sources": sources,
+        "TaskName": run.task_name().unwrap_or(run.task()),
+        "SpatialReference": derivatives::fsaverage5_spatial_reference(hemi),
+        "SliceTimingCorrected": false,
+        "Units": "arbitrary (the model's standardized BOLD units)",
+        "Model": {
+            "Name": "TRIBE v2 (FmriEncoder)",
+            "Checkpoint": model.weights_path().file_name().map(|n| n.to_string_lossy().into_owned()),
+            "Sha256": model_sha,
+            "SubjectRow": model.subject_row(),
+        },
+        "FeatureExtractors": extractors,
+        "FeaturesUsed": used.iter().map(|m| m.name()).collect::<Vec<_>>(),
+        "TextContext": if cfg.text_context == TextContext::Exact { "exact" } else { "fast" },
+        "AlignmentRule": ALIGNMENT_RULE,
+        "VolumeAcquisitionTimes": p.sched.volume_times,
+        "GeneratedBy": {"Name": derivatives::PIPELINE_NAME, "Version": crate::VERSION, "CommandLine": cfg.command_line.join(" ")},
+        "TribeBidsFingerprint": p.fingerprint,
+    });
+    match (&run.timing.volume_timing, p.tr) {
+        (Some(vt), _) => v["VolumeTiming"] = json!(vt),
+        (None, Some(tr)) => v["RepetitionTime"] = json!(tr),
+        _ => {}
+    }
+    v
+}
+
+fn is_up_to_date(p: &PlannedRun) -> bool {
+    p.outputs.iter().all(|o| o.is_file())
+        && p.outputs.iter().filter(|o| o.extension().is_some_and(|e| e == "json")).all(|o| {
+            std::fs::read(o)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .is_some_and(|v| v["TribeBidsFingerprint"] == json!(p.fingerprint))
+        })
+}
+
+/// Run the participant level. Returns the per-run outcomes (the caller prints the summary).
+pub fn run_participants(cfg: &RunConfig, layout_desc: &crate::bids::DatasetDescription, runs: &[Run]) -> Result<Vec<(String, Outcome)>> {
+    interrupt::install();
+    let prov = Provenance::current(cfg.command_line.clone());
+    let raw_desc = Value::Object(layout_desc.raw.clone());
+    derivatives::init_output_dataset(&cfg.output_dir, &cfg.bids_dir, &raw_desc, &prov)?;
+
+    // Models: the brain model always; extractors for the modalities the runs use.
+    let wanted: Vec<Role> = cfg
+        .modalities
+        .iter()
+        .map(|m| match m {
+            Modality::Text => Role::Text,
+            Modality::Audio => Role::Audio,
+            Modality::Video => Role::Video,
+        })
+        .collect();
+    let models = models_dir::resolve(&cfg.models_dir, &[])?;
+    let device = cfg.device.to_device()?;
+    tracing::info!("loading the brain model {}", models.brain.display());
+    let model = TribeModel::load(&models.brain, &device, ModelOptions { subject_index: cfg.subject_index, ..Default::default() })?;
+    let model_sha = crate::model::checkpoint::file_sha256(model.weights_path())?;
+    let keep = |m: Modality, p: Option<std::path::PathBuf>| if cfg.modalities.contains(&m) { p } else { None };
+    let mut ex = Extractors::new(
+        keep(Modality::Text, models.text.clone()),
+        keep(Modality::Audio, models.audio.clone()),
+        keep(Modality::Video, models.video.clone()),
+        cfg.text_context,
+        device.clone(),
+    )?;
+    let _ = wanted;
+    let cache = FeatureCache::new(&cfg.work_dir)?;
+    let window_s = model.timing().window_seconds();
+
+    // Plan.
+    let mut outcomes: Vec<(String, Outcome)> = Vec::new();
+    let mut planned: Vec<PlannedRun> = Vec::new();
+    for run in runs {
+        let id = run.id();
+        let plan = (|| -> Result<Option<PlannedRun>> {
+            let timeline = Timeline::from_events(&stim_events(run), &FfmpegProbe)?;
+            let usable = cfg.modalities.iter().any(|m| timeline_has(&timeline, *m));
+            if timeline.is_empty() || !usable {
+                return Ok(None);
+            }
+            let n = volume_count(run, &timeline)?;
+            let sched = RunSchedule::new(&timeline, volume_times(run, n)?);
+            let fingerprint = fingerprint(run, &timeline, &sched, cfg, &model_sha, &ex)?;
+            let mut outputs = Vec::new();
+            for hemi in ["L", "R"] {
+                let name = out_name(run, hemi);
+                let dir = cfg.output_dir.join(name.folder("func"));
+                outputs.push(dir.join(name.file_name()));
+                outputs.push(dir.join(name.sidecar_name()));
+            }
+            if cfg.cifti_output {
+                let c = cifti_name(run);
+                let dir = cfg.output_dir.join(c.folder("func"));
+                outputs.push(dir.join(c.file_name()));
+            }
+            Ok(Some(PlannedRun { run, timeline, sched, tr: run.timing.repetition_time, fingerprint, outputs }))
+        })();
+        match plan {
+            Ok(None) => outcomes.push((id, Outcome::Skipped("no usable stimulus (no stim_file media or words for the selected modalities)".into()))),
+            Ok(Some(p)) if !cfg.force && is_up_to_date(&p) => outcomes.push((id, Outcome::UpToDate)),
+            Ok(Some(p)) => planned.push(p),
+            Err(e) => {
+                tracing::error!("{id}: {e}");
+                outcomes.push((id, Outcome::Failed(e)));
+            }
+        }
+    }
+
+    // Features, modality by modality.
+    let mut failed: BTreeMap<usize, Error> = BTreeMap::new();
+    for m in cfg.modalities.iter().copied() {
+        let todo: Vec<usize> = (0..planned.len()).filter(|&i| timeline_has(&planned[i].timeline, m)).collect();
+        if todo.is_empty() {
+            continue;
+        }
+        let pb = progress::bar(todo.len() as u64, &format!("{} features", m.name()));
+        for i in todo {
+            if failed.contains_key(&i) {
+                pb.inc(1);
+                continue;
+            }
+            interrupt::check()?;
+            let p = &planned[i];
+            pb.set_message(p.run.id());
+            match ex.features(&cache, m, &p.timeline, &p.sched, window_s, &p.run.id()).and_then(|a| check_feature_dims(&model, m, &a)) {
+                Ok(()) => {}
+                Err(Error::Interrupted) => return Err(Error::Interrupted),
+                Err(e) => {
+                    tracing::error!("{}: {e}", p.run.id());
+                    failed.insert(i, e);
+                }
+            }
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        ex.unload();
+    }
+    let (hits, misses) = cache.stats();
+    tracing::info!("feature cache: {misses} extraction(s), {hits} reuse(s)");
+
+    // Brain model and outputs, run by run.
+    let pb = progress::bar(planned.len() as u64, "predicted BOLD");
+    for (i, p) in planned.iter().enumerate() {
+        let id = p.run.id();
+        if let Some(e) = failed.remove(&i) {
+            outcomes.push((id, Outcome::Failed(e)));
+            pb.inc(1);
+            continue;
+        }
+        interrupt::check()?;
+        pb.set_message(id.clone());
+        match predict_and_write(p, cfg, &model, &model_sha, &mut ex, &cache, window_s) {
+            Ok(()) => outcomes.push((id, Outcome::Done)),
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            Err(e) => {
+                tracing::error!("{id}: {e}");
+                outcomes.push((id, Outcome::Failed(e)));
+            }
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(outcomes)
+}
+
+fn cifti_name(run: &Run) -> DerivName {
+    let ents: Vec<(String, String)> = run.entities.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    DerivName::new(ents, "bold", ".dtseries.nii").with("space", "fsaverage").with("den", "10k").with("desc", "predicted")
+}
+
+fn predict_and_write(
+    p: &PlannedRun,
+    cfg: &RunConfig,
+    model: &TribeModel,
+    model_sha: &str,
+    ex: &mut Extractors,
+    cache: &FeatureCache,
+    window_s: f64,
+) -> Result<()> {
+    let run = p.run;
+    let used: Vec<Modality> = cfg.modalities.iter().copied().filter(|m| timeline_has(&p.timeline, *m)).collect();
+    let mut feats: std::collections::HashMap<String, FeatureArray> = Default::default();
+    for m in &used {
+        // Cache hits: computed in the modality pass above.
+        feats.insert(m.name().to_string(), ex.features(cache, *m, &p.timeline, &p.sched, window_s, &run.id())?);
+    }
+    let n_vol = p.sched.volume_times.len();
+    let tr = p.tr.unwrap_or_else(|| {
+        let t = &p.sched.volume_times;
+        if t.len() > 1 { (t[t.len() - 1] - t[0]) / (t.len() - 1) as f64 } else { 1.0 }
+    });
+    let mut opts = TimeSeriesOptions::new(tr);
+    opts.extra_meta.insert("Description", "TRIBE v2 predicted BOLD (tribe-bids)");
+    let name_l = out_name(run, "L");
+    let dir = cfg.output_dir.join(name_l.folder("func"));
+    let mut wl = GiftiTimeSeriesWriter::create(&dir.join(name_l.file_name()), Hemisphere::Left, N_VERTICES_PER_HEMI, n_vol, &opts)?;
+    let name_r = out_name(run, "R");
+    let mut wr = GiftiTimeSeriesWriter::create(&dir.join(name_r.file_name()), Hemisphere::Right, N_VERTICES_PER_HEMI, n_vol, &opts)?;
+    if model.n_outputs() != 2 * N_VERTICES_PER_HEMI {
+        return Err(Error::Model {
+            path: model.weights_path().to_path_buf(),
+            message: format!("the checkpoint predicts {} outputs, not fsaverage5's 20,484 vertices", model.n_outputs()),
+            fix: "use a cortical TRIBE v2 checkpoint (subcortical ones go to --subcortical-checkpoint)".into(),
+        });
+    }
+    let mut all = if cfg.cifti_output { Some(Vec::with_capacity(n_vol * model.n_outputs())) } else { None };
+    predict_volumes(model, feats, &p.sched, |_, v| {
+        wl.push_volumes(&v[..N_VERTICES_PER_HEMI])?;
+        wr.push_volumes(&v[N_VERTICES_PER_HEMI..])?;
+        if let Some(a) = all.as_mut() {
+            a.extend_from_slice(&v);
+        }
+        Ok(())
+    })?;
+    wl.finish()?;
+    wr.finish()?;
+    if let Some(data) = all {
+        let layout = crate::formats::cifti::CiftiDtseries::cortex_only(N_VERTICES_PER_HEMI, tr);
+        let c = cifti_name(run);
+        crate::formats::cifti::write_cifti_dtseries(&cfg.output_dir.join(c.folder("func")).join(c.file_name()), &layout, &data)?;
+        let mut side = sidecar_json(p, cfg, "L", model, model_sha, ex, &used);
+        side["Density"] = json!(layout.density_description());
+        side.as_object_mut().map(|o| o.remove("SpatialReference"));
+        side["SpatialReference"] = json!({"CIFTI_STRUCTURE_CORTEX_LEFT": derivatives::fsaverage5_spatial_reference("L")["URI"], "CIFTI_STRUCTURE_CORTEX_RIGHT": derivatives::fsaverage5_spatial_reference("R")["URI"]});
+        crate::util::write_atomic(&cfg.output_dir.join(c.folder("func")).join(c.sidecar_name()), &json_bytes(&side))?;
+    }
+    // Sidecars last: their presence with a matching fingerprint marks the run finished.
+    for (hemi, name) in [("L", &name_l), ("R", &name_r)] {
+        let side = sidecar_json(p, cfg, hemi, model, model_sha, ex, &used);
+        crate::util::write_atomic(&dir.join(name.sidecar_name()), &json_bytes(&side))?;
+    }
+    Ok(())
+}
+
+/// The end-of-job table: one line per run, and the exit code (the first failure's).
+pub fn summary(outcomes: &[(String, Outcome)]) -> (String, i32) {
+    let mut s = String::from("\nrun                                           status      reason\n");
+    let mut code = 0;
+    let (mut done, mut skipped, mut failed) = (0, 0, 0);
+    for (id, o) in outcomes {
+        let (st, why) = match o {
+            Outcome::Done => {
+                done += 1;
+                ("done", String::new())
+            }
+            Outcome::UpToDate => {
+                skipped += 1;
+                ("skipped", "outputs and provenance already match (use --force to redo)".into())
+            }
+            Outcome::Skipped(r) => {
+                skipped += 1;
+                ("skipped", r.clone())
+            }
+            Outcome::Failed(e) => {
+                failed += 1;
+                if code == 0 {
+                    code = e.exit_code();
+                }
+                ("FAILED", e.to_string().lines().next().unwrap_or("").to_string())
+            }
+        };
+        s.push_str(&format!("{id:<45} {st:<11} {why}\n"));
+    }
+    s.push_str(&format!("\n{done} done, {skipped} skipped, {failed} failed\n"));
+    (s, code)
+}
+
+/// Write the summary into OUT/logs (one file per invocation).
+pub fn write_log(out: &Path, text: &str) -> Result<()> {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    crate::util::write_atomic(&out.join("logs").join(format!("tribe-bids_{stamp}_{}.log", std::process::id())), text.as_bytes())
+}
