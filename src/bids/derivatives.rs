@@ -299,7 +299,7 @@ pub fn init_output_dataset(
     write_if_changed(&out.join(".bidsignore"), ignore.as_bytes())?;
     let mut tsv = String::from("desc_id\tdescription\n");
     for (id, d) in DESCRIPTIONS {
-        tsv.push_str(&format!("{id}\t{d}\n"));
+        tsv.push_str(&format!("desc-{id}\t{d}\n"));
     }
     write_if_changed(&out.join("descriptions.tsv"), tsv.as_bytes())?;
     Ok(())

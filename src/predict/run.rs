@@ -198,7 +198,11 @@ impl Extractors {
                 let mut chunks = Vec::new();
                 for s in &timeline.audio {
                     crate::cli::interrupt::check()?;
-                    let audio = crate::stimulus::audio::decode_auto::<f32>(&s.path, 0.0, Some(s.duration))?;
+                    // The reference reads the whole sound (its Audio event lasts as long as the
+                    // decoded file); an events.tsv duration only cuts it when it is clearly shorter
+                    // (more than half a feature bin), so container rounding never changes features.
+                    let full = crate::stimulus::audio::decode_auto::<f32>(&s.path, 0.0, None)?;
+                    let audio = if s.duration < full.duration_s() - 0.5 / FEATURE_HZ { full.slice_seconds(0.0, Some(s.duration)) } else { full };
                     chunks.extend(ex.event_features(&audio, s.onset)?);
                 }
                 let w = crate::features::audio::window(&chunks, ex.n_layers(), ex.dim(), start, duration);
