@@ -549,7 +549,7 @@ impl GiftiTimeSeriesWriter {
 
     /// Append whole volumes, time-major: `volumes[t * n_vertices + v]`.
     pub fn push_volumes(&mut self, volumes: &[f32]) -> Result<()> {
-        if volumes.len() % self.n_vertices != 0 {
+        if !volumes.len().is_multiple_of(self.n_vertices) {
             return Err(gifti_err(
                 &self.inner.path,
                 format!(
@@ -588,7 +588,7 @@ pub fn write_gifti_time_series(
     data: &[f32],
     opts: &TimeSeriesOptions,
 ) -> Result<()> {
-    if n_vertices == 0 || data.len() % n_vertices != 0 {
+    if n_vertices == 0 || !data.len().is_multiple_of(n_vertices) {
         return Err(gifti_err(
             path,
             format!(
