@@ -422,7 +422,8 @@ fn written_images_read_back_in_nibabel_and_nifti_tool() {
     let p4 = dir
         .path()
         .join("sub-01_task-x_space-MNI152NLin2009cAsym_res-2_desc-predicted_bold.nii.gz");
-    let p3 = dir.path().join("stat-z_statmap.nii");
+    // (a name with inner dots: the nifti crate would rewrite it if it saw it)
+    let p3 = dir.path().join("stat-z.v1_statmap.nii");
     write_nifti_4d(&p4, &mni, 1.49, &d4, &NiftiWriteOptions::default()).unwrap();
     let z = NiftiWriteOptions {
         intent: Intent::ZSCORE,

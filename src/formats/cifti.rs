@@ -340,7 +340,7 @@ fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -354,7 +354,7 @@ fn thousands(n: usize) -> String {
 pub fn write_cifti_dtseries(path: &Path, layout: &CiftiDtseries, data: &[f32]) -> Result<()> {
     layout.validate(path)?;
     let n = layout.n_grayordinates();
-    if data.is_empty() || data.len() % n != 0 {
+    if data.is_empty() || !data.len().is_multiple_of(n) {
         return Err(cifti_err(
             path,
             format!(

@@ -299,6 +299,7 @@ impl ArrayData {
     }
 
     /// Every value widened to f64 (exact for all types but 64-bit integers beyond 2^53).
+    #[allow(clippy::unnecessary_cast)] // the macro also expands for the f64 variant
     pub fn to_f64_vec(&self) -> Vec<f64> {
         for_each_variant!(self, v => v.iter().map(|&x| x as f64).collect())
     }
@@ -776,7 +777,12 @@ impl<'a> Parser<'a> {
     fn new(src: &'a str, path: &'a Path) -> Self {
         let mut reader = Reader::from_str(src);
         reader.config_mut().trim_text(false);
-        Parser { reader, src, path, line_at: std::cell::Cell::new((0, 1)) }
+        Parser {
+            reader,
+            src,
+            path,
+            line_at: std::cell::Cell::new((0, 1)),
+        }
     }
 
     /// Line of the current position. Counted incrementally from the last query (positions only
@@ -784,8 +790,16 @@ impl<'a> Parser<'a> {
     fn line(&self) -> usize {
         let pos = (self.reader.buffer_position() as usize).min(self.src.len());
         let (last_pos, last_line) = self.line_at.get();
-        let (from, base) = if pos >= last_pos { (last_pos, last_line) } else { (0, 1) };
-        let line = base + self.src.as_bytes()[from..pos].iter().filter(|&&b| b == b'\n').count();
+        let (from, base) = if pos >= last_pos {
+            (last_pos, last_line)
+        } else {
+            (0, 1)
+        };
+        let line = base
+            + self.src.as_bytes()[from..pos]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
         self.line_at.set((pos, line));
         line
     }
@@ -859,11 +873,9 @@ impl<'a> Parser<'a> {
                         self.skip_element(&other)?
                     }
                 },
-                Event::Empty(e) => {
-                    if e.name().as_ref() == "DataArray" {
-                        let a = self.parse_data_array(&e, true)?;
-                        doc.pending.push(a);
-                    }
+                Event::Empty(e) if e.name().as_ref() == "DataArray" => {
+                    let a = self.parse_data_array(&e, true)?;
+                    doc.pending.push(a);
                 }
                 Event::End(e) if e.name().as_ref() == "GIFTI" => break,
                 Event::End(e) => {

@@ -34,8 +34,9 @@ pub(crate) struct AtomicOutput {
 }
 
 impl AtomicOutput {
-    /// The temp name ends with the real file name, so writers that look at the extension
-    /// (the nifti crate gzips `.gz`) behave as for the final path.
+    /// The temp name keeps the real extension (`.nii.gz`, `.gii`, ...) and has no other dot, so
+    /// writers that look at the extension (the nifti crate gzips `.gz`, and rewrites everything
+    /// after the second-to-last dot) behave as for the final path.
     pub(crate) fn create(path: &Path) -> Result<Self> {
         let dir = path
             .parent()
@@ -60,7 +61,7 @@ impl AtomicOutput {
         }
         let tmp = builder
             .prefix(".tmp-")
-            .suffix(&format!("-{name}"))
+            .suffix(&temp_suffix(&name))
             .tempfile_in(dir)
             .map_err(not_writable)?;
         Ok(AtomicOutput {
@@ -101,6 +102,23 @@ impl AtomicOutput {
                 source: e.error,
             })?;
         Ok(())
+    }
+}
+
+fn temp_suffix(name: &str) -> String {
+    let ext = if name.ends_with(".nii.gz") {
+        "nii.gz"
+    } else {
+        name.rsplit_once('.').map_or("", |(_, e)| e)
+    };
+    let ext: String = ext
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
+        .collect();
+    if ext.is_empty() {
+        "-out".into()
+    } else {
+        format!("-out.{ext}")
     }
 }
 
@@ -549,7 +567,7 @@ impl GiftiTimeSeriesWriter {
 
     /// Append whole volumes, time-major: `volumes[t * n_vertices + v]`.
     pub fn push_volumes(&mut self, volumes: &[f32]) -> Result<()> {
-        if volumes.len() % self.n_vertices != 0 {
+        if !volumes.len().is_multiple_of(self.n_vertices) {
             return Err(gifti_err(
                 &self.inner.path,
                 format!(
@@ -588,7 +606,7 @@ pub fn write_gifti_time_series(
     data: &[f32],
     opts: &TimeSeriesOptions,
 ) -> Result<()> {
-    if n_vertices == 0 || data.len() % n_vertices != 0 {
+    if n_vertices == 0 || !data.len().is_multiple_of(n_vertices) {
         return Err(gifti_err(
             path,
             format!(

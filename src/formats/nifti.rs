@@ -803,6 +803,7 @@ fn det3(m: &[[f64; 3]; 3]) -> f64 {
         + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
 }
 
+#[allow(clippy::needless_range_loop)] // cofactor indices read clearer than iterators
 fn inv3(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
     let d = det3(m);
     let mut o = [[0.0; 3]; 3];
@@ -873,38 +874,35 @@ fn build_header(
 ) -> nifti::NiftiHeader {
     let ([b, c, d], [qx, qy, qz], qfac, _) = affine_to_quaternion(&geom.affine);
     let zooms = geom.zooms();
-    let mut h = nifti::NiftiHeader::default();
-    h.pixdim = [
-        qfac as f32,
-        zooms[0] as f32,
-        zooms[1] as f32,
-        zooms[2] as f32,
-        tr.unwrap_or(0.0) as f32,
-        1.0,
-        1.0,
-        1.0,
-    ];
-    if tr.is_some() {
-        // 4-D: the fourth "voxel size" is the TR, and the volumes start at time 0.
-        h.toffset = 0.0;
-    } else {
-        h.pixdim[4] = 1.0;
-    }
-    h.xyzt_units = 2 | 8; // NIFTI_UNITS_MM | NIFTI_UNITS_SEC
-    h.intent_code = opts.intent.0 as i16;
-    h.qform_code = geom.xform_code;
-    h.sform_code = geom.xform_code;
-    h.quatern_b = b as f32;
-    h.quatern_c = c as f32;
-    h.quatern_d = d as f32;
-    h.quatern_x = qx as f32;
-    h.quatern_y = qy as f32;
-    h.quatern_z = qz as f32;
-    for i in 0..4 {
-        h.srow_x[i] = geom.affine[0][i] as f32;
-        h.srow_y[i] = geom.affine[1][i] as f32;
-        h.srow_z[i] = geom.affine[2][i] as f32;
-    }
+    // 4-D: the fourth "voxel size" is the TR (volumes start at time 0, toffset stays 0).
+    let t = tr.unwrap_or(1.0) as f32;
+    let srow = |r: usize| geom.affine[r].map(|x| x as f32);
+    let mut h = nifti::NiftiHeader {
+        pixdim: [
+            qfac as f32,
+            zooms[0] as f32,
+            zooms[1] as f32,
+            zooms[2] as f32,
+            t,
+            1.0,
+            1.0,
+            1.0,
+        ],
+        xyzt_units: 2 | 8, // NIFTI_UNITS_MM | NIFTI_UNITS_SEC
+        intent_code: opts.intent.0 as i16,
+        qform_code: geom.xform_code,
+        sform_code: geom.xform_code,
+        quatern_b: b as f32,
+        quatern_c: c as f32,
+        quatern_d: d as f32,
+        quatern_x: qx as f32,
+        quatern_y: qy as f32,
+        quatern_z: qz as f32,
+        srow_x: srow(0),
+        srow_y: srow(1),
+        srow_z: srow(2),
+        ..nifti::NiftiHeader::default()
+    };
     let mut descrip: Vec<u8> = opts
         .description
         .bytes()
@@ -941,9 +939,7 @@ fn check_geometry(
             ),
         ));
     }
-    if geom.affine.iter().flatten().any(|x| !x.is_finite())
-        || geom.zooms().iter().any(|&z| z == 0.0)
-    {
+    if geom.affine.iter().flatten().any(|x| !x.is_finite()) || geom.zooms().contains(&0.0) {
         return Err(nifti_err(
             path,
             "the affine must be finite with non-zero voxel sizes",
@@ -1007,7 +1003,7 @@ pub fn write_nifti_4d(
         ));
     }
     let vol: usize = geom.dims.iter().product();
-    let n_vols = if vol == 0 { 0 } else { data.len() / vol };
+    let n_vols = data.len().checked_div(vol).unwrap_or(0);
     if n_vols == 0 {
         return Err(nifti_err(path, "a 4-D image needs at least one volume"));
     }
