@@ -308,7 +308,10 @@ pub fn run_participants(cfg: &RunConfig, layout_desc: &crate::bids::DatasetDescr
         interrupt::check()?;
         pb.set_message(id.clone());
         match predict_and_write(p, cfg, &model, &model_sha, &mut ex, &cache, window_s) {
-            Ok(()) => outcomes.push((id, Outcome::Done)),
+            Ok(()) => {
+                outcomes.push((id, Outcome::Done));
+                fault_injection_point(outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Done)).count());
+            }
             Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(e) => {
                 tracing::error!("{id}: {e}");
@@ -319,6 +322,18 @@ pub fn run_participants(cfg: &RunConfig, layout_desc: &crate::bids::DatasetDescr
     }
     pb.finish_and_clear();
     Ok(outcomes)
+}
+
+/// Test hook: `TRIBE_BIDS_ABORT_AFTER_RUNS=N` aborts the process (as a kill would, with no
+/// cleanup) once N runs are finished, so tests can check that an interrupted job leaves no partial
+/// file and that the rerun completes it.
+fn fault_injection_point(done: usize) {
+    if let Some(n) = std::env::var("TRIBE_BIDS_ABORT_AFTER_RUNS").ok().and_then(|v| v.parse::<usize>().ok())
+        && done >= n
+    {
+        eprintln!("tribe-bids: TRIBE_BIDS_ABORT_AFTER_RUNS={n}: aborting now (test hook)");
+        std::process::abort();
+    }
 }
 
 fn cifti_name(run: &Run) -> DerivName {
