@@ -236,15 +236,15 @@ impl Events {
             };
             let onset = number("onset", cells[0])?;
             let duration = number("duration", cells[1])?;
-            if let Some(d) = duration {
-                if d < 0.0 {
-                    return Err(err(
-                        line,
-                        Some("duration"),
-                        format!("duration {d} is negative"),
-                        "durations are >= 0 seconds (0 for an impulse); use n/a if unknown",
-                    ));
-                }
+            if let Some(d) = duration
+                && d < 0.0
+            {
+                return Err(err(
+                    line,
+                    Some("duration"),
+                    format!("duration {d} is negative"),
+                    "durations are >= 0 seconds (0 for an impulse); use n/a if unknown",
+                ));
             }
             let mut row = EventRow {
                 line,
