@@ -86,10 +86,10 @@ pub fn values_equal(key: &str, a: &str, b: &str) -> bool {
     if a == b {
         return true;
     }
-    if INDEX_ENTITIES.contains(&key) {
-        if let (Ok(x), Ok(y)) = (a.parse::<u64>(), b.parse::<u64>()) {
-            return x == y;
-        }
+    if INDEX_ENTITIES.contains(&key)
+        && let (Ok(x), Ok(y)) = (a.parse::<u64>(), b.parse::<u64>())
+    {
+        return x == y;
     }
     false
 }

@@ -107,6 +107,14 @@ impl Events {
             .enumerate()
             .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
         let header_line = lines.next().map(|(_, l)| l).unwrap_or("");
+        if header_line.contains('\r') {
+            return Err(err(
+                1,
+                None,
+                "lines end in a bare carriage return (classic Mac line endings)".into(),
+                "save the file with LF (or CRLF) line endings",
+            ));
+        }
         if header_line.trim().is_empty() {
             return Err(err(
                 1,
@@ -228,15 +236,15 @@ impl Events {
             };
             let onset = number("onset", cells[0])?;
             let duration = number("duration", cells[1])?;
-            if let Some(d) = duration {
-                if d < 0.0 {
-                    return Err(err(
-                        line,
-                        Some("duration"),
-                        format!("duration {d} is negative"),
-                        "durations are >= 0 seconds (0 for an impulse); use n/a if unknown",
-                    ));
-                }
+            if let Some(d) = duration
+                && d < 0.0
+            {
+                return Err(err(
+                    line,
+                    Some("duration"),
+                    format!("duration {d} is negative"),
+                    "durations are >= 0 seconds (0 for an impulse); use n/a if unknown",
+                ));
             }
             let mut row = EventRow {
                 line,
@@ -339,6 +347,7 @@ mod tests {
             (b"onset\tduration\tx\n1\t2\n", 2, None),
             (b"onset\tduration\n1\t2\n\xff\xfe", 3, None),
             (b"onset duration\n1 2\n", 1, None),
+            (b"onset\tduration\r1\t2\r", 1, None),
             (b"", 1, None),
         ];
         for (bytes, line, col) in cases {

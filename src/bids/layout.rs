@@ -175,13 +175,14 @@ impl Layout {
                     if let Some(s) = name.strip_prefix("sub-") {
                         subjects.insert(s.to_string());
                     }
-                } else if comps.len() == 2 && comps[0].starts_with("sub-") {
-                    if let Some(s) = name.strip_prefix("ses-") {
-                        sessions
-                            .entry(comps[0]["sub-".len()..].to_string())
-                            .or_default()
-                            .insert(s.to_string());
-                    }
+                } else if comps.len() == 2
+                    && comps[0].starts_with("sub-")
+                    && let Some(s) = name.strip_prefix("ses-")
+                {
+                    sessions
+                        .entry(comps[0]["sub-".len()..].to_string())
+                        .or_default()
+                        .insert(s.to_string());
                 }
                 continue;
             }
@@ -346,26 +347,25 @@ impl Layout {
         }
         let header = read_bold_header(&b.path)?;
         let n_volumes = header.as_ref().map(|h| h.n_volumes as usize);
-        if let (Some(n), Some(hint)) = (n_volumes, timing.n_volumes_hint()) {
-            if n != hint {
-                return Err(Error::DatasetInvalid {
-                    path: b.path.clone(),
-                    reason: format!(
-                        "VolumeTiming lists {hint} onsets but the image header has {n} volumes"
-                    ),
-                    fix: "VolumeTiming needs exactly one onset per volume".into(),
-                });
-            }
+        if let (Some(n), Some(hint)) = (n_volumes, timing.n_volumes_hint())
+            && n != hint
+        {
+            return Err(Error::DatasetInvalid {
+                path: b.path.clone(),
+                reason: format!(
+                    "VolumeTiming lists {hint} onsets but the image header has {n} volumes"
+                ),
+                fix: "VolumeTiming needs exactly one onset per volume".into(),
+            });
         }
-        if let (Some(h), Some(tr)) = (&header, timing.repetition_time) {
-            if let Some(htr) = h.tr_seconds {
-                if (htr - tr).abs() > 1e-3 {
-                    tracing::warn!(
-                        "{}: RepetitionTime {tr} s differs from the NIfTI header's {htr} s; using RepetitionTime",
-                        b.path.display()
-                    );
-                }
-            }
+        if let (Some(h), Some(tr)) = (&header, timing.repetition_time)
+            && let Some(htr) = h.tr_seconds
+            && (htr - tr).abs() > 1e-3
+        {
+            tracing::warn!(
+                "{}: RepetitionTime {tr} s differs from the NIfTI header's {htr} s; using RepetitionTime",
+                b.path.display()
+            );
         }
         let events_candidates =
             applicable(&self.metadata_files, &b.rel_dir, &b.name, "events", ".tsv");

@@ -145,15 +145,15 @@ impl RunTiming {
                         "for a sparse constant-TR design use RepetitionTime with DelayTime (TR minus the acquisition time)",
                     ));
                 }
-                if let Some(d) = delay {
-                    if d < 0.0 || d >= tr {
-                        return Err(invalid(
-                            format!(
-                                "DelayTime {d} s must be >= 0 and shorter than RepetitionTime {tr} s"
-                            ),
-                            "DelayTime is the silent gap within each TR, in seconds",
-                        ));
-                    }
+                if let Some(d) = delay
+                    && (d < 0.0 || d >= tr)
+                {
+                    return Err(invalid(
+                        format!(
+                            "DelayTime {d} s must be >= 0 and shorter than RepetitionTime {tr} s"
+                        ),
+                        "DelayTime is the silent gap within each TR, in seconds",
+                    ));
                 }
                 VolumeOnsets::Regular {
                     repetition_time: tr,
@@ -189,13 +189,13 @@ impl RunTiming {
                 VolumeOnsets::Explicit { onsets: v.clone() }
             }
         };
-        if let Some(f) = frame_acquisition_duration {
-            if f <= 0.0 {
-                return Err(invalid(
-                    format!("the acquisition duration {f} s must be > 0"),
-                    "give FrameAcquisitionDuration in seconds",
-                ));
-            }
+        if let Some(f) = frame_acquisition_duration
+            && f <= 0.0
+        {
+            return Err(invalid(
+                format!("the acquisition duration {f} s must be > 0"),
+                "give FrameAcquisitionDuration in seconds",
+            ));
         }
         if let Some(s) = &st {
             if s.is_empty() || s.iter().any(|&x| x < 0.0) {
@@ -215,16 +215,16 @@ impl RunTiming {
                     _ => None,
                 }),
             };
-            if let Some(w) = window {
-                if max >= w {
-                    return Err(json_err(
-                        src("SliceTiming"),
-                        "SliceTiming",
-                        &format!(
-                            "has a slice at {max} s, not within the {w} s acquisition window (are the values in milliseconds?)"
-                        ),
-                    ));
-                }
+            if let Some(w) = window
+                && max >= w
+            {
+                return Err(json_err(
+                    src("SliceTiming"),
+                    "SliceTiming",
+                    &format!(
+                        "has a slice at {max} s, not within the {w} s acquisition window (are the values in milliseconds?)"
+                    ),
+                ));
             }
         }
         Ok(RunTiming {
@@ -290,17 +290,17 @@ impl RunTiming {
     /// `VolumeTiming` is shorter than the volume count.
     pub fn acquisition_times(&self, n_volumes: usize, frac: f64, bold: &Path) -> Result<Vec<f64>> {
         let r = self.slice_time_reference(frac);
-        if let VolumeOnsets::Explicit { onsets } = &self.onsets {
-            if onsets.len() != n_volumes {
-                return Err(Error::DatasetInvalid {
-                    path: bold.to_path_buf(),
-                    reason: format!(
-                        "VolumeTiming lists {} onsets but the image has {n_volumes} volumes",
-                        onsets.len()
-                    ),
-                    fix: "VolumeTiming needs exactly one onset per volume".into(),
-                });
-            }
+        if let VolumeOnsets::Explicit { onsets } = &self.onsets
+            && onsets.len() != n_volumes
+        {
+            return Err(Error::DatasetInvalid {
+                path: bold.to_path_buf(),
+                reason: format!(
+                    "VolumeTiming lists {} onsets but the image has {n_volumes} volumes",
+                    onsets.len()
+                ),
+                fix: "VolumeTiming needs exactly one onset per volume".into(),
+            });
         }
         Ok((0..n_volumes)
             .map(|k| self.volume_onset(k).unwrap_or(0.0) + r)
