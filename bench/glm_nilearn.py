@@ -44,14 +44,15 @@ con[0], con[1] = 1, -1
 print(f"nilearn {nilearn.__version__} GLM benchmark: {nt} volumes x {nv} vertices x 10 regressors")
 print(f"  design matrix: {t_design:.3f} s ({len(events)} events)")
 for noise in ["ols", "ar1"]:
-    best, best_con = np.inf, np.inf
-    for _ in range(2):
-        t0 = time.perf_counter()
+    best, best_cpu, best_con = np.inf, np.inf, np.inf
+    for _ in range(3 if noise == "ols" else 1):
+        t0, c0 = time.perf_counter(), time.process_time()
         labels, results = run_glm(Y, X, noise_model=noise)
         t_fit = time.perf_counter() - t0
+        best_cpu = min(best_cpu, time.process_time() - c0)
         t0 = time.perf_counter()
         c = compute_contrast(labels, results, con)
         z = c.z_score()
         t_con = time.perf_counter() - t0
         best, best_con = min(best, t_fit), min(best_con, t_con)
-    print(f"  {noise}: fit {best:.3f} s, contrast (effect/variance/t/z) {best_con:.3f} s, AR bins {len(results)}")
+    print(f"  {noise}: fit {best:.3f} s wall ({best_cpu:.2f} CPU s), contrast (effect/variance/t/z) {best_con:.3f} s, AR bins {len(results)}")
