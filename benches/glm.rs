@@ -6,7 +6,9 @@
 
 use std::time::Instant;
 use tribe_bids::analysis::contrast::ContrastSpec;
-use tribe_bids::analysis::design::{DesignOptions, DriftModel, Event, frame_times, make_first_level_design_matrix};
+use tribe_bids::analysis::design::{
+    DesignOptions, DriftModel, Event, frame_times, make_first_level_design_matrix,
+};
 use tribe_bids::analysis::glm::{GlmOptions, NoiseModel, fit};
 
 /// Process CPU seconds (user + system, all threads) from /proc/self/stat: under a shared,
@@ -15,7 +17,8 @@ fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
@@ -43,13 +46,20 @@ fn main() {
     let mut t = 2.0;
     let mut i = 0;
     while t < nt as f64 * tr - 10.0 {
-        events.push(Event::new(t, 2.0 + 2.0 * rng.uniform(), conds[i % conds.len()]));
+        events.push(Event::new(
+            t,
+            2.0 + 2.0 * rng.uniform(),
+            conds[i % conds.len()],
+        ));
         t += 6.0 + 4.0 * rng.uniform();
         i += 1;
     }
     let ft = frame_times(nt, tr, 0.0);
     let t0 = Instant::now();
-    let opts = DesignOptions { drift: DriftModel::Polynomial { order: 2 }, ..DesignOptions::default() };
+    let opts = DesignOptions {
+        drift: DriftModel::Polynomial { order: 2 },
+        ..DesignOptions::default()
+    };
     let design = make_first_level_design_matrix(&ft, &events, &opts).unwrap();
     let t_design = t0.elapsed().as_secs_f64();
     assert_eq!(design.n_cols(), 10);
@@ -64,15 +74,31 @@ fn main() {
             y[ti * nv + v] = (s + e[v]) as f32;
         }
     }
-    println!("GLM benchmark: {nt} volumes x {nv} vertices x {} regressors, {} threads", design.n_cols(), rayon::current_num_threads());
-    println!("  design matrix: {:.3} s ({} events)", t_design, events.len());
+    println!(
+        "GLM benchmark: {nt} volumes x {nv} vertices x {} regressors, {} threads",
+        design.n_cols(),
+        rayon::current_num_threads()
+    );
+    println!(
+        "  design matrix: {:.3} s ({} events)",
+        t_design,
+        events.len()
+    );
     // cost of the exact t -> z conversion (nilearn's p-value route), per value
-    let ts: Vec<f64> = (0..100_000).map(|i| -12.0 + 24.0 * i as f64 / 100_000.0).collect();
+    let ts: Vec<f64> = (0..100_000)
+        .map(|i| -12.0 + 24.0 * i as f64 / 100_000.0)
+        .collect();
     let dof = (nt - design.n_cols()) as f64;
     let t0 = Instant::now();
-    let zs: f64 = ts.iter().map(|&t| tribe_bids::analysis::stats::z_from_t(t, dof)).sum();
+    let zs: f64 = ts
+        .iter()
+        .map(|&t| tribe_bids::analysis::stats::z_from_t(t, dof))
+        .sum();
     std::hint::black_box(zs);
-    println!("  t -> z: {:.2} us per value (1 thread)", t0.elapsed().as_secs_f64() * 1e6 / ts.len() as f64);
+    println!(
+        "  t -> z: {:.2} us per value (1 thread)",
+        t0.elapsed().as_secs_f64() * 1e6 / ts.len() as f64
+    );
     let spec = ContrastSpec::parse_cli("a-b", &design.columns).unwrap();
     for (noise, name) in [(NoiseModel::Ols, "ols"), (NoiseModel::Ar1, "ar1")] {
         let mut best = f64::INFINITY;
@@ -82,7 +108,16 @@ fn main() {
         for _ in 0..3 {
             let t0 = Instant::now();
             let c0 = cpu_seconds();
-            let f = fit(&y, nv, &design, &GlmOptions { noise_model: noise, bins: 100 }).unwrap();
+            let f = fit(
+                &y,
+                nv,
+                &design,
+                &GlmOptions {
+                    noise_model: noise,
+                    bins: 100,
+                },
+            )
+            .unwrap();
             let t_fit = t0.elapsed().as_secs_f64();
             best_cpu = best_cpu.min(cpu_seconds() - c0);
             let t0 = Instant::now();
@@ -93,6 +128,8 @@ fn main() {
             best_con = best_con.min(t_con);
             bins = f.n_bins();
         }
-        println!("  {name}: fit {best:.3} s wall ({best_cpu:.2} CPU s), contrast (effect/variance/t/z) {best_con:.3} s, AR bins {bins}");
+        println!(
+            "  {name}: fit {best:.3} s wall ({best_cpu:.2} CPU s), contrast (effect/variance/t/z) {best_con:.3} s, AR bins {bins}"
+        );
     }
 }

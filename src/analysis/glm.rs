@@ -36,7 +36,9 @@ impl NoiseModel {
         match name.trim().to_ascii_lowercase().as_str() {
             "ols" => Ok(NoiseModel::Ols),
             "ar1" => Ok(NoiseModel::Ar1),
-            other => Err(Error::Usage(format!("unknown noise model '{other}': use 'ols' or 'ar1'"))),
+            other => Err(Error::Usage(format!(
+                "unknown noise model '{other}': use 'ols' or 'ar1'"
+            ))),
         }
     }
 
@@ -109,7 +111,8 @@ fn p_rank_error(x: MatRef<'_, f64>, columns: &[String]) -> Result<(Vec<f64>, Mat
     if n <= p {
         return Err(Error::SingularDesign {
             message: format!("{p} columns but only {n} volumes"),
-            fix: "use a longer run or fewer conditions/drift terms (raise the high-pass period)".into(),
+            fix: "use a longer run or fewer conditions/drift terms (raise the high-pass period)"
+                .into(),
         });
     }
     let svd = x.thin_svd().map_err(|e| Error::SingularDesign {
@@ -148,7 +151,10 @@ fn p_rank_error(x: MatRef<'_, f64>, columns: &[String]) -> Result<(Vec<f64>, Mat
 }
 
 fn quote_list(v: &[&str]) -> String {
-    v.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `V diag(1/s^2) Vᵀ` (= pinv(X) pinv(X)ᵀ) as row-major p x p.
@@ -165,7 +171,13 @@ fn cov_from_svd(s: &[f64], v: MatRef<'_, f64>) -> Vec<f64> {
 
 /// X - rho * S X (nilearn ARModel.whiten on the design).
 fn whiten_design(x: MatRef<'_, f64>, rho: f64) -> Mat<f64> {
-    Mat::from_fn(x.nrows(), x.ncols(), |i, j| if i == 0 { x[(0, j)] } else { x[(i, j)] - rho * x[(i - 1, j)] })
+    Mat::from_fn(x.nrows(), x.ncols(), |i, j| {
+        if i == 0 {
+            x[(0, j)]
+        } else {
+            x[(i, j)] - rho * x[(i - 1, j)]
+        }
+    })
 }
 
 /// Per-block accumulators of one streaming pass over Y.
@@ -179,7 +191,13 @@ struct BlockSums {
 }
 
 /// The error for a non-finite value somewhere in columns v0..v0+b.
-fn nonfinite_error<T: Copy + Into<f64>>(y: &[T], n: usize, n_vertices: usize, v0: usize, b: usize) -> Error {
+fn nonfinite_error<T: Copy + Into<f64>>(
+    y: &[T],
+    n: usize,
+    n_vertices: usize,
+    v0: usize,
+    b: usize,
+) -> Error {
     let mut at = (0, v0);
     'outer: for t in 0..n {
         for k in 0..b {
@@ -216,7 +234,11 @@ fn stream_block_impl<T: Copy + Into<f64>>(
     want_lag: bool,
 ) -> BlockSums {
     let mut xtd = vec![0.0; p * b];
-    let mut xtd_lag = if want_lag { vec![0.0; p * b] } else { Vec::new() };
+    let mut xtd_lag = if want_lag {
+        vec![0.0; p * b]
+    } else {
+        Vec::new()
+    };
     let mut dd = vec![0.0; b];
     let mut cur = vec![0.0f64; b];
     let mut prev = vec![0.0f64; b];
@@ -420,7 +442,12 @@ fn solve_block(cov: &[f64], g: &[f64], dd: &[f64], p: usize, b: usize) -> (Vec<f
 /// each vertex is first shifted by its first value (absorbed exactly by the constant column,
 /// so betas and residuals are unchanged). Agreement with nilearn is checked to 1e-9 relative
 /// in tests/analysis_glm_nilearn.rs.
-pub fn fit<T: Copy + Into<f64> + Sync>(y: &[T], n_vertices: usize, design: &DesignMatrix, opts: &GlmOptions) -> Result<GlmFit> {
+pub fn fit<T: Copy + Into<f64> + Sync>(
+    y: &[T],
+    n_vertices: usize,
+    design: &DesignMatrix,
+    opts: &GlmOptions,
+) -> Result<GlmFit> {
     let n = design.n_rows();
     let p = design.n_cols();
     if y.len() != n * n_vertices {
@@ -440,14 +467,23 @@ pub fn fit<T: Copy + Into<f64> + Sync>(y: &[T], n_vertices: usize, design: &Desi
     let cov0 = cov_from_svd(&s, v.as_ref());
     // c1 = pinv(X) 1: the coefficients that reproduce a constant; used to shift the data.
     let c1: Vec<f64> = (0..p)
-        .map(|i| (0..p).map(|k| v[(i, k)] / s[k] * (0..n).map(|t| u[(t, k)]).sum::<f64>()).sum())
+        .map(|i| {
+            (0..p)
+                .map(|k| v[(i, k)] / s[k] * (0..n).map(|t| u[(t, k)]).sum::<f64>())
+                .sum()
+        })
         .collect();
-    let reproduces_ones = (0..n).all(|t| ((0..p).map(|j| x[t * p + j] * c1[j]).sum::<f64>() - 1.0).abs() < 1e-8);
+    let reproduces_ones =
+        (0..n).all(|t| ((0..p).map(|j| x[t * p + j] * c1[j]).sum::<f64>() - 1.0).abs() < 1e-8);
     let dof = (n - p) as f64;
     let n_blocks = n_vertices.div_ceil(BLOCK);
     let want_ar = opts.noise_model == NoiseModel::Ar1;
     let shift_of = |v0: usize, b: usize| -> Vec<f64> {
-        if reproduces_ones { (0..b).map(|k| y[v0 + k].into()).collect() } else { vec![0.0; b] }
+        if reproduces_ones {
+            (0..b).map(|k| y[v0 + k].into()).collect()
+        } else {
+            vec![0.0; b]
+        }
     };
 
     // ---- pass 1: OLS for every vertex (and the residual autocorrelation sums for AR(1))
@@ -480,7 +516,8 @@ pub fn fit<T: Copy + Into<f64> + Sync>(y: &[T], n_vertices: usize, design: &Desi
         let v0 = bi * BLOCK;
         let b = sse.len();
         for j in 0..p {
-            beta[j * n_vertices + v0..j * n_vertices + v0 + b].copy_from_slice(&bb[j * b..(j + 1) * b]);
+            beta[j * n_vertices + v0..j * n_vertices + v0 + b]
+                .copy_from_slice(&bb[j * b..(j + 1) * b]);
         }
         for k in 0..b {
             dispersion[v0 + k] = sse[k] / (n - p) as f64;
@@ -497,13 +534,19 @@ pub fn fit<T: Copy + Into<f64> + Sync>(y: &[T], n_vertices: usize, design: &Desi
             dof,
             noise_model: NoiseModel::Ols,
             bin_of_vertex: vec![0; n_vertices],
-            bins: vec![BinModel { rho: 0.0, cov: cov0 }],
+            bins: vec![BinModel {
+                rho: 0.0,
+                cov: cov0,
+            }],
         });
     }
 
     // ---- AR(1) coefficients: nilearn's _yule_walker subtracts the GLOBAL residual mean.
     let nf = n as f64;
-    let total: f64 = pass1.iter().flat_map(|b| b.2.as_ref().map(|a| a[2].iter().sum::<f64>())).sum();
+    let total: f64 = pass1
+        .iter()
+        .flat_map(|b| b.2.as_ref().map(|a| a[2].iter().sum::<f64>()))
+        .sum();
     let m = total / (nf * n_vertices as f64);
     let bins_f = opts.bins as f64;
     let mut rho = vec![0.0; n_vertices];
@@ -512,10 +555,15 @@ pub fn fit<T: Copy + Into<f64> + Sync>(y: &[T], n_vertices: usize, design: &Desi
         let [rr0, rr1, sum_all, sum_head, sum_tail] = ar.as_ref().expect("AR sums");
         for k in 0..sse.len() {
             let r0 = (rr0[k] - 2.0 * m * sum_all[k] + nf * m * m) / (nf * nf);
-            let r1 = (rr1[k] - m * (sum_head[k] + sum_tail[k]) + (nf - 1.0) * m * m) / ((nf - 1.0) * nf);
+            let r1 =
+                (rr1[k] - m * (sum_head[k] + sum_tail[k]) + (nf - 1.0) * m * m) / ((nf - 1.0) * nf);
             let raw = r1 / r0;
             // (ar * bins).astype(int) / bins: truncation toward zero.
-            rho[v0 + k] = if raw.is_finite() { (raw * bins_f).trunc() / bins_f } else { 0.0 };
+            rho[v0 + k] = if raw.is_finite() {
+                (raw * bins_f).trunc() / bins_f
+            } else {
+                0.0
+            };
         }
     }
     drop(pass1);
@@ -529,7 +577,9 @@ pub fn fit<T: Copy + Into<f64> + Sync>(y: &[T], n_vertices: usize, design: &Desi
             let r = key as f64 / bins_f;
             let xw = whiten_design(xm, r);
             let svd = xw.thin_svd().map_err(|e| Error::SingularDesign {
-                message: format!("the SVD of the whitened design (rho={r}) did not converge ({e:?})"),
+                message: format!(
+                    "the SVD of the whitened design (rho={r}) did not converge ({e:?})"
+                ),
                 fix: "check the design for NaN or huge values".into(),
             })?;
             let sw: Vec<f64> = (0..p).map(|k| svd.S().column_vector()[k]).collect();
@@ -539,12 +589,18 @@ pub fn fit<T: Copy + Into<f64> + Sync>(y: &[T], n_vertices: usize, design: &Desi
                     fix: "use --noise-model ols".into(),
                 });
             }
-            Ok(BinModel { rho: r, cov: cov_from_svd(&sw, svd.V()) })
+            Ok(BinModel {
+                rho: r,
+                cov: cov_from_svd(&sw, svd.V()),
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let bin_of_vertex: Vec<u32> = rho
         .iter()
-        .map(|r| keys.binary_search(&((r * bins_f).round() as i64)).unwrap_or(0) as u32)
+        .map(|r| {
+            keys.binary_search(&((r * bins_f).round() as i64))
+                .unwrap_or(0) as u32
+        })
         .collect();
 
     // ---- pass 2: refit each vertex on its whitened data. With Xw = X - rho S X,
@@ -580,7 +636,8 @@ pub fn fit<T: Copy + Into<f64> + Sync>(y: &[T], n_vertices: usize, design: &Desi
         let v0 = bi * BLOCK;
         let b = sse.len();
         for j in 0..p {
-            beta[j * n_vertices + v0..j * n_vertices + v0 + b].copy_from_slice(&bb[j * b..(j + 1) * b]);
+            beta[j * n_vertices + v0..j * n_vertices + v0 + b]
+                .copy_from_slice(&bb[j * b..(j + 1) * b]);
         }
         for k in 0..b {
             dispersion[v0 + k] = sse[k] / (n - p) as f64;
@@ -626,7 +683,15 @@ impl GlmFit {
         let ccc: Vec<f64> = self
             .bins
             .iter()
-            .map(|b| (0..p).map(|i| (0..p).map(|j| cv[i] * b.cov[i * p + j] * cv[j]).sum::<f64>()).sum())
+            .map(|b| {
+                (0..p)
+                    .map(|i| {
+                        (0..p)
+                            .map(|j| cv[i] * b.cov[i * p + j] * cv[j])
+                            .sum::<f64>()
+                    })
+                    .sum()
+            })
             .collect();
         let nv = self.n_vertices;
         let dof = self.dof;
@@ -675,7 +740,10 @@ pub enum FixedEffectsWeighting {
 /// nilearn `compute_fixed_effects(contrasts, variances, dofs=..)`: the combined effect, its
 /// variance, t = effect/sqrt(variance) and z from t with dof = sum of the runs' dofs
 /// (nilearn assumes 100 per run when `dofs` is not given; we always pass the real ones).
-pub fn fixed_effects(runs: &[&ContrastMaps], weighting: FixedEffectsWeighting) -> Result<ContrastMaps> {
+pub fn fixed_effects(
+    runs: &[&ContrastMaps],
+    weighting: FixedEffectsWeighting,
+) -> Result<ContrastMaps> {
     let Some(first) = runs.first() else {
         return Err(Error::AnalysisInput {
             what: "fixed effects".into(),
@@ -704,11 +772,16 @@ pub fn fixed_effects(runs: &[&ContrastMaps], weighting: FixedEffectsWeighting) -
                 FixedEffectsWeighting::Precision => {
                     let wsum: f64 = runs.iter().map(|r| 1.0 / r.variance[v].max(TINY)).sum();
                     let var = 1.0 / wsum;
-                    let eff: f64 = runs.iter().map(|r| r.effect[v] / r.variance[v].max(TINY)).sum::<f64>() * var;
+                    let eff: f64 = runs
+                        .iter()
+                        .map(|r| r.effect[v] / r.variance[v].max(TINY))
+                        .sum::<f64>()
+                        * var;
                     (eff, var)
                 }
                 FixedEffectsWeighting::Equal => {
-                    let var = runs.iter().map(|r| r.variance[v].max(TINY)).sum::<f64>() / n_runs / n_runs;
+                    let var =
+                        runs.iter().map(|r| r.variance[v].max(TINY)).sum::<f64>() / n_runs / n_runs;
                     let eff = runs.iter().map(|r| r.effect[v]).sum::<f64>() / n_runs;
                     (eff, var)
                 }
@@ -730,11 +803,15 @@ pub fn fixed_effects(runs: &[&ContrastMaps], weighting: FixedEffectsWeighting) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::design::{DesignOptions, Event, frame_times, make_first_level_design_matrix};
+    use crate::analysis::design::{
+        DesignOptions, Event, frame_times, make_first_level_design_matrix,
+    };
 
     fn design() -> DesignMatrix {
         let ft = frame_times(40, 2.0, 0.0);
-        let ev: Vec<Event> = (0..8).map(|i| Event::new(i as f64 * 10.0, 4.0, if i % 2 == 0 { "a" } else { "b" })).collect();
+        let ev: Vec<Event> = (0..8)
+            .map(|i| Event::new(i as f64 * 10.0, 4.0, if i % 2 == 0 { "a" } else { "b" }))
+            .collect();
         make_first_level_design_matrix(&ft, &ev, &DesignOptions::default()).unwrap()
     }
 
@@ -750,7 +827,16 @@ mod tests {
                 y[t * nv + v] = (0..p).map(|j| d.get(t, j) * b[j]).sum();
             }
         }
-        let fit = fit(&y, nv, &d, &GlmOptions { noise_model: NoiseModel::Ols, bins: 100 }).unwrap();
+        let fit = fit(
+            &y,
+            nv,
+            &d,
+            &GlmOptions {
+                noise_model: NoiseModel::Ols,
+                bins: 100,
+            },
+        )
+        .unwrap();
         for v in 0..nv {
             for j in 0..p {
                 let want = (v * 7 + j * 3) as f64 % 5.0 - 2.0;
@@ -768,13 +854,24 @@ mod tests {
         let d = make_first_level_design_matrix(&ft, &ev, &DesignOptions::default()).unwrap();
         let y = vec![0.0f32; 40 * 3];
         let e = fit(&y, 3, &d, &GlmOptions::default()).unwrap_err();
-        assert!(matches!(e, Error::SingularDesign { .. }) && e.to_string().contains("'late'"), "{e}");
+        assert!(
+            matches!(e, Error::SingularDesign { .. }) && e.to_string().contains("'late'"),
+            "{e}"
+        );
         // two identical conditions
-        let ev = vec![Event::new(0.0, 4.0, "a"), Event::new(0.0, 4.0, "b"), Event::new(30.0, 4.0, "a"), Event::new(30.0, 4.0, "b")];
+        let ev = vec![
+            Event::new(0.0, 4.0, "a"),
+            Event::new(0.0, 4.0, "b"),
+            Event::new(30.0, 4.0, "a"),
+            Event::new(30.0, 4.0, "b"),
+        ];
         let d = make_first_level_design_matrix(&ft, &ev, &DesignOptions::default()).unwrap();
         let e = fit(&y, 3, &d, &GlmOptions::default()).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("'a'") && msg.contains("'b'") && msg.contains("linearly dependent"), "{msg}");
+        assert!(
+            msg.contains("'a'") && msg.contains("'b'") && msg.contains("linearly dependent"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -295,7 +295,11 @@ mod tests {
             (1e-300, 37.047_096_299_361_2),
         ];
         for (p, want) in isf {
-            assert!(rel(norm_isf(p), want) < 1e-13, "isf({p}) = {} want {want}", norm_isf(p));
+            assert!(
+                rel(norm_isf(p), want) < 1e-13,
+                "isf({p}) = {} want {want}",
+                norm_isf(p)
+            );
         }
         assert_eq!(norm_isf(0.5), 0.0);
         let tsf = [
@@ -309,7 +313,11 @@ mod tests {
             (1.0, 1.0, 0.250_000_000_000_000_06),
         ];
         for (t, dof, want) in tsf {
-            assert!(rel(t_sf(t, dof), want) < 1e-12, "t_sf({t},{dof}) = {} want {want}", t_sf(t, dof));
+            assert!(
+                rel(t_sf(t, dof), want) < 1e-12,
+                "t_sf({t},{dof}) = {} want {want}",
+                t_sf(t, dof)
+            );
         }
         assert!(rel(ln_gamma(0.5), 0.572_364_942_924_7) < 1e-14);
         assert!(rel(ln_gamma(1795.5), 11_655.423_655_476_246) < 1e-14);
