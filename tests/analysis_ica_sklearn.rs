@@ -53,6 +53,7 @@ impl Rng {
 }
 
 /// X = S Aᵀ + noise: five non-Gaussian sources over 512 samples, five blob maps over 4,000 features.
+#[allow(clippy::needless_range_loop)]
 fn planted() -> (Vec<f64>, Vec<Vec<f64>>, usize, usize) {
     let (ns, nf, k) = (512usize, 4000usize, 5usize);
     let mut rng = Rng(7);

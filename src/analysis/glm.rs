@@ -132,7 +132,7 @@ fn p_rank_error(x: MatRef<'_, f64>, columns: &[String]) -> Result<(Vec<f64>, Mat
         });
     }
     let smin = s[p - 1];
-    if !(smin > smax * 1e-10) {
+    if smin.is_nan() || smin <= smax * 1e-10 {
         let v = svd.V();
         let involved: Vec<&str> = (0..p)
             .filter(|&j| v[(j, p - 1)].abs() > 0.1)
@@ -583,7 +583,7 @@ pub fn fit<T: Copy + Into<f64> + Sync>(
                 fix: "check the design for NaN or huge values".into(),
             })?;
             let sw: Vec<f64> = (0..p).map(|k| svd.S().column_vector()[k]).collect();
-            if sw.iter().any(|v| !(*v > 0.0)) {
+            if sw.iter().any(|v| v.is_nan() || *v <= 0.0) {
                 return Err(Error::SingularDesign {
                     message: format!("the whitened design (rho={r}) is singular"),
                     fix: "use --noise-model ols".into(),
@@ -618,8 +618,8 @@ pub fn fit<T: Copy + Into<f64> + Sync>(
             let mut g = vec![0.0; p];
             for k in 0..b {
                 let bin = &bins[bin_of_vertex[v0 + k] as usize];
-                for j in 0..p {
-                    g[j] = sums.xtd[j * b + k] - bin.rho * sums.xtd_lag[j * b + k];
+                for (j, gj) in g.iter_mut().enumerate() {
+                    *gj = sums.xtd[j * b + k] - bin.rho * sums.xtd_lag[j * b + k];
                 }
                 let mut bg = 0.0;
                 for i in 0..p {

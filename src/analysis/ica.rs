@@ -285,7 +285,7 @@ pub fn fast_ica<T: Copy + Into<f64> + Sync>(
     let xc = MatRef::from_row_major_slice(&xc_buf, n_samples, n_features);
     // ---- whitening: K = (u / d)ᵀ[:k], X1 = K Xcᵀ * sqrt(n_samples)
     let (mut u, d) = top_left_singular(xc, k)?;
-    if d.iter().any(|v| !(*v > 0.0)) {
+    if d.iter().any(|v| v.is_nan() || *v <= 0.0) {
         return Err(Error::AnalysisInput {
             what: "ICA".into(),
             message: format!("the data have fewer than {k} non-zero singular values"),

@@ -136,7 +136,7 @@ pub fn label_components(
     probes: &[Probe],
     thresholds: LabelThresholds,
 ) -> Result<Vec<ComponentLabel>> {
-    if n_components == 0 || maps.len() % n_components != 0 {
+    if n_components == 0 || !maps.len().is_multiple_of(n_components) {
         return Err(Error::AnalysisInput {
             what: "ICA labelling".into(),
             message: format!(

@@ -26,7 +26,7 @@ impl Mesh {
     /// Build a mesh from flat arrays (`coords`: 3 per vertex, `triangles`: 3 per face), checking
     /// that every triangle index is in range.
     pub fn from_arrays(coords: &[f32], triangles: &[u32]) -> Result<Self> {
-        if coords.len() % 3 != 0 || triangles.len() % 3 != 0 {
+        if !coords.len().is_multiple_of(3) || !triangles.len().is_multiple_of(3) {
             return Err(Error::ShapeMismatch {
                 name: "mesh arrays (coords, triangles)".into(),
                 expected: vec![3, 3],

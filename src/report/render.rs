@@ -178,6 +178,7 @@ pub fn projected_extent(hemi: &HemiSurface, view: View) -> ([f32; 2], [f32; 2]) 
 
 /// Render one view at `width x height` (already supersampled by the caller) into linear RGB,
 /// with `background` where nothing is drawn. `data` is one value per vertex (NaN = none).
+#[allow(clippy::too_many_arguments)]
 pub fn render_view(
     hemi: &HemiSurface,
     data: &[f32],
