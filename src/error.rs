@@ -178,7 +178,9 @@ pub enum Error {
     },
 
     /// A contrast expression that cannot be read as a linear combination of columns.
-    #[error("contrast '{expression}': {message} (at character {position})\n  fix: write a linear combination of condition names, e.g. 'faces - places' or '0.5*faces + 0.5*places - objects'")]
+    #[error(
+        "contrast '{expression}': {message} (at character {position})\n  fix: write a linear combination of condition names, e.g. 'faces - places' or '0.5*faces + 0.5*places - objects'"
+    )]
     ContrastSyntax {
         expression: String,
         position: usize,

@@ -3,7 +3,9 @@
 
 use tribe_bids::Error;
 use tribe_bids::analysis::contrast::ContrastSpec;
-use tribe_bids::analysis::design::{DesignOptions, Event, frame_times, make_first_level_design_matrix};
+use tribe_bids::analysis::design::{
+    DesignOptions, Event, frame_times, make_first_level_design_matrix,
+};
 use tribe_bids::analysis::glm::{GlmOptions, fit};
 use tribe_bids::analysis::smdl::read_stats_model;
 
@@ -24,10 +26,14 @@ const MODEL: &str = r#"{
 fn stats_model_and_cli_give_the_same_maps() {
     let ft = frame_times(80, 1.5, 0.0);
     let conds = ["faces", "places", "objects"];
-    let ev: Vec<Event> = (0..18).map(|i| Event::new(2.0 + 6.5 * i as f64, 2.0, conds[i % 3])).collect();
+    let ev: Vec<Event> = (0..18)
+        .map(|i| Event::new(2.0 + 6.5 * i as f64, 2.0, conds[i % 3]))
+        .collect();
     let design = make_first_level_design_matrix(&ft, &ev, &DesignOptions::default()).unwrap();
     let nv = 64;
-    let y: Vec<f32> = (0..80 * nv).map(|i| ((i * 2654435761usize % 1000) as f32 / 500.0 - 1.0) + (i % nv) as f32 * 0.01).collect();
+    let y: Vec<f32> = (0..80 * nv)
+        .map(|i| ((i * 2654435761usize % 1000) as f32 / 500.0 - 1.0) + (i % nv) as f32 * 0.01)
+        .collect();
     let glm = fit(&y, nv, &design, &GlmOptions::default()).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
@@ -35,14 +41,20 @@ fn stats_model_and_cli_give_the_same_maps() {
     std::fs::write(&path, MODEL).unwrap();
     let model = read_stats_model(&path).unwrap();
     let from_model = model.run_contrasts();
-    let from_cli: Vec<ContrastSpec> = ["faces_vs_places=faces - places", "mix=0.5*faces+0.5*places-objects"]
-        .iter()
-        .map(|s| ContrastSpec::parse_cli(s, &design.columns).unwrap())
-        .collect();
+    let from_cli: Vec<ContrastSpec> = [
+        "faces_vs_places=faces - places",
+        "mix=0.5*faces+0.5*places-objects",
+    ]
+    .iter()
+    .map(|s| ContrastSpec::parse_cli(s, &design.columns).unwrap())
+    .collect();
     assert_eq!(from_model.len(), 2);
     for (a, b) in from_model.iter().zip(&from_cli) {
         assert_eq!(a.name, b.name);
-        assert_eq!(a.vector(&design.columns).unwrap(), b.vector(&design.columns).unwrap());
+        assert_eq!(
+            a.vector(&design.columns).unwrap(),
+            b.vector(&design.columns).unwrap()
+        );
         let ma = glm.contrast_spec(a).unwrap();
         let mb = glm.contrast_spec(b).unwrap();
         assert_eq!(ma.z, mb.z);
@@ -53,17 +65,27 @@ fn stats_model_and_cli_give_the_same_maps() {
 
 #[test]
 fn unknown_condition_and_bad_files_are_typed_errors() {
-    let cols: Vec<String> = ["faces", "places", "constant"].iter().map(|s| s.to_string()).collect();
+    let cols: Vec<String> = ["faces", "places", "constant"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let e = ContrastSpec::parse_cli("faces-hosues", &cols).unwrap_err();
     assert!(matches!(&e, Error::UnknownCondition { name, .. } if name == "hosues"));
-    assert!(e.to_string().contains("valid conditions: faces, places, constant"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("valid conditions: faces, places, constant"),
+        "{e}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model-bad_smdl.json");
     std::fs::write(&path, r#"{"Name": "x", "Steps": []}"#).unwrap();
     let e = read_stats_model(&path).unwrap_err();
     assert!(matches!(e, Error::Json { .. }));
-    assert!(e.to_string().contains("model-bad_smdl.json") && e.to_string().contains("Nodes"), "{e}");
+    assert!(
+        e.to_string().contains("model-bad_smdl.json") && e.to_string().contains("Nodes"),
+        "{e}"
+    );
     let e = read_stats_model(&dir.path().join("missing_smdl.json")).unwrap_err();
     assert!(matches!(e, Error::Io { .. }));
 }

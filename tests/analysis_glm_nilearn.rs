@@ -10,8 +10,12 @@ mod common;
 
 use serde_json::{Value, json};
 use tribe_bids::analysis::contrast::ContrastSpec;
-use tribe_bids::analysis::design::{DesignOptions, DriftModel, Event, frame_times, make_first_level_design_matrix};
-use tribe_bids::analysis::glm::{FixedEffectsWeighting, GlmOptions, NoiseModel, fit, fixed_effects};
+use tribe_bids::analysis::design::{
+    DesignOptions, DriftModel, Event, frame_times, make_first_level_design_matrix,
+};
+use tribe_bids::analysis::glm::{
+    FixedEffectsWeighting, GlmOptions, NoiseModel, fit, fixed_effects,
+};
 use tribe_bids::analysis::hrf::HrfModel;
 
 const ORACLE: &str = r#"
@@ -81,7 +85,11 @@ fn events() -> Vec<Event> {
     let mut out = Vec::new();
     let (mut t, mut i) = (4.0, 0);
     while t < 110.0 {
-        out.push(Event::new(t, if i % 4 == 0 { 0.0 } else { 3.0 }, conds[i % 3]));
+        out.push(Event::new(
+            t,
+            if i % 4 == 0 { 0.0 } else { 3.0 },
+            conds[i % 3],
+        ));
         t += 7.3;
         i += 1;
     }
@@ -90,16 +98,26 @@ fn events() -> Vec<Event> {
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs() / y.abs().max(1e-12)).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / y.abs().max(1e-12))
+        .fold(0.0, f64::max)
 }
 
 fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 #[test]
@@ -108,14 +126,23 @@ fn design_and_glm_match_nilearn() {
     let ev = events();
     let ft = frame_times(n, tr, 0.0);
     let design = make_first_level_design_matrix(&ft, &ev, &DesignOptions::default()).unwrap();
-    assert_eq!(design.columns, ["faces", "objects", "places", "drift_1", "drift_2", "constant"]);
+    assert_eq!(
+        design.columns,
+        [
+            "faces", "objects", "places", "drift_1", "drift_2", "constant"
+        ]
+    );
 
     // AR(1) noise with vertex-dependent coefficient, plus planted effects.
     let mut rng = Rng(42);
     let mut y = vec![0.0f64; n * nv];
     for v in 0..nv {
         let phi = 0.6 * v as f64 / nv as f64;
-        let amp = [3.0 * (v % 5) as f64, 1.5 * (v % 3) as f64, -2.0 * (v % 2) as f64];
+        let amp = [
+            3.0 * (v % 5) as f64,
+            1.5 * (v % 3) as f64,
+            -2.0 * (v % 2) as f64,
+        ];
         let mut e = 0.0;
         for t in 0..n {
             e = phi * e + rng.normal();
@@ -142,12 +169,24 @@ fn design_and_glm_match_nilearn() {
     eprintln!("nilearn {}", out["nilearn"]);
 
     // ---- design matrices: Glover/SPM x cosine/polynomial
-    for (drift, dname) in [(DriftModel::Cosine { high_pass: 0.01 }, "cosine"), (DriftModel::Polynomial { order: 3 }, "polynomial")] {
+    for (drift, dname) in [
+        (DriftModel::Cosine { high_pass: 0.01 }, "cosine"),
+        (DriftModel::Polynomial { order: 3 }, "polynomial"),
+    ] {
         for (hrf, hname) in [(HrfModel::Glover, "glover"), (HrfModel::Spm, "spm")] {
-            let opts = DesignOptions { hrf, drift, ..DesignOptions::default() };
+            let opts = DesignOptions {
+                hrf,
+                drift,
+                ..DesignOptions::default()
+            };
             let dm = make_first_level_design_matrix(&ft, &ev, &opts).unwrap();
             let want = &out[format!("design_{dname}_{hname}")];
-            let cols: Vec<String> = want["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+            let cols: Vec<String> = want["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_string())
+                .collect();
             assert_eq!(dm.columns, cols, "{dname}/{hname}");
             let d = max_abs_diff(&dm.values, &f64s(&want["values"]));
             eprintln!("design {dname}/{hname}: max |diff| = {d:.3e}");
@@ -159,7 +198,16 @@ fn design_and_glm_match_nilearn() {
 
     // ---- GLM contrasts, OLS and AR(1)
     for (noise, nname) in [(NoiseModel::Ols, "ols"), (NoiseModel::Ar1, "ar1")] {
-        let fit = fit(&y, nv, &design, &GlmOptions { noise_model: noise, bins: 100 }).unwrap();
+        let fit = fit(
+            &y,
+            nv,
+            &design,
+            &GlmOptions {
+                noise_model: noise,
+                bins: 100,
+            },
+        )
+        .unwrap();
         if noise == NoiseModel::Ar1 {
             assert!(fit.n_bins() > 10, "AR bins used: {}", fit.n_bins());
         }
@@ -172,23 +220,42 @@ fn design_and_glm_match_nilearn() {
             let dt = max_abs_diff(&maps.t, &f64s(&want["stat"]));
             let dz = max_abs_diff(&maps.z, &f64s(&want["z_score"]));
             let zmax = maps.z.iter().fold(0.0f64, |a, b| a.max(b.abs()));
-            eprintln!("{nname} {con}: effect rel {de:.2e}, variance rel {dv:.2e}, t abs {dt:.2e}, z abs {dz:.2e} (max |z| {zmax:.1})");
-            assert!(de < 1e-9 && dv < 1e-9, "{nname} {con}: effect {de} variance {dv}");
+            eprintln!(
+                "{nname} {con}: effect rel {de:.2e}, variance rel {dv:.2e}, t abs {dt:.2e}, z abs {dz:.2e} (max |z| {zmax:.1})"
+            );
+            assert!(
+                de < 1e-9 && dv < 1e-9,
+                "{nname} {con}: effect {de} variance {dv}"
+            );
             assert!(dz < 1e-6 && dt < 1e-6, "{nname} {con}: t {dt} z {dz}");
         }
     }
 
     // ---- fixed effects across two runs
-    let opts = GlmOptions { noise_model: NoiseModel::Ar1, bins: 100 };
+    let opts = GlmOptions {
+        noise_model: NoiseModel::Ar1,
+        bins: 100,
+    };
     let spec = ContrastSpec::parse_cli("faces-places", &design.columns).unwrap();
-    let r1 = fit(&y, nv, &design, &opts).unwrap().contrast_spec(&spec).unwrap();
-    let r2 = fit(&y2, nv, &design, &opts).unwrap().contrast_spec(&spec).unwrap();
+    let r1 = fit(&y, nv, &design, &opts)
+        .unwrap()
+        .contrast_spec(&spec)
+        .unwrap();
+    let r2 = fit(&y2, nv, &design, &opts)
+        .unwrap()
+        .contrast_spec(&spec)
+        .unwrap();
     let fx = fixed_effects(&[&r1, &r2], FixedEffectsWeighting::Precision).unwrap();
     let want = &out["fixed"];
     let de = max_rel_diff(&fx.effect, &f64s(&want["effect"]));
     let dv = max_rel_diff(&fx.variance, &f64s(&want["variance"]));
     let dt = max_abs_diff(&fx.t, &f64s(&want["stat"]));
     let dz = max_abs_diff(&fx.z, &f64s(&want["z"]));
-    eprintln!("fixed effects: effect rel {de:.2e}, variance rel {dv:.2e}, t abs {dt:.2e}, z abs {dz:.2e}");
-    assert!(de < 1e-9 && dv < 1e-9 && dt < 1e-6 && dz < 1e-6, "fixed effects differ");
+    eprintln!(
+        "fixed effects: effect rel {de:.2e}, variance rel {dv:.2e}, t abs {dt:.2e}, z abs {dz:.2e}"
+    );
+    assert!(
+        de < 1e-9 && dv < 1e-9 && dt < 1e-6 && dz < 1e-6,
+        "fixed effects differ"
+    );
 }

@@ -53,15 +53,24 @@ impl Rng {
 }
 
 /// X = S Aᵀ + noise: five non-Gaussian sources over 512 samples, five blob maps over 4,000 features.
+#[allow(clippy::needless_range_loop)]
 fn planted() -> (Vec<f64>, Vec<Vec<f64>>, usize, usize) {
     let (ns, nf, k) = (512usize, 4000usize, 5usize);
     let mut rng = Rng(7);
     let mut s = vec![vec![0.0; ns]; k];
     for i in 0..ns {
         let u = rng.uniform();
-        s[0][i] = if u < 0.5 { (2.0 * u).ln() } else { -(2.0 - 2.0 * u).ln() }; // Laplace
+        s[0][i] = if u < 0.5 {
+            (2.0 * u).ln()
+        } else {
+            -(2.0 - 2.0 * u).ln()
+        }; // Laplace
         s[1][i] = rng.uniform() * 2.0 - 1.0; // uniform
-        s[2][i] = if rng.uniform() < 0.1 { 3.0 * rng.normal() } else { 0.1 * rng.normal() }; // sparse
+        s[2][i] = if rng.uniform() < 0.1 {
+            3.0 * rng.normal()
+        } else {
+            0.1 * rng.normal()
+        }; // sparse
         s[3][i] = -rng.uniform().ln() - 1.0; // exponential (skewed)
         s[4][i] = if rng.uniform() < 0.5 { -1.0 } else { 1.0 } + 0.3 * rng.normal(); // bimodal
     }
@@ -71,7 +80,10 @@ fn planted() -> (Vec<f64>, Vec<Vec<f64>>, usize, usize) {
             (0..nf)
                 .map(|f| {
                     let d = (f as f64 - centre) / 350.0;
-                    (-0.5 * d * d).exp() + 0.25 * (-0.5 * ((f as f64 - (centre + 1500.0) % 4000.0) / 200.0).powi(2)).exp()
+                    (-0.5 * d * d).exp()
+                        + 0.25
+                            * (-0.5 * ((f as f64 - (centre + 1500.0) % 4000.0) / 200.0).powi(2))
+                                .exp()
                 })
                 .collect()
         })
@@ -94,32 +106,72 @@ fn fastica_matches_scikit_learn() {
     let out = dir.path().join("out.json");
     let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(&xin, bytes).unwrap();
-    common::run_python(ORACLE, &[xin.to_str().unwrap(), &ns.to_string(), &nf.to_string(), out.to_str().unwrap()]);
+    common::run_python(
+        ORACLE,
+        &[
+            xin.to_str().unwrap(),
+            &ns.to_string(),
+            &nf.to_string(),
+            out.to_str().unwrap(),
+        ],
+    );
     let o: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    let mixing: Vec<f64> = o["mixing"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let mixing: Vec<f64> = o["mixing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     let sk_map = |c: usize| &mixing[c * nf..(c + 1) * nf];
-    eprintln!("scikit-learn {} converged in {} iterations", o["sklearn"], o["n_iter"]);
+    eprintln!(
+        "scikit-learn {} converged in {} iterations",
+        o["sklearn"], o["n_iter"]
+    );
 
     // (1) same seed: component-by-component equality
     let r = fast_ica(&x, ns, nf, &IcaOptions::default()).unwrap();
-    eprintln!("ours: {} iterations, converged {}, explained {:?}", r.n_iter, r.converged, r.explained_variance);
-    assert_eq!(r.n_iter as i64, o["n_iter"].as_i64().unwrap(), "iteration count differs from scikit-learn");
+    eprintln!(
+        "ours: {} iterations, converged {}, explained {:?}",
+        r.n_iter, r.converged, r.explained_variance
+    );
+    assert_eq!(
+        r.n_iter as i64,
+        o["n_iter"].as_i64().unwrap(),
+        "iteration count differs from scikit-learn"
+    );
     let mut worst = 0.0f64;
     for c in 0..5 {
         let ours = r.map(c);
         let theirs = sk_map(r.sklearn_index[c]);
         let peak = theirs.iter().fold(0.0f64, |a, b| a.max(b.abs()));
-        let d = ours.iter().zip(theirs).map(|(a, b)| (a - r.sign[c] * b).abs()).fold(0.0, f64::max) / peak;
+        let d = ours
+            .iter()
+            .zip(theirs)
+            .map(|(a, b)| (a - r.sign[c] * b).abs())
+            .fold(0.0, f64::max)
+            / peak;
         worst = worst.max(d);
         // sign rule: the peak is positive
-        let pk = ours.iter().cloned().fold(0.0f64, |a, b| if b.abs() > a.abs() { b } else { a });
+        let pk = ours
+            .iter()
+            .cloned()
+            .fold(0.0f64, |a, b| if b.abs() > a.abs() { b } else { a });
         assert!(pk > 0.0);
     }
     eprintln!("same seed: max |ours - sklearn| / peak = {worst:.3e}");
     assert!(worst < 1e-6, "maps differ from scikit-learn: {worst}");
 
     // (2) up to sign and order, another seed
-    let r2 = fast_ica(&x, ns, nf, &IcaOptions { seed: 12345, ..IcaOptions::default() }).unwrap();
+    let r2 = fast_ica(
+        &x,
+        ns,
+        nf,
+        &IcaOptions {
+            seed: 12345,
+            ..IcaOptions::default()
+        },
+    )
+    .unwrap();
     let mut used = [false; 5];
     let mut min_r = 1.0f64;
     for c in 0..5 {

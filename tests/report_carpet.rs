@@ -17,7 +17,11 @@ fn carpet_shows_events_as_columns() {
             y[t * nv + v] = 5.0 + gain * drive + noise + 0.001 * v as f32;
         }
     }
-    let opts = CarpetOptions { tr: Some(1.0), title: Some("sub-01 task-movie: predicted BOLD".into()), ..CarpetOptions::default() };
+    let opts = CarpetOptions {
+        tr: Some(1.0),
+        title: Some("sub-01 task-movie: predicted BOLD".into()),
+        ..CarpetOptions::default()
+    };
     let img = render_carpet(&y, nt, nv, nl, &opts).unwrap();
     assert_eq!(img.dimensions(), (opts.width, opts.height));
     if let Ok(d) = std::env::var("TRIBE_FIGURE_DIR") {
@@ -26,7 +30,12 @@ fn carpet_shows_events_as_columns() {
     // carpet area: columns at event volumes are brighter than between events
     let (left_m, carpet_w) = (44u32, opts.width - 44 - 12);
     let col = |t: usize| left_m + ((t as f64 + 0.5) * carpet_w as f64 / nt as f64) as u32;
-    let mean_col = |x: u32| (200..300).map(|y| img.get_pixel(x, y).0[0] as f64).sum::<f64>() / 100.0;
+    let mean_col = |x: u32| {
+        (200..300)
+            .map(|y| img.get_pixel(x, y).0[0] as f64)
+            .sum::<f64>()
+            / 100.0
+    };
     let on = mean_col(col(101));
     let off = mean_col(col(110));
     assert!(on > off + 60.0, "event column {on} vs baseline {off}");

@@ -3,11 +3,15 @@
 
 use std::path::Path;
 use tribe_bids::report::html::{
-    ContrastSummary, FigureRef, NetworkSummary, Provenance, ReportSummary, RunSummary, analysis_methods, missing_links, render_html,
+    ContrastSummary, FigureRef, NetworkSummary, Provenance, ReportSummary, RunSummary,
+    analysis_methods, missing_links, render_html,
 };
 
 fn summary() -> ReportSummary {
-    let fig = |p: &str, c: &str| FigureRef { path: p.into(), caption: c.into() };
+    let fig = |p: &str, c: &str| FigureRef {
+        path: p.into(),
+        caption: c.into(),
+    };
     ReportSummary {
         subject: "01".into(),
         summary: vec![("Runs".into(), "1".into()), ("Space".into(), "fsaverage5".into())],
@@ -58,9 +62,22 @@ fn report_has_no_broken_links() {
     let files: Vec<String> = r
         .runs
         .iter()
-        .flat_map(|run| run.figures.iter().map(|f| f.path.clone()).chain(run.outputs.iter().cloned()))
-        .chain(r.contrasts.iter().filter_map(|c| c.figure.as_ref().map(|f| f.path.clone())))
-        .chain(r.networks.iter().filter_map(|n| n.figure.as_ref().map(|f| f.path.clone())))
+        .flat_map(|run| {
+            run.figures
+                .iter()
+                .map(|f| f.path.clone())
+                .chain(run.outputs.iter().cloned())
+        })
+        .chain(
+            r.contrasts
+                .iter()
+                .filter_map(|c| c.figure.as_ref().map(|f| f.path.clone())),
+        )
+        .chain(
+            r.networks
+                .iter()
+                .filter_map(|n| n.figure.as_ref().map(|f| f.path.clone())),
+        )
         .collect();
     // before the files exist every local link is reported
     let missing = missing_links(&html, dir.path());
@@ -81,10 +98,12 @@ fn report_has_no_broken_links() {
         assert!(html.contains(&format!("id=\"{id}\"")));
     }
     // absolute paths and dangling anchors are flagged
-    let bad = html.replace("href=\"#about\"", "href=\"#nowhere\"").replace(
-        "src=\"sub-01/figures/sub-01_task-movie_run-1_desc-mean_bold.png\"",
-        "src=\"/abs/mean.png\"",
-    );
+    let bad = html
+        .replace("href=\"#about\"", "href=\"#nowhere\"")
+        .replace(
+            "src=\"sub-01/figures/sub-01_task-movie_run-1_desc-mean_bold.png\"",
+            "src=\"/abs/mean.png\"",
+        );
     let m = missing_links(&bad, Path::new(dir.path()));
     assert_eq!(m, vec!["#nowhere".to_string(), "/abs/mean.png".to_string()]);
 }

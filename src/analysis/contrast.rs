@@ -107,7 +107,11 @@ pub fn bids_label(name: &str) -> String {
             _ => upper_next = true,
         }
     }
-    if out.is_empty() { "contrast".into() } else { out }
+    if out.is_empty() {
+        "contrast".into()
+    } else {
+        out
+    }
 }
 
 /// nilearn `expression_to_contrast_vector(expression, design_columns)`.
@@ -132,7 +136,10 @@ pub fn expression_to_vector(expression: &str, columns: &[String]) -> Result<Vec<
         return Err(Error::ContrastSyntax {
             expression: expression.into(),
             position: 0,
-            message: format!("the expression has a constant term ({}); contrasts are combinations of columns only", form.constant),
+            message: format!(
+                "the expression has a constant term ({}); contrasts are combinations of columns only",
+                form.constant
+            ),
         });
     }
     if form.coef.iter().all(|c| *c == 0.0) {
@@ -154,7 +161,10 @@ struct Linear {
 
 impl Linear {
     fn constant(n: usize, c: f64) -> Self {
-        Linear { coef: vec![0.0; n], constant: c }
+        Linear {
+            coef: vec![0.0; n],
+            constant: c,
+        }
     }
     fn is_constant(&self) -> bool {
         self.coef.iter().all(|c| *c == 0.0)
@@ -225,7 +235,9 @@ impl Parser<'_> {
                     acc = rhs.scale(acc.constant);
                 } else {
                     self.pos = at;
-                    return Err(self.err("two conditions multiplied together: a contrast must be linear".into()));
+                    return Err(self.err(
+                        "two conditions multiplied together: a contrast must be linear".into(),
+                    ));
                 }
             } else {
                 if !rhs.is_constant() || rhs.constant == 0.0 {
@@ -277,8 +289,17 @@ impl Parser<'_> {
                 let start = self.pos;
                 while self.pos < self.chars.len() {
                     let c = self.chars[self.pos].1;
-                    let prev = if self.pos > start { self.chars[self.pos - 1].1 } else { ' ' };
-                    if c.is_ascii_digit() || c == '.' || c == 'e' || c == 'E' || ((c == '-' || c == '+') && (prev == 'e' || prev == 'E')) {
+                    let prev = if self.pos > start {
+                        self.chars[self.pos - 1].1
+                    } else {
+                        ' '
+                    };
+                    if c.is_ascii_digit()
+                        || c == '.'
+                        || c == 'e'
+                        || c == 'E'
+                        || ((c == '-' || c == '+') && (prev == 'e' || prev == 'E'))
+                    {
                         self.pos += 1;
                     } else {
                         break;
@@ -295,7 +316,9 @@ impl Parser<'_> {
             }
             Some(c) if c.is_alphabetic() || c == '_' => {
                 let start = self.pos;
-                while self.pos < self.chars.len() && (self.chars[self.pos].1.is_alphanumeric() || self.chars[self.pos].1 == '_') {
+                while self.pos < self.chars.len()
+                    && (self.chars[self.pos].1.is_alphanumeric() || self.chars[self.pos].1 == '_')
+                {
                     self.pos += 1;
                 }
                 let name: String = self.chars[start..self.pos].iter().map(|c| c.1).collect();
@@ -326,22 +349,43 @@ mod tests {
     use super::*;
 
     fn cols() -> Vec<String> {
-        ["faces", "objects", "places", "drift_1", "constant"].iter().map(|s| s.to_string()).collect()
+        ["faces", "objects", "places", "drift_1", "constant"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     #[test]
     fn parses_the_usual_forms() {
         let c = cols();
-        assert_eq!(expression_to_vector("faces-places", &c).unwrap(), vec![1.0, 0.0, -1.0, 0.0, 0.0]);
-        assert_eq!(expression_to_vector("faces - places", &c).unwrap(), vec![1.0, 0.0, -1.0, 0.0, 0.0]);
-        assert_eq!(expression_to_vector("faces", &c).unwrap(), vec![1.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(
+            expression_to_vector("faces-places", &c).unwrap(),
+            vec![1.0, 0.0, -1.0, 0.0, 0.0]
+        );
+        assert_eq!(
+            expression_to_vector("faces - places", &c).unwrap(),
+            vec![1.0, 0.0, -1.0, 0.0, 0.0]
+        );
+        assert_eq!(
+            expression_to_vector("faces", &c).unwrap(),
+            vec![1.0, 0.0, 0.0, 0.0, 0.0]
+        );
         assert_eq!(
             expression_to_vector("0.5*faces+0.5*places-objects", &c).unwrap(),
             vec![0.5, -1.0, 0.5, 0.0, 0.0]
         );
-        assert_eq!(expression_to_vector("(faces + places)/2 - objects", &c).unwrap(), vec![0.5, -1.0, 0.5, 0.0, 0.0]);
-        assert_eq!(expression_to_vector("-faces + 2 * `places`", &c).unwrap(), vec![-1.0, 0.0, 2.0, 0.0, 0.0]);
-        assert_eq!(expression_to_vector("faces*1e-1", &c).unwrap(), vec![0.1, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(
+            expression_to_vector("(faces + places)/2 - objects", &c).unwrap(),
+            vec![0.5, -1.0, 0.5, 0.0, 0.0]
+        );
+        assert_eq!(
+            expression_to_vector("-faces + 2 * `places`", &c).unwrap(),
+            vec![-1.0, 0.0, 2.0, 0.0, 0.0]
+        );
+        assert_eq!(
+            expression_to_vector("faces*1e-1", &c).unwrap(),
+            vec![0.1, 0.0, 0.0, 0.0, 0.0]
+        );
     }
 
     #[test]
@@ -355,16 +399,30 @@ mod tests {
             other => panic!("wrong error {other:?}"),
         }
         let text = err.to_string();
-        assert!(text.contains("houses") && text.contains("faces, objects, places"), "{text}");
+        assert!(
+            text.contains("houses") && text.contains("faces, objects, places"),
+            "{text}"
+        );
         assert_eq!(err.exit_code(), crate::error::exit::USAGE);
     }
 
     #[test]
     fn rejects_non_linear_and_garbage() {
         let c = cols();
-        for bad in ["faces*places", "faces +", "faces - 1", "(faces", "faces - faces", "faces $ places", "faces/0"] {
+        for bad in [
+            "faces*places",
+            "faces +",
+            "faces - 1",
+            "(faces",
+            "faces - faces",
+            "faces $ places",
+            "faces/0",
+        ] {
             let e = expression_to_vector(bad, &c);
-            assert!(matches!(e, Err(Error::ContrastSyntax { .. })), "{bad}: {e:?}");
+            assert!(
+                matches!(e, Err(Error::ContrastSyntax { .. })),
+                "{bad}: {e:?}"
+            );
         }
     }
 
@@ -377,6 +435,9 @@ mod tests {
         let s = ContrastSpec::parse_cli("faces - places", &c).unwrap();
         assert_eq!(s.label(), "facesMinusPlaces");
         assert_eq!(bids_label("faces_vs_places"), "facesVsPlaces");
-        assert_eq!(bids_label("0.5*faces+0.5*places-objects"), "0p5TimesFacesPlus0p5TimesPlacesMinusObjects");
+        assert_eq!(
+            bids_label("0.5*faces+0.5*places-objects"),
+            "0p5TimesFacesPlus0p5TimesPlacesMinusObjects"
+        );
     }
 }

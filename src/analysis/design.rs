@@ -118,7 +118,9 @@ impl DesignMatrix {
         let mut out = self.columns.join("\t");
         out.push('\n');
         for r in 0..self.n_rows() {
-            let row: Vec<String> = (0..self.n_cols()).map(|c| format!("{}", self.get(r, c))).collect();
+            let row: Vec<String> = (0..self.n_cols())
+                .map(|c| format!("{}", self.get(r, c)))
+                .collect();
             out.push_str(&row.join("\t"));
             out.push('\n');
         }
@@ -126,7 +128,11 @@ impl DesignMatrix {
     }
 
     /// Build a design from explicit columns (for designs made elsewhere, e.g. read from TSV).
-    pub fn from_columns(frame_times: Vec<f64>, columns: Vec<(String, Vec<f64>)>, n_conditions: usize) -> Result<Self> {
+    pub fn from_columns(
+        frame_times: Vec<f64>,
+        columns: Vec<(String, Vec<f64>)>,
+        n_conditions: usize,
+    ) -> Result<Self> {
         let n = frame_times.len();
         let names: Vec<String> = columns.iter().map(|(c, _)| c.clone()).collect();
         check_unique(&names)?;
@@ -163,7 +169,8 @@ fn check_unique(names: &[String]) -> Result<()> {
             return Err(Error::AnalysisInput {
                 what: "design matrix".into(),
                 message: format!("column '{n}' appears twice"),
-                fix: "rename the trial_type so it does not collide with 'constant' or 'drift_<k>'".into(),
+                fix: "rename the trial_type so it does not collide with 'constant' or 'drift_<k>'"
+                    .into(),
             });
         }
     }
@@ -204,7 +211,13 @@ pub fn make_first_level_design_matrix(
     }
     let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
     for (name, cond) in &by_condition {
-        let reg = hrf::compute_regressor(cond, opts.hrf, frame_times, opts.oversampling, opts.min_onset)?;
+        let reg = hrf::compute_regressor(
+            cond,
+            opts.hrf,
+            frame_times,
+            opts.oversampling,
+            opts.min_onset,
+        )?;
         columns.push((name.to_string(), reg));
     }
     let n_conditions = columns.len();
@@ -232,7 +245,9 @@ pub fn cosine_drift(high_pass: f64, frame_times: &[f64]) -> Vec<Vec<f64>> {
     let n = frame_times.len();
     let dt = (frame_times[n - 1] - frame_times[0]) / (n as f64 - 1.0);
     if high_pass * dt >= 0.5 {
-        tracing::warn!("high-pass filter {high_pass} Hz spans all accessible frequencies and saturates the design");
+        tracing::warn!(
+            "high-pass filter {high_pass} Hz spans all accessible frequencies and saturates the design"
+        );
     }
     let order = (n - 1).min((2.0 * n as f64 * high_pass * dt).floor().max(0.0) as usize);
     let normalizer = (2.0 / n as f64).sqrt();
@@ -240,7 +255,10 @@ pub fn cosine_drift(high_pass: f64, frame_times: &[f64]) -> Vec<Vec<f64>> {
     for k in 1..=order {
         cols.push(
             (0..n)
-                .map(|t| normalizer * ((std::f64::consts::PI / n as f64) * (t as f64 + 0.5) * k as f64).cos())
+                .map(|t| {
+                    normalizer
+                        * ((std::f64::consts::PI / n as f64) * (t as f64 + 0.5) * k as f64).cos()
+                })
                 .collect(),
         );
     }
@@ -251,9 +269,17 @@ pub fn cosine_drift(high_pass: f64, frame_times: &[f64]) -> Vec<Vec<f64>> {
 /// nilearn `_poly_drift`: (t / t_max)^k for k = 0..=order, each orthogonalised against the
 /// previous ones, then the constant moved last.
 pub fn poly_drift(order: usize, frame_times: &[f64]) -> Vec<Vec<f64>> {
-    let tmax = frame_times.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let tmax = frame_times
+        .iter()
+        .cloned()
+        .fold(f64::NEG_INFINITY, f64::max);
     let mut cols: Vec<Vec<f64>> = (0..=order)
-        .map(|k| frame_times.iter().map(|t| (t / tmax).powi(k as i32)).collect())
+        .map(|k| {
+            frame_times
+                .iter()
+                .map(|t| (t / tmax).powi(k as i32))
+                .collect()
+        })
         .collect();
     orthogonalize(&mut cols);
     let constant = cols.remove(0);
@@ -296,12 +322,18 @@ mod tests {
     fn docstring_example() {
         // nilearn's make_first_level_design_matrix docstring (frame_times 0..8, 1 s events).
         let ft: Vec<f64> = (0..9).map(|i| i as f64).collect();
-        let events: Vec<Event> = (0..9).map(|i| Event::new(i as f64, 1.0, format!("ET_{}", i / 3))).collect();
+        let events: Vec<Event> = (0..9)
+            .map(|i| Event::new(i as f64, 1.0, format!("ET_{}", i / 3)))
+            .collect();
         let dm = make_first_level_design_matrix(&ft, &events, &DesignOptions::default()).unwrap();
         assert_eq!(dm.columns, vec!["ET_0", "ET_1", "ET_2", "constant"]);
         let et0 = [0.0, 0.001, 0.022, 0.135, 0.378, 0.688, 0.910, 0.934, 0.771];
         for (r, want) in et0.iter().enumerate() {
-            assert!((dm.get(r, 0) - want).abs() < 5e-4, "row {r}: {} vs {want}", dm.get(r, 0));
+            assert!(
+                (dm.get(r, 0) - want).abs() < 5e-4,
+                "row {r}: {} vs {want}",
+                dm.get(r, 0)
+            );
         }
         assert_eq!(dm.get(8, 1).mul_add(1000.0, 0.0).round(), 688.0);
     }
@@ -309,7 +341,12 @@ mod tests {
     #[test]
     fn cosine_drift_count_and_names() {
         let ft = frame_times(60, 2.0, 0.0);
-        let dm = make_first_level_design_matrix(&ft, &[Event::new(0.0, 4.0, "a")], &DesignOptions::default()).unwrap();
+        let dm = make_first_level_design_matrix(
+            &ft,
+            &[Event::new(0.0, 4.0, "a")],
+            &DesignOptions::default(),
+        )
+        .unwrap();
         // order = floor(2 * 60 * 0.01 * 2) = 2
         assert_eq!(dm.columns, vec!["a", "drift_1", "drift_2", "constant"]);
         let tsv = dm.to_tsv();

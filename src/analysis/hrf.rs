@@ -59,7 +59,11 @@ fn gamma_pdf(x: f64, shape: f64, loc: f64, scale: f64) -> f64 {
     let y = (x - loc) / scale;
     if y <= 0.0 {
         // scipy returns 0 for y < 0 and, for shape > 1, also at y == 0.
-        return if y == 0.0 && shape == 1.0 { 1.0 / scale } else { 0.0 };
+        return if y == 0.0 && shape == 1.0 {
+            1.0 / scale
+        } else {
+            0.0
+        };
     }
     ((shape - 1.0) * y.ln() - y - super::stats::ln_gamma(shape)).exp() / scale
 }
@@ -97,12 +101,32 @@ fn gamma_difference_hrf(
 
 /// nilearn `spm_hrf(t_r, oversampling, time_length=32, onset=0)`.
 pub fn spm_hrf(t_r: f64, oversampling: usize, time_length: f64, onset: f64) -> Vec<f64> {
-    gamma_difference_hrf(t_r, oversampling, time_length, onset, 6.0, 16.0, 1.0, 1.0, 0.167)
+    gamma_difference_hrf(
+        t_r,
+        oversampling,
+        time_length,
+        onset,
+        6.0,
+        16.0,
+        1.0,
+        1.0,
+        0.167,
+    )
 }
 
 /// nilearn `glover_hrf(t_r, oversampling, time_length=32, onset=0)`.
 pub fn glover_hrf(t_r: f64, oversampling: usize, time_length: f64, onset: f64) -> Vec<f64> {
-    gamma_difference_hrf(t_r, oversampling, time_length, onset, 6.0, 12.0, 0.9, 0.9, 0.48)
+    gamma_difference_hrf(
+        t_r,
+        oversampling,
+        time_length,
+        onset,
+        6.0,
+        12.0,
+        0.9,
+        0.9,
+        0.48,
+    )
 }
 
 /// The kernel nilearn convolves with: 32 s long, onset 0, sampled every `t_r / oversampling`.
@@ -129,7 +153,9 @@ fn n_frames_high_res(frame_times: &[f64], min_onset: f64, oversampling: usize) -
 
 fn extrema(a: &[f64]) -> (f64, f64) {
     a.iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
 }
 
 /// One condition's events: onsets, durations and amplitudes (modulation), all in seconds.
@@ -156,7 +182,8 @@ pub fn compute_regressor(
         .windows(2)
         .map(|w| w[1] - w[0])
         .fold(f64::INFINITY, f64::min);
-    let (hr_regressor, hr_times) = sample_condition(condition, frame_times, oversampling, min_onset);
+    let (hr_regressor, hr_times) =
+        sample_condition(condition, frame_times, oversampling, min_onset);
     let kernel = hrf_kernel(model, t_r, oversampling);
     let convolved = convolve_truncated(&hr_regressor, &kernel);
     Ok(resample_linear(&hr_times, &convolved, frame_times))
@@ -172,7 +199,11 @@ fn sample_condition(
     let n = frame_times.len();
     let (mini, maxi) = extrema(frame_times);
     let n_hr = n_frames_high_res(frame_times, min_onset, oversampling).round_ties_even() as usize;
-    let hr_times = linspace(mini + min_onset, maxi * (1.0 + 1.0 / (n as f64 - 1.0)), n_hr);
+    let hr_times = linspace(
+        mini + min_onset,
+        maxi * (1.0 + 1.0 / (n as f64 - 1.0)),
+        n_hr,
+    );
     let tmax = hr_times.len();
     let mut regressor = vec![0.0f64; tmax];
     let first_allowed = frame_times[0] + min_onset;
@@ -272,10 +303,26 @@ mod tests {
     // nilearn docstring examples: glover_hrf(t_r=2, oversampling=1, time_length=20), rounded.
     #[test]
     fn docstring_examples() {
-        let g: Vec<f64> = glover_hrf(2.0, 1, 20.0, 0.0).iter().map(|v| (v * 1000.0).round() / 1000.0).collect();
-        assert_eq!(g, vec![0.0, 0.0, 0.226, 0.741, 0.5, 0.037, -0.181, -0.176, -0.103, -0.045]);
-        let s: Vec<f64> = spm_hrf(2.0, 1, 20.0, 0.0).iter().map(|v| (v * 1000.0).round() / 1000.0).collect();
-        assert_eq!(s, vec![0.0, 0.0, 0.161, 0.443, 0.335, 0.139, 0.022, -0.028, -0.04, -0.033]);
+        let g: Vec<f64> = glover_hrf(2.0, 1, 20.0, 0.0)
+            .iter()
+            .map(|v| (v * 1000.0).round() / 1000.0)
+            .collect();
+        assert_eq!(
+            g,
+            vec![
+                0.0, 0.0, 0.226, 0.741, 0.5, 0.037, -0.181, -0.176, -0.103, -0.045
+            ]
+        );
+        let s: Vec<f64> = spm_hrf(2.0, 1, 20.0, 0.0)
+            .iter()
+            .map(|v| (v * 1000.0).round() / 1000.0)
+            .collect();
+        assert_eq!(
+            s,
+            vec![
+                0.0, 0.0, 0.161, 0.443, 0.335, 0.139, 0.022, -0.028, -0.04, -0.033
+            ]
+        );
         let k = hrf_kernel(HrfModel::Glover, 2.0, 50);
         assert_eq!(k.len(), 800);
         assert!((k.iter().sum::<f64>() - 1.0).abs() < 1e-12);

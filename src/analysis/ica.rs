@@ -75,7 +75,9 @@ impl IcaResult {
 
     /// One component's course over the samples.
     pub fn source(&self, k: usize) -> Vec<f64> {
-        (0..self.n_samples).map(|s| self.sources[s * self.n_components + k]).collect()
+        (0..self.n_samples)
+            .map(|s| self.sources[s * self.n_components + k])
+            .collect()
     }
 }
 
@@ -91,9 +93,15 @@ impl NumpyRandomState {
         let mut mt = [0u32; 624];
         mt[0] = seed;
         for i in 1..624 {
-            mt[i] = 1_812_433_253u32.wrapping_mul(mt[i - 1] ^ (mt[i - 1] >> 30)).wrapping_add(i as u32);
+            mt[i] = 1_812_433_253u32
+                .wrapping_mul(mt[i - 1] ^ (mt[i - 1] >> 30))
+                .wrapping_add(i as u32);
         }
-        NumpyRandomState { mt, idx: 624, gauss: None }
+        NumpyRandomState {
+            mt,
+            idx: 624,
+            gauss: None,
+        }
     }
 
     fn next_u32(&mut self) -> u32 {
@@ -144,10 +152,18 @@ impl NumpyRandomState {
 fn sym_decorrelation(w: &Mat<f64>) -> Result<Mat<f64>> {
     let k = w.nrows();
     let wwt = w * w.transpose();
-    let eig = wwt.self_adjoint_eigen(Side::Lower).map_err(|e| Error::Other(format!("FastICA: eigendecomposition failed ({e:?})")))?;
+    let eig = wwt
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|e| Error::Other(format!("FastICA: eigendecomposition failed ({e:?})")))?;
     let u = eig.U();
-    let s: Vec<f64> = (0..k).map(|i| eig.S().column_vector()[i].max(f64::MIN_POSITIVE)).collect();
-    let m = Mat::from_fn(k, k, |i, j| (0..k).map(|l| u[(i, l)] * u[(j, l)] / s[l].sqrt()).sum::<f64>());
+    let s: Vec<f64> = (0..k)
+        .map(|i| eig.S().column_vector()[i].max(f64::MIN_POSITIVE))
+        .collect();
+    let m = Mat::from_fn(k, k, |i, j| {
+        (0..k)
+            .map(|l| u[(i, l)] * u[(j, l)] / s[l].sqrt())
+            .sum::<f64>()
+    });
     Ok(&m * w)
 }
 
@@ -156,7 +172,11 @@ fn sym_decorrelation(w: &Mat<f64>) -> Result<Mat<f64>> {
 fn top_left_singular(xc: MatRef<'_, f64>, k: usize) -> Result<(Mat<f64>, Vec<f64>)> {
     let (ns, nf) = (xc.nrows(), xc.ncols());
     let par = Par::rayon(0);
-    let err = |e| Error::Other(format!("FastICA whitening: eigendecomposition failed ({e:?})"));
+    let err = |e| {
+        Error::Other(format!(
+            "FastICA whitening: eigendecomposition failed ({e:?})"
+        ))
+    };
     if ns <= nf {
         // G = X Xᵀ (samples x samples) = V S² Vᵀ; u = Xᵀ v / s.
         let mut g = Mat::<f64>::zeros(ns, ns);
@@ -172,7 +192,14 @@ fn top_left_singular(xc: MatRef<'_, f64>, k: usize) -> Result<(Mat<f64>, Vec<f64
             }
         }
         let mut u = Mat::<f64>::zeros(nf, k);
-        matmul(u.as_mut(), Accum::Replace, xc.transpose(), v.as_ref(), 1.0, par);
+        matmul(
+            u.as_mut(),
+            Accum::Replace,
+            xc.transpose(),
+            v.as_ref(),
+            1.0,
+            par,
+        );
         for c in 0..k {
             if d[c] > 0.0 {
                 for r in 0..nf {
@@ -200,7 +227,12 @@ fn top_left_singular(xc: MatRef<'_, f64>, k: usize) -> Result<(Mat<f64>, Vec<f64
 }
 
 /// FastICA on `x` (`n_samples x n_features`, row-major). See the module docs for the layout.
-pub fn fast_ica<T: Copy + Into<f64> + Sync>(x: &[T], n_samples: usize, n_features: usize, opts: &IcaOptions) -> Result<IcaResult> {
+pub fn fast_ica<T: Copy + Into<f64> + Sync>(
+    x: &[T],
+    n_samples: usize,
+    n_features: usize,
+    opts: &IcaOptions,
+) -> Result<IcaResult> {
     if x.len() != n_samples * n_features {
         return Err(Error::ShapeMismatch {
             name: "ICA input (samples x features)".into(),
@@ -220,20 +252,27 @@ pub fn fast_ica<T: Copy + Into<f64> + Sync>(x: &[T], n_samples: usize, n_feature
     // ---- centre each feature over the samples
     let mut mean = vec![0.0f64; n_features];
     for s in 0..n_samples {
-        for (m, &v) in mean.iter_mut().zip(&x[s * n_features..(s + 1) * n_features]) {
+        for (m, &v) in mean
+            .iter_mut()
+            .zip(&x[s * n_features..(s + 1) * n_features])
+        {
             *m += v.into();
         }
     }
     for m in &mut mean {
         *m /= n_samples as f64;
     }
-    let mut xc = Mat::<f64>::zeros(n_samples, n_features);
+    // row-major buffer so centring is a contiguous pass; faer takes the strides as they are
+    let mut xc_buf = vec![0.0f64; n_samples * n_features];
     let mut nonfinite = false;
-    for s in 0..n_samples {
-        for f in 0..n_features {
-            let v: f64 = x[s * n_features + f].into();
+    for (row_out, row_in) in xc_buf
+        .chunks_exact_mut(n_features)
+        .zip(x.chunks_exact(n_features))
+    {
+        for ((o, &v), &m) in row_out.iter_mut().zip(row_in).zip(&mean) {
+            let v: f64 = v.into();
             nonfinite |= !v.is_finite();
-            xc[(s, f)] = v - mean[f];
+            *o = v - m;
         }
     }
     if nonfinite {
@@ -243,9 +282,10 @@ pub fn fast_ica<T: Copy + Into<f64> + Sync>(x: &[T], n_samples: usize, n_feature
             fix: "check the checkpoint weights or predicted BOLD".into(),
         });
     }
+    let xc = MatRef::from_row_major_slice(&xc_buf, n_samples, n_features);
     // ---- whitening: K = (u / d)ᵀ[:k], X1 = K Xcᵀ * sqrt(n_samples)
-    let (mut u, d) = top_left_singular(xc.as_ref(), k)?;
-    if d.iter().any(|v| !(*v > 0.0)) {
+    let (mut u, d) = top_left_singular(xc, k)?;
+    if d.iter().any(|v| v.is_nan() || *v <= 0.0) {
         return Err(Error::AnalysisInput {
             what: "ICA".into(),
             message: format!("the data have fewer than {k} non-zero singular values"),
@@ -262,7 +302,14 @@ pub fn fast_ica<T: Copy + Into<f64> + Sync>(x: &[T], n_samples: usize, n_feature
     }
     let kmat = Mat::<f64>::from_fn(k, n_features, |c, f| u[(f, c)] / d[c]);
     let mut x1 = Mat::<f64>::zeros(k, n_samples);
-    matmul(x1.as_mut(), Accum::Replace, kmat.as_ref(), xc.transpose(), 1.0, Par::rayon(0));
+    matmul(
+        x1.as_mut(),
+        Accum::Replace,
+        kmat.as_ref(),
+        xc.transpose(),
+        1.0,
+        Par::rayon(0),
+    );
     let sqrt_ns = (n_samples as f64).sqrt();
     for v in x1.col_iter_mut().flat_map(|c| c.iter_mut()) {
         *v *= sqrt_ns;
@@ -317,7 +364,11 @@ pub fn fast_ica<T: Copy + Into<f64> + Sync>(x: &[T], n_samples: usize, n_feature
         }
     }
     if !converged {
-        tracing::warn!("FastICA did not converge in {} iterations (tol {})", opts.max_iter, opts.tol);
+        tracing::warn!(
+            "FastICA did not converge in {} iterations (tol {})",
+            opts.max_iter,
+            opts.tol
+        );
     }
     // ---- sources, unit variance
     let mut s_t = &w * &x1; // W K Xcᵀ sqrt(n), k x n_samples
@@ -327,7 +378,11 @@ pub fn fast_ica<T: Copy + Into<f64> + Sync>(x: &[T], n_samples: usize, n_feature
     let mut s_std = vec![0.0; k];
     for i in 0..k {
         let m: f64 = (0..n_samples).map(|s| s_t[(i, s)]).sum::<f64>() / p;
-        s_std[i] = ((0..n_samples).map(|s| (s_t[(i, s)] - m).powi(2)).sum::<f64>() / p).sqrt();
+        s_std[i] = ((0..n_samples)
+            .map(|s| (s_t[(i, s)] - m).powi(2))
+            .sum::<f64>()
+            / p)
+            .sqrt();
     }
     let w_scaled = Mat::from_fn(k, k, |i, j| w[(i, j)] / s_std[i]);
     let components = &w_scaled * &kmat; // k x n_features
@@ -340,7 +395,7 @@ pub fn fast_ica<T: Copy + Into<f64> + Sync>(x: &[T], n_samples: usize, n_feature
     let mixing = components.transpose() * &cct_inv; // n_features x k
 
     // ---- sign (peak positive) and order (explained variance, descending)
-    let total_ss: f64 = xc.col_iter().map(|c| c.iter().map(|v| v * v).sum::<f64>()).sum();
+    let total_ss: f64 = xc_buf.iter().map(|v| v * v).sum();
     let mut info: Vec<(usize, f64, f64)> = (0..k)
         .map(|c| {
             let (mut peak, mut peak_abs) = (0.0, -1.0);
@@ -354,11 +409,17 @@ pub fn fast_ica<T: Copy + Into<f64> + Sync>(x: &[T], n_samples: usize, n_feature
                 }
             }
             let sign = if peak < 0.0 { -1.0 } else { 1.0 };
-            let src_ss: f64 = (0..n_samples).map(|s| (s_t[(c, s)] / s_std[c]).powi(2)).sum();
+            let src_ss: f64 = (0..n_samples)
+                .map(|s| (s_t[(c, s)] / s_std[c]).powi(2))
+                .sum();
             (c, sign, ss * src_ss / total_ss.max(f64::MIN_POSITIVE))
         })
         .collect();
-    info.sort_by(|a, b| b.2.partial_cmp(&a.2).unwrap_or(std::cmp::Ordering::Equal).then(a.0.cmp(&b.0)));
+    info.sort_by(|a, b| {
+        b.2.partial_cmp(&a.2)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.0.cmp(&b.0))
+    });
 
     let mut maps = vec![0.0; k * n_features];
     let mut unmixing = vec![0.0; k * n_features];
@@ -390,7 +451,12 @@ pub fn fast_ica<T: Copy + Into<f64> + Sync>(x: &[T], n_samples: usize, n_feature
 
 /// FastICA of one run's predicted BOLD (`n_volumes x n_vertices`, row-major): the maps are
 /// cortical networks, the sources their time courses. Same algorithm as [`fast_ica`].
-pub fn fast_ica_run(y: &[f32], n_volumes: usize, n_vertices: usize, opts: &IcaOptions) -> Result<IcaResult> {
+pub fn fast_ica_run(
+    y: &[f32],
+    n_volumes: usize,
+    n_vertices: usize,
+    opts: &IcaOptions,
+) -> Result<IcaResult> {
     fast_ica(y, n_volumes, n_vertices, opts)
 }
 
@@ -402,7 +468,13 @@ mod tests {
     fn numpy_random_state_normal() {
         // np.random.RandomState(0).normal(size=5) and RandomState(42).normal(size=3)
         let mut r = NumpyRandomState::new(0);
-        let want = [1.764052345967664, 0.4001572083672233, 0.9787379841057392, 2.240893199201458, 1.8675579901499675];
+        let want = [
+            1.764052345967664,
+            0.4001572083672233,
+            0.9787379841057392,
+            2.240893199201458,
+            1.8675579901499675,
+        ];
         for w in want {
             assert_eq!(r.normal(), w);
         }

@@ -121,7 +121,11 @@ pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
         saa += dx * dx;
         sbb += dy * dy;
     }
-    if saa <= 0.0 || sbb <= 0.0 { 0.0 } else { sab / (saa * sbb).sqrt() }
+    if saa <= 0.0 || sbb <= 0.0 {
+        0.0
+    } else {
+        sab / (saa * sbb).sqrt()
+    }
 }
 
 /// Score every component against every probe and name the components (see the module docs).
@@ -132,10 +136,13 @@ pub fn label_components(
     probes: &[Probe],
     thresholds: LabelThresholds,
 ) -> Result<Vec<ComponentLabel>> {
-    if n_components == 0 || maps.len() % n_components != 0 {
+    if n_components == 0 || !maps.len().is_multiple_of(n_components) {
         return Err(Error::AnalysisInput {
             what: "ICA labelling".into(),
-            message: format!("{} map values cannot be split into {n_components} components", maps.len()),
+            message: format!(
+                "{} map values cannot be split into {n_components} components",
+                maps.len()
+            ),
             fix: "pass IcaResult::maps and IcaResult::n_components".into(),
         });
     }
@@ -151,7 +158,9 @@ pub fn label_components(
         }
     }
     let comp = |k: usize| &maps[k * nv..(k + 1) * nv];
-    let r: Vec<Vec<f64>> = (0..n_components).map(|k| probes.iter().map(|p| pearson(comp(k), &p.map)).collect()).collect();
+    let r: Vec<Vec<f64>> = (0..n_components)
+        .map(|k| probes.iter().map(|p| pearson(comp(k), &p.map)).collect())
+        .collect();
 
     // network scores
     let networks: Vec<Network> = Network::ALL
@@ -167,14 +176,29 @@ pub fn label_components(
     let score = |k: usize, n: Network| -> f64 {
         let vals: Vec<f64> = if n == Network::DefaultMode {
             (0..probes.len())
-                .map(|i| if probes[i].network == Network::DefaultMode { r[k][i] } else { -r[k][i] })
+                .map(|i| {
+                    if probes[i].network == Network::DefaultMode {
+                        r[k][i]
+                    } else {
+                        -r[k][i]
+                    }
+                })
                 .collect()
         } else {
-            (0..probes.len()).filter(|&i| probes[i].network == n).map(|i| r[k][i]).collect()
+            (0..probes.len())
+                .filter(|&i| probes[i].network == n)
+                .map(|i| r[k][i])
+                .collect()
         };
-        if vals.is_empty() { f64::NEG_INFINITY } else { vals.iter().sum::<f64>() / vals.len() as f64 }
+        if vals.is_empty() {
+            f64::NEG_INFINITY
+        } else {
+            vals.iter().sum::<f64>() / vals.len() as f64
+        }
     };
-    let s: Vec<Vec<f64>> = (0..n_components).map(|k| networks.iter().map(|&n| score(k, n)).collect()).collect();
+    let s: Vec<Vec<f64>> = (0..n_components)
+        .map(|k| networks.iter().map(|&n| score(k, n)).collect())
+        .collect();
 
     // one-to-one assignment maximising the total score
     let assignment = assign(&s, n_components, networks.len());
@@ -182,11 +206,22 @@ pub fn label_components(
     for k in 0..n_components {
         let label_idx = assignment.iter().position(|&c| c == Some(k));
         let (label, sc, weak, reason) = match label_idx {
-            None => (None, f64::NAN, true, "no network left for this component".to_string()),
+            None => (
+                None,
+                f64::NAN,
+                true,
+                "no network left for this component".to_string(),
+            ),
             Some(ni) => {
                 let sc = s[k][ni];
-                let other_net = (0..networks.len()).filter(|&j| j != ni).map(|j| s[k][j]).fold(f64::NEG_INFINITY, f64::max);
-                let other_comp = (0..n_components).filter(|&c| c != k).map(|c| s[c][ni]).fold(f64::NEG_INFINITY, f64::max);
+                let other_net = (0..networks.len())
+                    .filter(|&j| j != ni)
+                    .map(|j| s[k][j])
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let other_comp = (0..n_components)
+                    .filter(|&c| c != k)
+                    .map(|c| s[c][ni])
+                    .fold(f64::NEG_INFINITY, f64::max);
                 let mut reasons = Vec::new();
                 if sc < thresholds.min_score {
                     reasons.push(format!("score {sc:.2} < {:.2}", thresholds.min_score));
@@ -195,9 +230,17 @@ pub fn label_components(
                     reasons.push(format!("only {:.2} above the next network", sc - other_net));
                 }
                 if sc - other_comp < thresholds.min_margin {
-                    reasons.push(format!("only {:.2} above another component for this network", sc - other_comp));
+                    reasons.push(format!(
+                        "only {:.2} above another component for this network",
+                        sc - other_comp
+                    ));
                 }
-                (Some(networks[ni]), sc, !reasons.is_empty(), reasons.join("; "))
+                (
+                    Some(networks[ni]),
+                    sc,
+                    !reasons.is_empty(),
+                    reasons.join("; "),
+                )
             }
         };
         out.push(ComponentLabel {
@@ -207,7 +250,11 @@ pub fn label_components(
             weak_evidence: weak,
             reason,
             network_scores: networks.iter().zip(&s[k]).map(|(n, v)| (*n, *v)).collect(),
-            probe_scores: probes.iter().zip(&r[k]).map(|(p, v)| (p.name.clone(), *v)).collect(),
+            probe_scores: probes
+                .iter()
+                .zip(&r[k])
+                .map(|(p, v)| (p.name.clone(), *v))
+                .collect(),
         });
     }
     Ok(out)
@@ -216,7 +263,14 @@ pub fn label_components(
 /// For each network (column of `s`), the component it goes to, maximising the sum of scores.
 /// Exhaustive for the usual sizes, greedy beyond.
 fn assign(s: &[Vec<f64>], n_comp: usize, n_net: usize) -> Vec<Option<usize>> {
-    fn rec(s: &[Vec<f64>], net: usize, used: &mut Vec<bool>, cur: &mut Vec<Option<usize>>, best: &mut (f64, Vec<Option<usize>>), total: f64) {
+    fn rec(
+        s: &[Vec<f64>],
+        net: usize,
+        used: &mut Vec<bool>,
+        cur: &mut Vec<Option<usize>>,
+        best: &mut (f64, Vec<Option<usize>>),
+        total: f64,
+    ) {
         if net == cur.len() {
             if total > best.0 {
                 *best = (total, cur.clone());
@@ -238,10 +292,19 @@ fn assign(s: &[Vec<f64>], n_comp: usize, n_net: usize) -> Vec<Option<usize>> {
             rec(s, net + 1, used, cur, best, total);
         }
     }
-    let perms: f64 = (0..n_net.min(n_comp)).map(|i| (n_comp - i) as f64).product();
+    let perms: f64 = (0..n_net.min(n_comp))
+        .map(|i| (n_comp - i) as f64)
+        .product();
     if perms <= 2e5 {
         let mut best = (f64::NEG_INFINITY, vec![None; n_net]);
-        rec(s, 0, &mut vec![false; n_comp], &mut vec![None; n_net], &mut best, 0.0);
+        rec(
+            s,
+            0,
+            &mut vec![false; n_comp],
+            &mut vec![None; n_net],
+            &mut best,
+            0.0,
+        );
         return best.1;
     }
     let mut out = vec![None; n_net];
@@ -272,7 +335,9 @@ pub fn mixing_tsv(result: &IcaResult) -> String {
     let mut out = component_names(k).join("\t");
     out.push('\n');
     for s in 0..result.n_samples {
-        let row: Vec<String> = (0..k).map(|c| format!("{}", result.sources[s * k + c])).collect();
+        let row: Vec<String> = (0..k)
+            .map(|c| format!("{}", result.sources[s * k + c]))
+            .collect();
         out.push_str(&row.join("\t"));
         out.push('\n');
     }
@@ -281,22 +346,48 @@ pub fn mixing_tsv(result: &IcaResult) -> String {
 
 /// `…_desc-ICA_decomposition.json` content (BEP012 requires `Method`; the rest documents how
 /// to reproduce it and what each component was named, with the evidence).
-pub fn decomposition_json(result: &IcaResult, opts: &IcaOptions, input: &str, labels: Option<&[ComponentLabel]>) -> Value {
+pub fn decomposition_json(
+    result: &IcaResult,
+    opts: &IcaOptions,
+    input: &str,
+    labels: Option<&[ComponentLabel]>,
+) -> Value {
     let names = component_names(result.n_components);
     let mut comps = Map::new();
     for (i, name) in names.iter().enumerate() {
         let mut c = Map::new();
-        c.insert("ExplainedVariance".into(), json!(result.explained_variance[i]));
+        c.insert(
+            "ExplainedVariance".into(),
+            json!(result.explained_variance[i]),
+        );
         if let Some(l) = labels.and_then(|ls| ls.iter().find(|l| l.component == i)) {
-            c.insert("Label".into(), l.label.map(|n| json!(n.name())).unwrap_or(Value::Null));
-            c.insert("Score".into(), if l.score.is_finite() { json!(l.score) } else { Value::Null });
+            c.insert(
+                "Label".into(),
+                l.label.map(|n| json!(n.name())).unwrap_or(Value::Null),
+            );
+            c.insert(
+                "Score".into(),
+                if l.score.is_finite() {
+                    json!(l.score)
+                } else {
+                    Value::Null
+                },
+            );
             c.insert("WeakEvidence".into(), json!(l.weak_evidence));
             if !l.reason.is_empty() {
                 c.insert("WeakEvidenceReason".into(), json!(l.reason));
             }
-            let ns: Map<String, Value> = l.network_scores.iter().map(|(n, v)| (n.name().to_string(), json!(v))).collect();
+            let ns: Map<String, Value> = l
+                .network_scores
+                .iter()
+                .map(|(n, v)| (n.name().to_string(), json!(v)))
+                .collect();
             c.insert("NetworkScores".into(), Value::Object(ns));
-            let ps: Map<String, Value> = l.probe_scores.iter().map(|(n, v)| (n.clone(), json!(v))).collect();
+            let ps: Map<String, Value> = l
+                .probe_scores
+                .iter()
+                .map(|(n, v)| (n.clone(), json!(v)))
+                .collect();
             c.insert("ProbeScores".into(), Value::Object(ps));
         }
         comps.insert(name.clone(), Value::Object(c));
@@ -332,7 +423,9 @@ mod tests {
     use super::*;
 
     fn blob(nv: usize, centre: usize, width: f64) -> Vec<f64> {
-        (0..nv).map(|v| (-0.5 * ((v as f64 - centre as f64) / width).powi(2)).exp()).collect()
+        (0..nv)
+            .map(|v| (-0.5 * ((v as f64 - centre as f64) / width).powi(2)).exp())
+            .collect()
     }
 
     #[test]
@@ -343,20 +436,40 @@ mod tests {
         let aud = blob(nv, 100, 30.0);
         let lang = blob(nv, 300, 40.0);
         let vis = blob(nv, 600, 30.0);
-        let dmn: Vec<f64> = (0..nv).map(|v| 1.0 - aud[v] - lang[v] - vis[v] + 0.8 * blob(nv, 850, 50.0)[v]).collect();
+        let dmn: Vec<f64> = (0..nv)
+            .map(|v| 1.0 - aud[v] - lang[v] - vis[v] + 0.8 * blob(nv, 850, 50.0)[v])
+            .collect();
         let noise: Vec<f64> = (0..nv).map(|v| ((v * 7919) % 101) as f64 / 101.0).collect();
-        let maps: Vec<f64> = [&noise, &vis, &dmn, &lang, &aud].iter().flat_map(|m| m.iter().cloned()).collect();
+        let maps: Vec<f64> = [&noise, &vis, &dmn, &lang, &aud]
+            .iter()
+            .flat_map(|m| m.iter().cloned())
+            .collect();
         let probes = vec![
-            Probe { name: "tones".into(), network: Network::PrimaryAuditory, map: blob(nv, 105, 35.0) },
-            Probe { name: "sentences".into(), network: Network::Language, map: blob(nv, 290, 45.0) },
-            Probe { name: "checkerboard".into(), network: Network::Visual, map: blob(nv, 610, 25.0) },
+            Probe {
+                name: "tones".into(),
+                network: Network::PrimaryAuditory,
+                map: blob(nv, 105, 35.0),
+            },
+            Probe {
+                name: "sentences".into(),
+                network: Network::Language,
+                map: blob(nv, 290, 45.0),
+            },
+            Probe {
+                name: "checkerboard".into(),
+                network: Network::Visual,
+                map: blob(nv, 610, 25.0),
+            },
         ];
         let labels = label_components(&maps, 5, &probes, LabelThresholds::default()).unwrap();
         assert_eq!(labels[4].label, Some(Network::PrimaryAuditory));
         assert_eq!(labels[3].label, Some(Network::Language));
         assert_eq!(labels[1].label, Some(Network::Visual));
         assert_eq!(labels[2].label, Some(Network::DefaultMode));
-        assert!(!labels[4].weak_evidence && !labels[1].weak_evidence, "{labels:?}");
+        assert!(
+            !labels[4].weak_evidence && !labels[1].weak_evidence,
+            "{labels:?}"
+        );
         assert_eq!(labels[0].label, None);
         assert!(labels[0].weak_evidence);
     }
@@ -367,10 +480,20 @@ mod tests {
         let a = blob(nv, 200, 40.0);
         let b = blob(nv, 215, 40.0); // almost the same map
         let maps: Vec<f64> = a.iter().chain(b.iter()).cloned().collect();
-        let probes = vec![Probe { name: "tones".into(), network: Network::PrimaryAuditory, map: blob(nv, 207, 40.0) }];
+        let probes = vec![Probe {
+            name: "tones".into(),
+            network: Network::PrimaryAuditory,
+            map: blob(nv, 207, 40.0),
+        }];
         let labels = label_components(&maps, 2, &probes, LabelThresholds::default()).unwrap();
-        let aud = labels.iter().find(|l| l.label == Some(Network::PrimaryAuditory)).unwrap();
-        assert!(aud.weak_evidence && aud.reason.contains("another component"), "{aud:?}");
+        let aud = labels
+            .iter()
+            .find(|l| l.label == Some(Network::PrimaryAuditory))
+            .unwrap();
+        assert!(
+            aud.weak_evidence && aud.reason.contains("another component"),
+            "{aud:?}"
+        );
     }
 
     #[test]
@@ -379,22 +502,38 @@ mod tests {
         let x: Vec<f64> = (0..ns * nf)
             .map(|i| {
                 let (s, f) = (i / nf, i % nf);
-                ((s * 37 % 11) as f64 - 5.0) * (f as f64 / nf as f64) + ((s * 13 % 7) as f64).powi(2) * ((f % 5) as f64) + 0.01 * ((i * 7919 % 97) as f64)
+                ((s * 37 % 11) as f64 - 5.0) * (f as f64 / nf as f64)
+                    + ((s * 13 % 7) as f64).powi(2) * ((f % 5) as f64)
+                    + 0.01 * ((i * 7919 % 97) as f64)
             })
             .collect();
-        let opts = IcaOptions { n_components: 2, ..IcaOptions::default() };
+        let opts = IcaOptions {
+            n_components: 2,
+            ..IcaOptions::default()
+        };
         let r = crate::analysis::ica::fast_ica(&x, ns, nf, &opts).unwrap();
         let tsv = mixing_tsv(&r);
         let lines: Vec<&str> = tsv.lines().collect();
         assert_eq!(lines[0], "ICA_00\tICA_01");
         assert_eq!(lines.len(), ns + 1);
         assert!(lines[1].split('\t').all(|v| v.parse::<f64>().is_ok()));
-        let probes = vec![Probe { name: "p".into(), network: Network::Visual, map: r.map(1).to_vec() }];
+        let probes = vec![Probe {
+            name: "p".into(),
+            network: Network::Visual,
+            map: r.map(1).to_vec(),
+        }];
         let labels = label_components(&r.maps, 2, &probes, LabelThresholds::default()).unwrap();
         let j = decomposition_json(&r, &opts, "sub-01 predictor readout", Some(&labels));
         assert_eq!(j["Method"], "FastICA");
         assert_eq!(j["NumberOfComponents"], 2);
         assert_eq!(j["Components"]["ICA_01"]["Label"], "visual");
-        assert!((j["Components"]["ICA_01"]["ProbeScores"]["p"].as_f64().unwrap() - 1.0).abs() < 1e-12);
+        assert!(
+            (j["Components"]["ICA_01"]["ProbeScores"]["p"]
+                .as_f64()
+                .unwrap()
+                - 1.0)
+                .abs()
+                < 1e-12
+        );
     }
 }

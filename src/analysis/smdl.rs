@@ -53,12 +53,16 @@ impl StatsModel {
 
     /// The run-level t contrasts.
     pub fn run_contrasts(&self) -> Vec<ContrastSpec> {
-        self.run_node().map(|n| n.contrasts.clone()).unwrap_or_default()
+        self.run_node()
+            .map(|n| n.contrasts.clone())
+            .unwrap_or_default()
     }
 
     /// Whether a subject (or session) node combines runs (we do it by fixed effects, as FitLins).
     pub fn combines_runs(&self) -> bool {
-        self.nodes.iter().any(|n| matches!(n.level, Level::Subject | Level::Session))
+        self.nodes
+            .iter()
+            .any(|n| matches!(n.level, Level::Subject | Level::Session))
     }
 }
 
@@ -83,12 +87,24 @@ pub fn parse_stats_model(text: &str, path: &Path) -> Result<StatsModel> {
         message: format!("not valid JSON: {e}"),
         fix: "fix the JSON syntax at the given line and column".into(),
     })?;
-    let obj = root.as_object().ok_or_else(|| schema_err(path, "the top level must be an object".into()))?;
-    let name = obj.get("Name").and_then(Value::as_str).unwrap_or("model").to_string();
-    let nodes_v = obj
-        .get("Nodes")
-        .ok_or_else(|| schema_err(path, "missing 'Nodes' (older 'Steps' models are BIDS Stats Models 0.x, not supported)".into()))?;
-    let nodes_a = nodes_v.as_array().ok_or_else(|| schema_err(path, "'Nodes' must be a list".into()))?;
+    let obj = root
+        .as_object()
+        .ok_or_else(|| schema_err(path, "the top level must be an object".into()))?;
+    let name = obj
+        .get("Name")
+        .and_then(Value::as_str)
+        .unwrap_or("model")
+        .to_string();
+    let nodes_v = obj.get("Nodes").ok_or_else(|| {
+        schema_err(
+            path,
+            "missing 'Nodes' (older 'Steps' models are BIDS Stats Models 0.x, not supported)"
+                .into(),
+        )
+    })?;
+    let nodes_a = nodes_v
+        .as_array()
+        .ok_or_else(|| schema_err(path, "'Nodes' must be a list".into()))?;
     if nodes_a.is_empty() {
         return Err(schema_err(path, "'Nodes' is empty".into()));
     }
@@ -97,7 +113,10 @@ pub fn parse_stats_model(text: &str, path: &Path) -> Result<StatsModel> {
         nodes.push(parse_node(n, i, path)?);
     }
     if !nodes.iter().any(|n| n.level == Level::Run) {
-        return Err(schema_err(path, "no node has Level 'Run': this app fits run-level GLMs on predicted BOLD".into()));
+        return Err(schema_err(
+            path,
+            "no node has Level 'Run': this app fits run-level GLMs on predicted BOLD".into(),
+        ));
     }
     Ok(StatsModel { name, nodes })
 }
@@ -119,17 +138,29 @@ fn condition_name(v: &Value) -> Option<String> {
 
 fn parse_node(n: &Value, i: usize, path: &Path) -> Result<StatsNode> {
     let where_ = |field: &str| format!("Nodes[{i}].{field}");
-    let obj = n.as_object().ok_or_else(|| schema_err(path, format!("Nodes[{i}] must be an object")))?;
-    let level_s = obj
-        .get("Level")
-        .and_then(Value::as_str)
-        .ok_or_else(|| schema_err(path, format!("{} is missing or not a string", where_("Level"))))?;
+    let obj = n
+        .as_object()
+        .ok_or_else(|| schema_err(path, format!("Nodes[{i}] must be an object")))?;
+    let level_s = obj.get("Level").and_then(Value::as_str).ok_or_else(|| {
+        schema_err(
+            path,
+            format!("{} is missing or not a string", where_("Level")),
+        )
+    })?;
     let level = match level_s.to_ascii_lowercase().as_str() {
         "run" => Level::Run,
         "session" => Level::Session,
         "subject" => Level::Subject,
         "dataset" => Level::Dataset,
-        other => return Err(schema_err(path, format!("{} is '{other}': use Run, Session, Subject or Dataset", where_("Level")))),
+        other => {
+            return Err(schema_err(
+                path,
+                format!(
+                    "{} is '{other}': use Run, Session, Subject or Dataset",
+                    where_("Level")
+                ),
+            ));
+        }
     };
     let name = obj
         .get("Name")
@@ -141,29 +172,58 @@ fn parse_node(n: &Value, i: usize, path: &Path) -> Result<StatsNode> {
     let mut hrf = None;
     let mut high_pass_hz = None;
     if let Some(model) = model {
-        let mobj = model.as_object().ok_or_else(|| schema_err(path, format!("{} must be an object", where_("Model"))))?;
+        let mobj = model
+            .as_object()
+            .ok_or_else(|| schema_err(path, format!("{} must be an object", where_("Model"))))?;
         if let Some(xv) = mobj.get("X") {
-            let xa = xv.as_array().ok_or_else(|| schema_err(path, format!("{} must be a list", where_("Model.X"))))?;
+            let xa = xv
+                .as_array()
+                .ok_or_else(|| schema_err(path, format!("{} must be a list", where_("Model.X"))))?;
             for (k, c) in xa.iter().enumerate() {
-                x.push(
-                    condition_name(c)
-                        .ok_or_else(|| schema_err(path, format!("{}[{k}] must be a condition name or 1", where_("Model.X"))))?,
-                );
+                x.push(condition_name(c).ok_or_else(|| {
+                    schema_err(
+                        path,
+                        format!("{}[{k}] must be a condition name or 1", where_("Model.X")),
+                    )
+                })?);
             }
         } else if level == Level::Run {
-            return Err(schema_err(path, format!("{} is missing: list the conditions (e.g. \"trial_type.faces\") and 1", where_("Model.X"))));
+            return Err(schema_err(
+                path,
+                format!(
+                    "{} is missing: list the conditions (e.g. \"trial_type.faces\") and 1",
+                    where_("Model.X")
+                ),
+            ));
         }
-        if let Some(h) = mobj.get("HRF").and_then(|h| h.get("Model")).and_then(Value::as_str) {
+        if let Some(h) = mobj
+            .get("HRF")
+            .and_then(|h| h.get("Model"))
+            .and_then(Value::as_str)
+        {
             hrf = Some(HrfModel::parse(h).map_err(|_| {
-                schema_err(path, format!("{} is '{h}': this app supports 'glover' and 'spm'", where_("Model.HRF.Model")))
+                schema_err(
+                    path,
+                    format!(
+                        "{} is '{h}': this app supports 'glover' and 'spm'",
+                        where_("Model.HRF.Model")
+                    ),
+                )
             })?);
         }
-        if let Some(hp) = mobj.get("Options").and_then(|o| o.get("HighPassFilterCutoffHz")) {
-            high_pass_hz = Some(
-                hp.as_f64()
-                    .filter(|v| *v >= 0.0)
-                    .ok_or_else(|| schema_err(path, format!("{} must be a non-negative number", where_("Model.Options.HighPassFilterCutoffHz"))))?,
-            );
+        if let Some(hp) = mobj
+            .get("Options")
+            .and_then(|o| o.get("HighPassFilterCutoffHz"))
+        {
+            high_pass_hz = Some(hp.as_f64().filter(|v| *v >= 0.0).ok_or_else(|| {
+                schema_err(
+                    path,
+                    format!(
+                        "{} must be a non-negative number",
+                        where_("Model.Options.HighPassFilterCutoffHz")
+                    ),
+                )
+            })?);
         }
     } else if level == Level::Run {
         return Err(schema_err(path, format!("{} is missing", where_("Model"))));
@@ -171,9 +231,13 @@ fn parse_node(n: &Value, i: usize, path: &Path) -> Result<StatsNode> {
 
     let mut contrasts = Vec::new();
     if let Some(cv) = obj.get("Contrasts") {
-        let ca = cv.as_array().ok_or_else(|| schema_err(path, format!("{} must be a list", where_("Contrasts"))))?;
+        let ca = cv
+            .as_array()
+            .ok_or_else(|| schema_err(path, format!("{} must be a list", where_("Contrasts"))))?;
         for (k, c) in ca.iter().enumerate() {
-            if let Some(spec) = parse_contrast(c, &format!("{}[{k}]", where_("Contrasts")), &x, level, path)? {
+            if let Some(spec) =
+                parse_contrast(c, &format!("{}[{k}]", where_("Contrasts")), &x, level, path)?
+            {
                 contrasts.push(spec);
             }
         }
@@ -186,23 +250,50 @@ fn parse_node(n: &Value, i: usize, path: &Path) -> Result<StatsNode> {
                     && !t.eq_ignore_ascii_case("t")
                     && !t.eq_ignore_ascii_case("pass")
                 {
-                    return Err(schema_err(path, format!("{} is '{t}': only 't' is supported", where_("DummyContrasts.Test"))));
+                    return Err(schema_err(
+                        path,
+                        format!(
+                            "{} is '{t}': only 't' is supported",
+                            where_("DummyContrasts.Test")
+                        ),
+                    ));
                 }
                 true
             }
-            _ => return Err(schema_err(path, format!("{} must be an object or a boolean", where_("DummyContrasts")))),
+            _ => {
+                return Err(schema_err(
+                    path,
+                    format!(
+                        "{} must be an object or a boolean",
+                        where_("DummyContrasts")
+                    ),
+                ));
+            }
         };
         if enabled && level == Level::Run {
             let names: Vec<String> = match dc.get("Contrasts").and_then(Value::as_array) {
                 Some(list) => list.iter().filter_map(condition_name).collect(),
-                None => x.iter().filter(|c| c.as_str() != "constant").cloned().collect(),
+                None => x
+                    .iter()
+                    .filter(|c| c.as_str() != "constant")
+                    .cloned()
+                    .collect(),
             };
             for c in names {
                 if !x.is_empty() && !x.contains(&c) {
-                    return Err(schema_err(path, format!("{} names '{c}', which is not in Model.X", where_("DummyContrasts.Contrasts"))));
+                    return Err(schema_err(
+                        path,
+                        format!(
+                            "{} names '{c}', which is not in Model.X",
+                            where_("DummyContrasts.Contrasts")
+                        ),
+                    ));
                 }
                 if !contrasts.iter().any(|s: &ContrastSpec| s.name == c) {
-                    contrasts.push(ContrastSpec { name: c.clone(), weights: vec![(c, 1.0)] });
+                    contrasts.push(ContrastSpec {
+                        name: c.clone(),
+                        weights: vec![(c, 1.0)],
+                    });
                 }
             }
         }
@@ -217,8 +308,16 @@ fn parse_node(n: &Value, i: usize, path: &Path) -> Result<StatsNode> {
     })
 }
 
-fn parse_contrast(c: &Value, at: &str, x: &[String], level: Level, path: &Path) -> Result<Option<ContrastSpec>> {
-    let obj = c.as_object().ok_or_else(|| schema_err(path, format!("{at} must be an object")))?;
+fn parse_contrast(
+    c: &Value,
+    at: &str,
+    x: &[String],
+    level: Level,
+    path: &Path,
+) -> Result<Option<ContrastSpec>> {
+    let obj = c
+        .as_object()
+        .ok_or_else(|| schema_err(path, format!("{at} must be an object")))?;
     let name = obj
         .get("Name")
         .and_then(Value::as_str)
@@ -229,7 +328,12 @@ fn parse_contrast(c: &Value, at: &str, x: &[String], level: Level, path: &Path) 
         "t" => {}
         "skip" | "pass" => return Ok(None),
         "f" => {
-            return Err(schema_err(path, format!("{at} ('{name}') is an F test: only t contrasts are supported; split it into t contrasts")));
+            return Err(schema_err(
+                path,
+                format!(
+                    "{at} ('{name}') is an F test: only t contrasts are supported; split it into t contrasts"
+                ),
+            ));
         }
         other => return Err(schema_err(path, format!("{at}.Test is '{other}': use 't'"))),
     }
@@ -244,27 +348,41 @@ fn parse_contrast(c: &Value, at: &str, x: &[String], level: Level, path: &Path) 
     if conds.len() != weights.len() {
         return Err(schema_err(
             path,
-            format!("{at} ('{name}'): {} conditions but {} weights", conds.len(), weights.len()),
+            format!(
+                "{at} ('{name}'): {} conditions but {} weights",
+                conds.len(),
+                weights.len()
+            ),
         ));
     }
     let mut pairs = Vec::new();
     for (k, (c, w)) in conds.iter().zip(weights).enumerate() {
-        let cn = condition_name(c).ok_or_else(|| schema_err(path, format!("{at}.ConditionList[{k}] must be a string")))?;
+        let cn = condition_name(c)
+            .ok_or_else(|| schema_err(path, format!("{at}.ConditionList[{k}] must be a string")))?;
         let wv = w.as_f64().ok_or_else(|| {
             schema_err(path, format!("{at}.Weights[{k}] must be a number (nested lists are F contrasts, not supported)"))
         })?;
         if level == Level::Run && !x.is_empty() && !x.contains(&cn) {
             return Err(schema_err(
                 path,
-                format!("{at} ('{name}') uses '{cn}', which is not in Model.X ({})", x.join(", ")),
+                format!(
+                    "{at} ('{name}') uses '{cn}', which is not in Model.X ({})",
+                    x.join(", ")
+                ),
             ));
         }
         pairs.push((cn, wv));
     }
     if pairs.iter().all(|(_, w)| *w == 0.0) {
-        return Err(schema_err(path, format!("{at} ('{name}'): all weights are zero")));
+        return Err(schema_err(
+            path,
+            format!("{at} ('{name}'): all weights are zero"),
+        ));
     }
-    Ok(Some(ContrastSpec { name, weights: pairs }))
+    Ok(Some(ContrastSpec {
+        name,
+        weights: pairs,
+    }))
 }
 
 #[cfg(test)]
@@ -297,7 +415,10 @@ mod tests {
         assert_eq!(run.hrf, Some(HrfModel::Spm));
         assert_eq!(run.high_pass_hz, Some(0.008));
         let names: Vec<&str> = run.contrasts.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, vec!["faces_vs_places", "mix", "faces", "places", "objects"]);
+        assert_eq!(
+            names,
+            vec!["faces_vs_places", "mix", "faces", "places", "objects"]
+        );
         assert!(m.combines_runs());
     }
 
@@ -306,17 +427,37 @@ mod tests {
         let p = Path::new("m_smdl.json");
         let bad = [
             (r#"{"Name": "x"}"#, "missing 'Nodes'"),
-            (r#"{"Nodes": [{"Level": "Trial", "Name": "a"}]}"#, "Nodes[0].Level is 'trial'"),
-            (r#"{"Nodes": [{"Level": "Run", "Name": "a", "Model": {"X": ["a", "b"]}, "Contrasts": [{"Name": "c", "ConditionList": ["a", "b"], "Weights": [1]}]}]}"#, "2 conditions but 1 weights"),
-            (r#"{"Nodes": [{"Level": "Run", "Name": "a", "Model": {"X": ["a", "b"]}, "Contrasts": [{"Name": "c", "ConditionList": ["a", "zz"], "Weights": [1, -1]}]}]}"#, "uses 'zz'"),
-            (r#"{"Nodes": [{"Level": "Run", "Name": "a", "Model": {"X": ["a"]}, "Contrasts": [{"Name": "c", "ConditionList": ["a"], "Weights": [[1]], "Test": "F"}]}]}"#, "F test"),
-            (r#"{"Nodes": [{"Level": "Subject", "Name": "s"}]}"#, "no node has Level 'Run'"),
+            (
+                r#"{"Nodes": [{"Level": "Trial", "Name": "a"}]}"#,
+                "Nodes[0].Level is 'trial'",
+            ),
+            (
+                r#"{"Nodes": [{"Level": "Run", "Name": "a", "Model": {"X": ["a", "b"]}, "Contrasts": [{"Name": "c", "ConditionList": ["a", "b"], "Weights": [1]}]}]}"#,
+                "2 conditions but 1 weights",
+            ),
+            (
+                r#"{"Nodes": [{"Level": "Run", "Name": "a", "Model": {"X": ["a", "b"]}, "Contrasts": [{"Name": "c", "ConditionList": ["a", "zz"], "Weights": [1, -1]}]}]}"#,
+                "uses 'zz'",
+            ),
+            (
+                r#"{"Nodes": [{"Level": "Run", "Name": "a", "Model": {"X": ["a"]}, "Contrasts": [{"Name": "c", "ConditionList": ["a"], "Weights": [[1]], "Test": "F"}]}]}"#,
+                "F test",
+            ),
+            (
+                r#"{"Nodes": [{"Level": "Subject", "Name": "s"}]}"#,
+                "no node has Level 'Run'",
+            ),
             ("{\"Nodes\": [", "not valid JSON"),
         ];
         for (text, want) in bad {
             let e = parse_stats_model(text, p).unwrap_err();
             let msg = e.to_string();
-            assert!(matches!(e, Error::Json { .. }) && msg.contains(want) && msg.contains("m_smdl.json"), "{text}: {msg}");
+            assert!(
+                matches!(e, Error::Json { .. })
+                    && msg.contains(want)
+                    && msg.contains("m_smdl.json"),
+                "{text}: {msg}"
+            );
         }
     }
 }

@@ -48,7 +48,13 @@ fn nice_step(span: f64, max_ticks: usize) -> f64 {
 
 /// Render `y` (`n_volumes x n_vertices`, row-major; the first `n_left` vertices are the left
 /// hemisphere).
-pub fn render_carpet(y: &[f32], n_volumes: usize, n_vertices: usize, n_left: usize, opts: &CarpetOptions) -> Result<RgbImage> {
+pub fn render_carpet(
+    y: &[f32],
+    n_volumes: usize,
+    n_vertices: usize,
+    n_left: usize,
+    opts: &CarpetOptions,
+) -> Result<RgbImage> {
     if y.len() != n_volumes * n_vertices || n_volumes < 2 || n_vertices == 0 {
         return Err(Error::ShapeMismatch {
             name: "carpet data (volumes x vertices)".into(),
@@ -72,7 +78,9 @@ pub fn render_carpet(y: &[f32], n_volumes: usize, n_vertices: usize, n_left: usi
 
     // rows: evenly spaced vertices, at most one per pixel row
     let n_rows = (carpet_h as usize).min(n_vertices);
-    let rows: Vec<usize> = (0..n_rows).map(|r| ((r as f64 + 0.5) * n_vertices as f64 / n_rows as f64) as usize).collect();
+    let rows: Vec<usize> = (0..n_rows)
+        .map(|r| ((r as f64 + 0.5) * n_vertices as f64 / n_rows as f64) as usize)
+        .collect();
     // time bins: one per pixel column (averaging volumes when there are more volumes than pixels)
     let n_cols = carpet_w as usize;
     let bin = |c: usize| -> (usize, usize) {
@@ -83,18 +91,29 @@ pub fn render_carpet(y: &[f32], n_volumes: usize, n_vertices: usize, n_left: usi
     // per-row z-scored values per column
     let mut zimg = vec![0.0f32; n_rows * n_cols];
     for (r, &v) in rows.iter().enumerate() {
-        let series: Vec<f64> = (0..n_volumes).map(|t| y[t * n_vertices + v] as f64).collect();
+        let series: Vec<f64> = (0..n_volumes)
+            .map(|t| y[t * n_vertices + v] as f64)
+            .collect();
         let mean = series.iter().sum::<f64>() / n_volumes as f64;
         let sd = (series.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n_volumes as f64).sqrt();
         for c in 0..n_cols {
             let (a, b) = bin(c);
             let m = series[a..b].iter().sum::<f64>() / (b - a) as f64;
-            zimg[r * n_cols + c] = if sd > 0.0 && sd.is_finite() { ((m - mean) / sd) as f32 } else { 0.0 };
+            zimg[r * n_cols + c] = if sd > 0.0 && sd.is_finite() {
+                ((m - mean) / sd) as f32
+            } else {
+                0.0
+            };
         }
     }
     let mut sorted: Vec<f32> = zimg.iter().cloned().filter(|v| v.is_finite()).collect();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let q = |p: f64| sorted.get(((sorted.len().max(1) - 1) as f64 * p).round() as usize).cloned().unwrap_or(0.0);
+    let q = |p: f64| {
+        sorted
+            .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+            .cloned()
+            .unwrap_or(0.0)
+    };
     let (lo, hi) = (q(0.02), q(0.98));
     let span = if hi > lo { hi - lo } else { 1.0 };
     for py in 0..carpet_h {
@@ -114,22 +133,60 @@ pub fn render_carpet(y: &[f32], n_volumes: usize, n_vertices: usize, n_left: usi
             img.put_pixel(px, sep_y, Rgb([220, 60, 40]));
         }
         let th = text_height(2) as i32;
-        draw_text(&mut img, 10, ((carpet_top + sep_y) / 2) as i32 - th / 2, "L", 2, INK);
-        draw_text(&mut img, 10, ((sep_y + carpet_top + carpet_h) / 2) as i32 - th / 2, "R", 2, INK);
+        draw_text(
+            &mut img,
+            10,
+            ((carpet_top + sep_y) / 2) as i32 - th / 2,
+            "L",
+            2,
+            INK,
+        );
+        draw_text(
+            &mut img,
+            10,
+            ((sep_y + carpet_top + carpet_h) / 2) as i32 - th / 2,
+            "R",
+            2,
+            INK,
+        );
     }
 
     // mean trace over all vertices
     let mean: Vec<f64> = (0..n_volumes)
-        .map(|t| y[t * n_vertices..(t + 1) * n_vertices].iter().map(|v| *v as f64).sum::<f64>() / n_vertices as f64)
+        .map(|t| {
+            y[t * n_vertices..(t + 1) * n_vertices]
+                .iter()
+                .map(|v| *v as f64)
+                .sum::<f64>()
+                / n_vertices as f64
+        })
         .collect();
-    let (mlo, mhi) = mean.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (mlo, mhi) = mean
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     let mspan = if mhi > mlo { mhi - mlo } else { 1.0 };
     let ty = |v: f64| title_h as f64 + 6.0 + (1.0 - (v - mlo) / mspan) * (trace_h as f64 - 12.0);
     let tx = |t: usize| left_m as f64 + (t as f64 + 0.5) * carpet_w as f64 / n_volumes as f64;
     for t in 1..n_volumes {
-        draw_line(&mut img, tx(t - 1), ty(mean[t - 1]), tx(t), ty(mean[t]), [200, 80, 30]);
+        draw_line(
+            &mut img,
+            tx(t - 1),
+            ty(mean[t - 1]),
+            tx(t),
+            ty(mean[t]),
+            [200, 80, 30],
+        );
     }
-    draw_text(&mut img, 4, (title_h + trace_h / 2) as i32 - 7, "mean", 1, INK);
+    draw_text(
+        &mut img,
+        4,
+        (title_h + trace_h / 2) as i32 - 7,
+        "mean",
+        1,
+        INK,
+    );
 
     // time axis
     let axis_y = carpet_top + carpet_h + 2;
@@ -145,7 +202,11 @@ pub fn render_carpet(y: &[f32], n_volumes: usize, n_vertices: usize, n_left: usi
         for dy in 0..5 {
             img.put_pixel(px, axis_y + dy, Rgb(INK));
         }
-        let label = if step >= 1.0 { format!("{t:.0}") } else { format!("{t}") };
+        let label = if step >= 1.0 {
+            format!("{t:.0}")
+        } else {
+            format!("{t}")
+        };
         // keep the label inside the image
         let half = text_width(&label, 2) as i32 / 2;
         let cx = (px as i32).clamp(half + 1, w as i32 - half - 1);
@@ -153,7 +214,14 @@ pub fn render_carpet(y: &[f32], n_volumes: usize, n_vertices: usize, n_left: usi
         t += step;
     }
     let ul = format!("time ({unit})");
-    draw_text_centered(&mut img, (left_m + carpet_w / 2) as i32, (axis_y + 7 + text_height(2) + 6) as i32, &ul, 2, [90, 90, 90]);
+    draw_text_centered(
+        &mut img,
+        (left_m + carpet_w / 2) as i32,
+        (axis_y + 7 + text_height(2) + 6) as i32,
+        &ul,
+        2,
+        [90, 90, 90],
+    );
     Ok(img)
 }
 

@@ -63,7 +63,11 @@ impl Colormap {
 fn hot(x: f32) -> [f32; 3] {
     const A: f32 = 0.365_079;
     const B: f32 = 0.746_032;
-    let r = if x < A { 0.0416 + (1.0 - 0.0416) * x / A } else { 1.0 };
+    let r = if x < A {
+        0.0416 + (1.0 - 0.0416) * x / A
+    } else {
+        1.0
+    };
     let g = if x < A {
         0.0
     } else if x < B {

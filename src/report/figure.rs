@@ -45,7 +45,13 @@ const WHITE: [u8; 3] = [255, 255, 255];
 const INK: [u8; 3] = [40, 40, 40];
 
 /// Render the figure for a whole-cortex map (`data`: left vertices then right, fsaverage order).
-pub fn render_surface_figure(left: &HemiSurface, right: &HemiSurface, data: &[f32], style: &MapStyle, opts: &FigureOptions) -> Result<RgbImage> {
+pub fn render_surface_figure(
+    left: &HemiSurface,
+    right: &HemiSurface,
+    data: &[f32],
+    style: &MapStyle,
+    opts: &FigureOptions,
+) -> Result<RgbImage> {
     let (nl, nr) = (left.mesh.vertices.len(), right.mesh.vertices.len());
     if data.len() != nl + nr {
         return Err(Error::ShapeMismatch {
@@ -71,9 +77,22 @@ pub fn render_surface_figure(left: &HemiSurface, right: &HemiSurface, data: &[f3
         .views
         .par_iter()
         .map(|&v| {
-            let (hemi, d) = if v.is_left() { (left, &data[..nl]) } else { (right, &data[nl..]) };
+            let (hemi, d) = if v.is_left() {
+                (left, &data[..nl])
+            } else {
+                (right, &data[nl..])
+            };
             let (_, center) = projected_extent(hemi, v);
-            let img = render_view(hemi, d, style, v, rw, rh, Framing { scale, center }, [1.0, 1.0, 1.0])?;
+            let img = render_view(
+                hemi,
+                d,
+                style,
+                v,
+                rw,
+                rh,
+                Framing { scale, center },
+                [1.0, 1.0, 1.0],
+            )?;
             Ok(downsample(&img, rw, rh, ss))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -95,11 +114,24 @@ pub fn render_surface_figure(left: &HemiSurface, right: &HemiSurface, data: &[f3
             }
         }
         if opts.view_labels {
-            draw_text_centered(&mut img, (x0 + pw as u32 / 2) as i32, (title_h + ph as u32 + 4) as i32, v.label(), 2, [90, 90, 90]);
+            draw_text_centered(
+                &mut img,
+                (x0 + pw as u32 / 2) as i32,
+                (title_h + ph as u32 + 4) as i32,
+                v.label(),
+                2,
+                [90, 90, 90],
+            );
         }
     }
     if opts.colorbar {
-        draw_colorbar(&mut img, pw as u32 * opts.views.len() as u32 + 14, title_h + ph as u32 / 8, ph as u32 * 3 / 4, style);
+        draw_colorbar(
+            &mut img,
+            pw as u32 * opts.views.len() as u32 + 14,
+            title_h + ph as u32 / 8,
+            ph as u32 * 3 / 4,
+            style,
+        );
     }
     Ok(img)
 }
@@ -139,7 +171,10 @@ fn draw_colorbar(img: &mut RgbImage, x: u32, y: u32, h: u32, style: &MapStyle) {
     let val_at = |row: u32| style.vmax - (style.vmax - style.vmin) * (row as f32 + 0.5) / h as f32;
     for r in 0..h {
         let v = val_at(r);
-        let c = style.color(v).map(|c| c.map(|x| (x * 255.0).round() as u8)).unwrap_or([200, 200, 200]);
+        let c = style
+            .color(v)
+            .map(|c| c.map(|x| (x * 255.0).round() as u8))
+            .unwrap_or([200, 200, 200]);
         for dx in 0..bw {
             if x + dx < img.width() && y + r < img.height() {
                 img.put_pixel(x + dx, y + r, Rgb(c));
@@ -178,9 +213,13 @@ fn draw_colorbar(img: &mut RgbImage, x: u32, y: u32, h: u32, style: &MapStyle) {
     let scale = 2;
     let mut placed: Vec<i32> = Vec::new();
     for v in ticks {
-        let row = ((style.vmax - v) / (style.vmax - style.vmin).max(1e-30) * h as f32).round() as i32;
+        let row =
+            ((style.vmax - v) / (style.vmax - style.vmin).max(1e-30) * h as f32).round() as i32;
         let ty = y as i32 + row.clamp(0, h as i32 - 1);
-        if placed.iter().any(|p| (p - ty).abs() < text_height(scale) as i32 + 2) {
+        if placed
+            .iter()
+            .any(|p| (p - ty).abs() < text_height(scale) as i32 + 2)
+        {
             continue;
         }
         placed.push(ty);
@@ -190,24 +229,39 @@ fn draw_colorbar(img: &mut RgbImage, x: u32, y: u32, h: u32, style: &MapStyle) {
                 img.put_pixel(px, ty as u32, Rgb(INK));
             }
         }
-        draw_text(img, (x + bw + 7) as i32, ty - text_height(scale) as i32 / 2, &format_tick(v), scale, INK);
+        draw_text(
+            img,
+            (x + bw + 7) as i32,
+            ty - text_height(scale) as i32 / 2,
+            &format_tick(v),
+            scale,
+            INK,
+        );
     }
     if !style.label.is_empty() {
         // left-aligned with the bar and clear of the top tick label
         let _ = text_width(&style.label, scale);
-        draw_text(img, x as i32, y as i32 - text_height(scale) as i32 - 12, &style.label, scale, INK);
+        draw_text(
+            img,
+            x as i32,
+            y as i32 - text_height(scale) as i32 - 12,
+            &style.label,
+            scale,
+            INK,
+        );
     }
 }
 
 /// Write an image as PNG, with the path in any error.
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
-    img.save_with_format(path, image::ImageFormat::Png).map_err(|e| Error::OutputNotWritable {
-        path: path.to_path_buf(),
-        source: match e {
-            image::ImageError::IoError(io) => io,
-            other => std::io::Error::other(other.to_string()),
-        },
-    })
+    img.save_with_format(path, image::ImageFormat::Png)
+        .map_err(|e| Error::OutputNotWritable {
+            path: path.to_path_buf(),
+            source: match e {
+                image::ImageError::IoError(io) => io,
+                other => std::io::Error::other(other.to_string()),
+            },
+        })
 }
 
 #[cfg(test)]

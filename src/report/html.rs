@@ -101,7 +101,16 @@ fn url(path: &str) -> String {
     let mut o = String::new();
     for b in path.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' | b'~' | b'+' | b'=' => o.push(b as char),
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'/'
+            | b'~'
+            | b'+'
+            | b'=' => o.push(b as char),
             _ => o.push_str(&format!("%{b:02X}")),
         }
     }
@@ -111,7 +120,11 @@ fn url(path: &str) -> String {
 fn table(rows: &[(String, String)]) -> String {
     let mut s = String::from("<table>\n");
     for (k, v) in rows {
-        s.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>\n", escape(k), escape(v)));
+        s.push_str(&format!(
+            "<tr><th>{}</th><td>{}</td></tr>\n",
+            escape(k),
+            escape(v)
+        ));
     }
     s.push_str("</table>\n");
     s
@@ -131,7 +144,13 @@ fn file_list(files: &[String]) -> String {
     }
     let items: Vec<String> = files
         .iter()
-        .map(|f| format!("<li><a href=\"{}\"><code>{}</code></a></li>", url(f), escape(f)))
+        .map(|f| {
+            format!(
+                "<li><a href=\"{}\"><code>{}</code></a></li>",
+                url(f),
+                escape(f)
+            )
+        })
         .collect();
     format!("<ul class=\"files\">{}</ul>\n", items.join(""))
 }
@@ -163,11 +182,17 @@ pub fn render_html(r: &ReportSummary) -> String {
         h.push_str("<p>No runs were processed.</p>\n");
     }
     for (i, run) in r.runs.iter().enumerate() {
-        h.push_str(&format!("<section id=\"run-{i}\">\n<h3>{}</h3>\n", escape(&run.name)));
+        h.push_str(&format!(
+            "<section id=\"run-{i}\">\n<h3>{}</h3>\n",
+            escape(&run.name)
+        ));
         let mut rows = vec![
             ("Volumes".to_string(), run.n_volumes.to_string()),
             ("Repetition time".to_string(), format!("{} s", run.tr)),
-            ("Duration".to_string(), format!("{:.1} s", run.n_volumes as f64 * run.tr)),
+            (
+                "Duration".to_string(),
+                format!("{:.1} s", run.n_volumes as f64 * run.tr),
+            ),
         ];
         if !run.stimuli.is_empty() {
             rows.push(("Stimuli".to_string(), run.stimuli.join(", ")));
@@ -187,7 +212,11 @@ pub fn render_html(r: &ReportSummary) -> String {
         h.push_str("<p>No contrasts were requested.</p>\n");
     }
     for c in &r.contrasts {
-        h.push_str(&format!("<h3>{}</h3>\n<p>Contrast <code>{}</code></p>\n", escape(&c.name), escape(&c.expression)));
+        h.push_str(&format!(
+            "<h3>{}</h3>\n<p>Contrast <code>{}</code></p>\n",
+            escape(&c.name),
+            escape(&c.expression)
+        ));
         if let Some(f) = &c.figure {
             h.push_str(&figure(f));
         }
@@ -202,7 +231,9 @@ pub fn render_html(r: &ReportSummary) -> String {
         h.push_str("<table>\n<tr><th>Component</th><th>Label</th><th>Score</th><th>Explained variance</th></tr>\n");
         for n in &r.networks {
             let label = match (&n.label, n.weak_evidence) {
-                (Some(l), true) => format!("<span class=\"weak\">{} (weak evidence)</span>", escape(l)),
+                (Some(l), true) => {
+                    format!("<span class=\"weak\">{} (weak evidence)</span>", escape(l))
+                }
                 (Some(l), false) => escape(l),
                 (None, _) => "<span class=\"weak\">unlabelled</span>".into(),
             };
@@ -210,8 +241,12 @@ pub fn render_html(r: &ReportSummary) -> String {
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
                 escape(&n.component),
                 label,
-                n.score.map(|s| format!("{s:.2}")).unwrap_or_else(|| "n/a".into()),
-                n.explained_variance.map(|v| format!("{:.1} %", 100.0 * v)).unwrap_or_else(|| "n/a".into())
+                n.score
+                    .map(|s| format!("{s:.2}"))
+                    .unwrap_or_else(|| "n/a".into()),
+                n.explained_variance
+                    .map(|v| format!("{:.1} %", 100.0 * v))
+                    .unwrap_or_else(|| "n/a".into())
             ));
         }
         h.push_str("</table>\n");
@@ -236,11 +271,18 @@ pub fn render_html(r: &ReportSummary) -> String {
     ];
     rows.extend(p.software.iter().cloned());
     h.push_str(&table(&rows));
-    h.push_str(&format!("<p>Command:</p>\n<pre>{}</pre>\n", escape(&p.command)));
+    h.push_str(&format!(
+        "<p>Command:</p>\n<pre>{}</pre>\n",
+        escape(&p.command)
+    ));
     if !p.checksums.is_empty() {
         h.push_str("<table>\n<tr><th>File</th><th>SHA-256</th></tr>\n");
         for (f, c) in &p.checksums {
-            h.push_str(&format!("<tr><td><code>{}</code></td><td><code>{}</code></td></tr>\n", escape(f), escape(c)));
+            h.push_str(&format!(
+                "<tr><td><code>{}</code></td><td><code>{}</code></td></tr>\n",
+                escape(f),
+                escape(c)
+            ));
         }
         h.push_str("</table>\n");
     }
@@ -250,7 +292,10 @@ pub fn render_html(r: &ReportSummary) -> String {
     } else {
         h.push_str("<ul>\n");
         for e in &r.errors {
-            h.push_str(&format!("<li class=\"error\"><pre>{}</pre></li>\n", escape(e)));
+            h.push_str(&format!(
+                "<li class=\"error\"><pre>{}</pre></li>\n",
+                escape(e)
+            ));
         }
         h.push_str("</ul>\n");
     }
@@ -284,7 +329,10 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-            && let (Some(hi), Some(lo)) = (b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c)))
+            && let (Some(hi), Some(lo)) = (
+                b.get(i + 1).and_then(|c| hex(*c)),
+                b.get(i + 2).and_then(|c| hex(*c)),
+            )
         {
             out.push(hi * 16 + lo);
             i += 3;
@@ -320,12 +368,22 @@ pub fn missing_links(html: &str, base_dir: &Path) -> Vec<String> {
 }
 
 /// The methods boilerplate for the analysis part, from the settings actually used.
-pub fn analysis_methods(hrf: &str, high_pass_hz: f64, noise_model: &str, n_components: Option<usize>, seed: u32) -> String {
+pub fn analysis_methods(
+    hrf: &str,
+    high_pass_hz: f64,
+    noise_model: &str,
+    n_components: Option<usize>,
+    seed: u32,
+) -> String {
     let mut s = format!(
         "Contrasts were computed on the predicted BOLD with a first-level general linear model equivalent to nilearn's \
          FirstLevelModel: events convolved with the {hrf} haemodynamic response function (oversampling 50), a cosine drift basis \
          (high-pass {high_pass_hz} Hz) and a constant, {} noise model; z maps were derived from the t statistics.",
-        if noise_model == "ar1" { "an AR(1) (coefficients binned to 0.01, refit per bin)" } else { "an ordinary least squares" }
+        if noise_model == "ar1" {
+            "an AR(1) (coefficients binned to 0.01, refit per bin)"
+        } else {
+            "an ordinary least squares"
+        }
     );
     if let Some(k) = n_components {
         s.push_str(&format!(
@@ -346,7 +404,10 @@ mod tests {
         assert_eq!(escape("<a & \"b\">"), "&lt;a &amp; &quot;b&quot;&gt;");
         let l = links("<a href=\"x y.png\"> <img src=\"a.png\"> data-src=\"no\"");
         assert_eq!(l, vec!["x y.png", "a.png"]);
-        assert_eq!(url("sub-01/figures/a b#c.png"), "sub-01/figures/a%20b%23c.png");
+        assert_eq!(
+            url("sub-01/figures/a b#c.png"),
+            "sub-01/figures/a%20b%23c.png"
+        );
         assert_eq!(percent_decode("a%20b%23c.png"), "a b#c.png");
     }
 }

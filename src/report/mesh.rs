@@ -26,7 +26,7 @@ impl Mesh {
     /// Build a mesh from flat arrays (`coords`: 3 per vertex, `triangles`: 3 per face), checking
     /// that every triangle index is in range.
     pub fn from_arrays(coords: &[f32], triangles: &[u32]) -> Result<Self> {
-        if coords.len() % 3 != 0 || triangles.len() % 3 != 0 {
+        if !coords.len().is_multiple_of(3) || !triangles.len().is_multiple_of(3) {
             return Err(Error::ShapeMismatch {
                 name: "mesh arrays (coords, triangles)".into(),
                 expected: vec![3, 3],
@@ -51,14 +51,19 @@ impl Mesh {
         }
         Ok(Mesh {
             vertices: coords.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect(),
-            triangles: triangles.chunks_exact(3).map(|t| [t[0], t[1], t[2]]).collect(),
+            triangles: triangles
+                .chunks_exact(3)
+                .map(|t| [t[0], t[1], t[2]])
+                .collect(),
         })
     }
 
     /// `(1 - t) * self + t * other` vertex by vertex (same topology required). `t = 0.5` of
     /// pial and inflated is the half-inflated surface.
     pub fn blend(&self, other: &Mesh, t: f32) -> Result<Mesh> {
-        if self.vertices.len() != other.vertices.len() || self.triangles.len() != other.triangles.len() {
+        if self.vertices.len() != other.vertices.len()
+            || self.triangles.len() != other.triangles.len()
+        {
             return Err(Error::ShapeMismatch {
                 name: "meshes to blend".into(),
                 expected: vec![self.vertices.len(), self.triangles.len()],
@@ -71,7 +76,13 @@ impl Mesh {
                 .vertices
                 .iter()
                 .zip(&other.vertices)
-                .map(|(a, b)| [a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1]), a[2] + t * (b[2] - a[2])])
+                .map(|(a, b)| {
+                    [
+                        a[0] + t * (b[0] - a[0]),
+                        a[1] + t * (b[1] - a[1]),
+                        a[2] + t * (b[2] - a[2]),
+                    ]
+                })
                 .collect(),
             triangles: self.triangles.clone(),
         })
@@ -94,7 +105,12 @@ impl Mesh {
             }
         }
         let c = self.centroid();
-        let outward: f32 = self.vertices.iter().zip(&n).map(|(p, ni)| dot(sub(*p, c), *ni)).sum();
+        let outward: f32 = self
+            .vertices
+            .iter()
+            .zip(&n)
+            .map(|(p, ni)| dot(sub(*p, c), *ni))
+            .sum();
         let sign = if outward < 0.0 { -1.0 } else { 1.0 };
         for ni in &mut n {
             let l = dot(*ni, *ni).sqrt();
@@ -107,7 +123,10 @@ impl Mesh {
 
     pub fn centroid(&self) -> [f32; 3] {
         let n = self.vertices.len().max(1) as f32;
-        let s = self.vertices.iter().fold([0.0f32; 3], |a, v| [a[0] + v[0], a[1] + v[1], a[2] + v[2]]);
+        let s = self
+            .vertices
+            .iter()
+            .fold([0.0f32; 3], |a, v| [a[0] + v[0], a[1] + v[1], a[2] + v[2]]);
         [s[0] / n, s[1] / n, s[2] / n]
     }
 }
@@ -117,7 +136,11 @@ pub(crate) fn sub(a: [f32; 3], b: [f32; 3]) -> [f32; 3] {
 }
 
 pub(crate) fn cross(a: [f32; 3], b: [f32; 3]) -> [f32; 3] {
-    [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
 }
 
 pub(crate) fn dot(a: [f32; 3], b: [f32; 3]) -> f32 {
@@ -131,8 +154,10 @@ mod tests {
     #[test]
     fn checks_indices_and_blends() {
         assert!(Mesh::from_arrays(&[0.0; 9], &[0, 1, 3]).is_err());
-        let a = Mesh::from_arrays(&[0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0], &[0, 1, 2]).unwrap();
-        let b = Mesh::from_arrays(&[2.0, 0.0, 0.0, 3.0, 0.0, 0.0, 2.0, 1.0, 0.0], &[0, 1, 2]).unwrap();
+        let a =
+            Mesh::from_arrays(&[0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0], &[0, 1, 2]).unwrap();
+        let b =
+            Mesh::from_arrays(&[2.0, 0.0, 0.0, 3.0, 0.0, 0.0, 2.0, 1.0, 0.0], &[0, 1, 2]).unwrap();
         assert_eq!(a.blend(&b, 0.5).unwrap().vertices[0], [1.0, 0.0, 0.0]);
     }
 }

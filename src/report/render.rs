@@ -22,7 +22,12 @@ pub enum View {
 }
 
 impl View {
-    pub const ALL: [View; 4] = [View::LeftLateral, View::LeftMedial, View::RightLateral, View::RightMedial];
+    pub const ALL: [View; 4] = [
+        View::LeftLateral,
+        View::LeftMedial,
+        View::RightLateral,
+        View::RightMedial,
+    ];
 
     pub fn is_left(self) -> bool {
         matches!(self, View::LeftLateral | View::LeftMedial)
@@ -66,7 +71,10 @@ pub struct MapStyle {
 impl MapStyle {
     /// Signed maps (contrasts): `cold_hot`, limits ±max|v|.
     pub fn signed(data: &[f32], threshold: Option<f32>, label: &str) -> Self {
-        let m = data.iter().filter(|v| v.is_finite()).fold(0.0f32, |a, v| a.max(v.abs()));
+        let m = data
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(0.0f32, |a, v| a.max(v.abs()));
         let m = if m > 0.0 { m } else { 1.0 };
         MapStyle {
             cmap: Colormap::ColdHot,
@@ -80,7 +88,10 @@ impl MapStyle {
 
     /// Positive maps (mean prediction, ICA loadings): `hot` from 0 (or the threshold) to max.
     pub fn positive(data: &[f32], threshold: Option<f32>, label: &str) -> Self {
-        let m = data.iter().filter(|v| v.is_finite()).fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+        let m = data
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
         let lo = threshold.unwrap_or(0.0).max(0.0);
         let m = if m > lo { m } else { lo + 1.0 };
         MapStyle {
@@ -105,7 +116,11 @@ impl MapStyle {
             }
         }
         let span = self.vmax - self.vmin;
-        let x = if span > 0.0 { (v - self.vmin) / span } else { 0.5 };
+        let x = if span > 0.0 {
+            (v - self.vmin) / span
+        } else {
+            0.5
+        };
         Some(self.cmap.rgb(x))
     }
 }
@@ -114,7 +129,11 @@ impl MapStyle {
 /// with a soft but narrow transition so the folding pattern reads as two tones, as in
 /// nilearn's and pyvista's sulcal backgrounds.
 fn sulc_grey(s: f32, lo: f32, hi: f32) -> f32 {
-    let mid = if lo < 0.0 && hi > 0.0 { 0.0 } else { 0.5 * (lo + hi) };
+    let mid = if lo < 0.0 && hi > 0.0 {
+        0.0
+    } else {
+        0.5 * (lo + hi)
+    };
     let w = 0.3 * (hi - lo).max(1e-6);
     let t = ((s - mid) / w * 0.5 + 0.5).clamp(0.0, 1.0);
     let t = t * t * (3.0 - 2.0 * t);
@@ -159,6 +178,7 @@ pub fn projected_extent(hemi: &HemiSurface, view: View) -> ([f32; 2], [f32; 2]) 
 
 /// Render one view at `width x height` (already supersampled by the caller) into linear RGB,
 /// with `background` where nothing is drawn. `data` is one value per vertex (NaN = none).
+#[allow(clippy::too_many_arguments)]
 pub fn render_view(
     hemi: &HemiSurface,
     data: &[f32],
@@ -188,7 +208,11 @@ pub fn render_view(
         -forward[2] + 0.35 * up[2] + 0.25 * right[2],
     ]);
     let to_eye = [-forward[0], -forward[1], -forward[2]];
-    let half = normalize([to_light[0] + to_eye[0], to_light[1] + to_eye[1], to_light[2] + to_eye[2]]);
+    let half = normalize([
+        to_light[0] + to_eye[0],
+        to_light[1] + to_eye[1],
+        to_light[2] + to_eye[2],
+    ]);
     let (cx, cy) = (width as f32 / 2.0, height as f32 / 2.0);
     let proj: Vec<[f32; 3]> = hemi
         .mesh
@@ -281,7 +305,11 @@ pub fn render_view(
 
 fn normalize(v: [f32; 3]) -> [f32; 3] {
     let l = dot(v, v).sqrt();
-    if l > 0.0 { [v[0] / l, v[1] / l, v[2] / l] } else { v }
+    if l > 0.0 {
+        [v[0] / l, v[1] / l, v[2] / l]
+    } else {
+        v
+    }
 }
 
 /// Average `factor x factor` blocks (supersampling -> anti-aliasing) into 8-bit RGB.
@@ -306,4 +334,3 @@ pub fn downsample(src: &[[f32; 3]], width: usize, height: usize, factor: usize) 
     }
     out
 }
-
