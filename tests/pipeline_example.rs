@@ -95,7 +95,7 @@ fn example_end_to_end_resume_and_validity() {
         let bold = root().join("examples/bids").join(format!("sub-{sub}/func/{stem}_bold.nii.gz"));
         let hdr = tribe_bids::formats::read_nifti_header(&bold).unwrap();
         assert_eq!(img.arrays.len(), hdr.shape()[3], "{k}: one DataArray per volume");
-        assert!(img.arrays.iter().all(|a| a.len() == 10242), "{k}");
+        assert!(img.arrays.iter().all(|a| a.data.len() == 10242), "{k}");
         let side: serde_json::Value = serde_json::from_slice(&clean[&k.replace(".func.gii", ".json")]).unwrap();
         assert_eq!(side["RepetitionTime"].as_f64(), hdr.repetition_time_s(), "{k}");
     }
@@ -138,7 +138,7 @@ fn e2e_matches_reference_predictions() {
     for (i, h) in ["L", "R"].iter().enumerate() {
         let f = out.join(format!("sub-01/func/sub-01_task-movie_run-1_hemi-{h}_space-fsaverage5_desc-predicted_bold.func.gii"));
         let img = tribe_bids::formats::read_gifti(&f).unwrap();
-        ours[i] = img.arrays.iter().map(|a| a.as_f32().unwrap().to_vec()).collect::<Vec<_>>();
+        ours[i] = img.arrays.iter().map(|a| a.data.as_f32().unwrap().to_vec()).collect::<Vec<_>>();
     }
     assert_eq!(ours[0].len(), 30, "30 volumes, as the NIfTI header says");
     let mut max_diff = 0f32;
