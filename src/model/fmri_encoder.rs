@@ -343,9 +343,12 @@ impl TribeModel {
             let (a, f) = (2 * i, 2 * i + 1);
             let attn = AttentionBlock {
                 norm_g: get(&format!("encoder.layers.{a}.0.0.g"))?,
-                to_q: get(&format!("encoder.layers.{a}.1.to_q.weight"))?,
-                to_k: get(&format!("encoder.layers.{a}.1.to_k.weight"))?,
-                to_v: get(&format!("encoder.layers.{a}.1.to_v.weight"))?,
+                to_qkv: {
+                    let q = get(&format!("encoder.layers.{a}.1.to_q.weight"))?;
+                    let k = get(&format!("encoder.layers.{a}.1.to_k.weight"))?;
+                    let v = get(&format!("encoder.layers.{a}.1.to_v.weight"))?;
+                    Tensor::cat(&[&q, &k, &v], 0)?
+                },
                 to_out: get(&format!("encoder.layers.{a}.1.to_out.weight"))?,
                 residual_scale: get(&format!("encoder.layers.{a}.2.residual_scale"))?,
             };

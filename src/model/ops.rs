@@ -179,63 +179,59 @@ fn apply_rotary_portable(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tenso
     }
 }
 
-/// Multi-head self-attention core, after the q/k/v projections: rotary on q and k, softmax(q k^T
-/// * dh^-0.5) in f32, times v, heads merged back. `q`, `k`, `v`: (B, T, H*dh). Returns (B, T,
-/// H*dh) and, when `want_probs`, the probabilities (B, H, T, T) for tracing.
+/// Multi-head self-attention core, after the fused q/k/v projection: rotary on q and k,
+/// softmax(q k^T * dh^-0.5) in f32, times v, heads merged back. `qkv`: (B, T, 3*H*dh), the
+/// columns being [q | k | v]. Returns (B, T, H*dh) and, when `want_probs`, the probabilities
+/// (B, H, T, T) for tracing.
 pub fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    qkv: &Tensor,
     heads: usize,
     freqs: &Tensor,
     want_probs: bool,
     kern: Kernels,
 ) -> Result<(Tensor, Option<Tensor>)> {
-    let (b, t, hd) = q.dims3()?;
+    let (b, t, hd3) = qkv.dims3()?;
+    let hd = hd3 / 3;
     let dh = hd / heads;
     let scale = (dh as f64).powf(-0.5);
-    if kern.fast(q) {
-        if let Some(r) = attention_cpu(q, k, v, heads, freqs, want_probs, scale)? {
+    if kern.fast(qkv) {
+        if let Some(r) = attention_cpu(qkv, heads, freqs, want_probs, scale)? {
             return Ok(r);
         }
     }
     let cos = freqs.cos()?;
     let sin = freqs.sin()?;
-    let split = |x: &Tensor| -> Result<Tensor> {
-        Ok(x.reshape((b, t, heads, dh))?
+    let split = |i: usize| -> Result<Tensor> {
+        Ok(qkv
+            .narrow(2, i * hd, hd)?
+            .reshape((b, t, heads, dh))?
             .transpose(1, 2)?
             .contiguous()?)
     };
-    let qh = apply_rotary_portable(&split(q)?, &cos, &sin)?;
-    let kh = apply_rotary_portable(&split(k)?, &cos, &sin)?;
-    let vh = split(v)?;
+    let qh = apply_rotary_portable(&split(0)?, &cos, &sin)?;
+    let kh = apply_rotary_portable(&split(1)?, &cos, &sin)?;
+    let vh = split(2)?;
     let scores = (qh.matmul(&kh.t()?.contiguous()?)? * scale)?;
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     let o = probs.matmul(&vh)?.transpose(1, 2)?.reshape((b, t, hd))?;
     Ok((o, want_probs.then_some(probs)))
 }
 
-/// The CPU version: rotary in place on copies of q and k, then per (batch, head) two faer GEMMs
-/// straight on the (B, T, H*dh) layout (row stride H*dh), so no head transposes are copied.
+/// The CPU version: rotary on copies of q and k, then one task per (batch, head), each doing two
+/// single-threaded faer GEMMs on strided views of the (B, T, 3*H*dh) layout (no head transposes
+/// are materialised); the heads run in parallel.
 fn attention_cpu(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+    qkv: &Tensor,
     heads: usize,
     freqs: &Tensor,
     want_probs: bool,
     scale: f64,
 ) -> Result<Option<(Tensor, Option<Tensor>)>> {
-    let (b, t, hd) = q.dims3()?;
+    let (b, t, hd3) = qkv.dims3()?;
+    let hd = hd3 / 3;
     let dh = hd / heads;
     let rd = freqs.dim(1)?;
-    let (Some(mut qv), Some(mut kv)) = (
-        with_f32(&q.contiguous()?, <[f32]>::to_vec),
-        with_f32(&k.contiguous()?, <[f32]>::to_vec),
-    ) else {
-        return Ok(None);
-    };
-    // cos/sin computed by candle (same f32 cos/sin as the portable path).
+    // cos/sin computed by candle (the same f32 cos/sin as the portable path).
     let (Some(cos), Some(sin)) = (
         with_f32(&freqs.cos()?.contiguous()?, <[f32]>::to_vec),
         with_f32(&freqs.sin()?.contiguous()?, <[f32]>::to_vec),
@@ -243,66 +239,59 @@ fn attention_cpu(
         return Ok(None);
     };
     let half = rd / 2;
-    let rotate = |buf: &mut [f32]| {
-        buf.par_chunks_mut(hd).enumerate().for_each(|(row, r)| {
-            let p = row % t;
-            let (c, s) = (&cos[p * rd..(p + 1) * rd], &sin[p * rd..(p + 1) * rd]);
-            for h in 0..heads {
-                let x = &mut r[h * dh..h * dh + rd];
-                for j in 0..half {
-                    let (x1, x2) = (x[j], x[j + half]);
-                    // t*cos + rotate_half(t)*sin, rotate_half([x1, x2]) = [-x2, x1]
-                    x[j] = x1 * c[j] + (-x2) * s[j];
-                    x[j + half] = x2 * c[j + half] + x1 * s[j + half];
+    let qkv = qkv.contiguous()?;
+    let out = with_f32(&qkv, |all| {
+        // q and k with rotary applied, each (B*T, H*dh).
+        let rotated = |col: usize| {
+            let mut buf = vec![0f32; b * t * hd];
+            buf.par_chunks_mut(hd).enumerate().for_each(|(row, r)| {
+                r.copy_from_slice(&all[row * hd3 + col..row * hd3 + col + hd]);
+                let p = row % t;
+                let (c, s) = (&cos[p * rd..(p + 1) * rd], &sin[p * rd..(p + 1) * rd]);
+                for h in 0..heads {
+                    let x = &mut r[h * dh..h * dh + rd];
+                    for j in 0..half {
+                        let (x1, x2) = (x[j], x[j + half]);
+                        // t*cos + rotate_half(t)*sin, rotate_half([x1, x2]) = [-x2, x1]
+                        x[j] = x1 * c[j] + (-x2) * s[j];
+                        x[j + half] = x2 * c[j + half] + x1 * s[j + half];
+                    }
                 }
-            }
-        });
-    };
-    rotate(&mut qv);
-    rotate(&mut kv);
-    let vc = v.contiguous()?;
-    let out = with_f32(&vc, |vv| {
-        let mut out = vec![0f32; b * t * hd];
-        let mut probs = if want_probs {
-            vec![0f32; b * heads * t * t]
-        } else {
-            Vec::new()
+            });
+            buf
         };
-        let mut scores = vec![0f32; t * t];
-        let mut head_out = vec![0f32; t * dh];
-        for bi in 0..b {
-            for h in 0..heads {
+        let (qr, kr) = (rotated(0), rotated(hd));
+        let per_head: Vec<(Vec<f32>, Vec<f32>)> = (0..b * heads)
+            .into_par_iter()
+            .map(|task| {
+                let (bi, h) = (task / heads, task % heads);
                 let base = bi * t * hd + h * dh;
-                let qm = faer::MatRef::from_row_major_slice_with_stride(&qv[base..], t, dh, hd);
-                let km = faer::MatRef::from_row_major_slice_with_stride(&kv[base..], t, dh, hd);
-                let vm = faer::MatRef::from_row_major_slice_with_stride(&vv[base..], t, dh, hd);
-                {
-                    let dst = faer::MatMut::from_row_major_slice_mut(&mut scores, t, t);
-                    faer::linalg::matmul::matmul(
-                        dst,
-                        faer::Accum::Replace,
-                        qm,
-                        km.transpose(),
-                        1.0f32,
-                        threads(),
-                    );
-                }
-                scores
-                    .par_chunks_mut(t)
-                    .for_each(|row| softmax_row(row, scale as f32));
-                if want_probs {
-                    let off = (bi * heads + h) * t * t;
-                    probs[off..off + t * t].copy_from_slice(&scores);
-                }
-                let pm = faer::MatRef::from_row_major_slice(&scores, t, t);
+                let qm = faer::MatRef::from_row_major_slice_with_stride(&qr[base..], t, dh, hd);
+                let km = faer::MatRef::from_row_major_slice_with_stride(&kr[base..], t, dh, hd);
+                let vbase = bi * t * hd3 + 2 * hd + h * dh;
+                let vm = faer::MatRef::from_row_major_slice_with_stride(&all[vbase..], t, dh, hd3);
+                let mut scores = vec![0f32; t * t];
+                let dst = faer::MatMut::from_row_major_slice_mut(&mut scores, t, t);
+                faer::linalg::matmul::matmul(dst, faer::Accum::Replace, qm, km.transpose(), 1.0f32, faer::Par::Seq);
+                scores.chunks_exact_mut(t).for_each(|row| softmax_row(row, scale as f32));
                 // faer 0.24 / private-gemm-x86 0.1.22 segfaults when the destination is a
-                // row-major view with row stride > ncols, so write a packed head and copy it.
+                // row-major view with row stride > ncols, so each head is written packed.
+                let mut head_out = vec![0f32; t * dh];
+                let pm = faer::MatRef::from_row_major_slice(&scores, t, t);
                 let dst = faer::MatMut::from_row_major_slice_mut(&mut head_out, t, dh);
-                faer::linalg::matmul::matmul(dst, faer::Accum::Replace, pm, vm, 1.0f32, threads());
-                for (r, src) in head_out.chunks_exact(dh).enumerate() {
-                    out[base + r * hd..base + r * hd + dh].copy_from_slice(src);
-                }
+                faer::linalg::matmul::matmul(dst, faer::Accum::Replace, pm, vm, 1.0f32, faer::Par::Seq);
+                (head_out, if want_probs { scores } else { Vec::new() })
+            })
+            .collect();
+        let mut out = vec![0f32; b * t * hd];
+        let mut probs = Vec::with_capacity(if want_probs { b * heads * t * t } else { 0 });
+        for (task, (head_out, p)) in per_head.into_iter().enumerate() {
+            let (bi, h) = (task / heads, task % heads);
+            for (r, src) in head_out.chunks_exact(dh).enumerate() {
+                let o = bi * t * hd + r * hd + h * dh;
+                out[o..o + dh].copy_from_slice(src);
             }
+            probs.extend_from_slice(&p);
         }
         (out, probs)
     });
@@ -319,7 +308,11 @@ fn attention_cpu(
 }
 
 /// softmax(row * scale) in f32, as torch: subtract the max, exp, divide by the sum.
+/// Arguments below ln(f32::MIN_POSITIVE) give 0 instead of a subnormal: the difference is under
+/// 1.2e-38, and it avoids libm's underflow slow path, which made sharp attention rows (most
+/// probabilities ~0) several times slower to normalise than the matrix products around them.
 fn softmax_row(row: &mut [f32], scale: f32) {
+    const LN_MIN_POSITIVE: f32 = -87.336_55;
     let mut max = f32::NEG_INFINITY;
     for x in row.iter_mut() {
         *x *= scale;
@@ -327,7 +320,8 @@ fn softmax_row(row: &mut [f32], scale: f32) {
     }
     let mut sum = 0f32;
     for x in row.iter_mut() {
-        *x = (*x - max).exp();
+        let d = *x - max;
+        *x = if d < LN_MIN_POSITIVE { 0.0 } else { d.exp() };
         sum += *x;
     }
     for x in row.iter_mut() {
@@ -353,4 +347,68 @@ pub fn adaptive_avg_pool_time(x: &Tensor, n: usize) -> Result<Tensor> {
         bins.push((x.narrow(1, start, end - start)?.sum_keepdim(1)? / (end - start) as f64)?);
     }
     Ok(Tensor::cat(&bins, 1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn maxdiff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// The faer path agrees with candle's matmul over many shapes, both weight layouts, with and
+    /// without bias (it guards the fast path against GEMM-library corner cases).
+    #[test]
+    fn fast_gemm_matches_portable_over_shapes() {
+        let d = Device::Cpu;
+        for &m in &[1usize, 3, 17, 40, 201] {
+            for &k in &[1usize, 5, 32, 96, 130] {
+                for &n in &[1usize, 7, 64, 300] {
+                    let x = Tensor::randn(0f32, 1.0, (m, k), &d).unwrap();
+                    let w_nk = Tensor::randn(0f32, 1.0, (n, k), &d).unwrap();
+                    let w_kn = Tensor::randn(0f32, 1.0, (k, n), &d).unwrap();
+                    let b = Tensor::randn(0f32, 1.0, n, &d).unwrap();
+                    for bias in [None, Some(&b)] {
+                        let f = linear(&x, &w_nk, bias, Kernels::Auto).unwrap();
+                        let p = linear(&x, &w_nk, bias, Kernels::Portable).unwrap();
+                        assert!(maxdiff(&f, &p) < 1e-4, "linear {m}x{k}x{n}");
+                        let f = matmul(&x, &w_kn, bias, Kernels::Auto).unwrap();
+                        let p = matmul(&x, &w_kn, bias, Kernels::Portable).unwrap();
+                        assert!(maxdiff(&f, &p) < 1e-4, "matmul {m}x{k}x{n}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_attention_matches_portable() {
+        let d = Device::Cpu;
+        for &(b, t, heads, dh) in &[(1usize, 1usize, 1usize, 64usize), (2, 7, 3, 64), (1, 33, 2, 96), (2, 20, 4, 40)] {
+            let hd = heads * dh;
+            let rd = (dh / 2).max(32).min(dh);
+            let inv: Vec<f32> = (0..rd / 2).map(|j| 1.0 / 10000f32.powf(2.0 * j as f32 / rd as f32)).collect();
+            let inv = Tensor::from_vec(inv, rd / 2, &d).unwrap();
+            let freqs = rotary_freqs(&inv, t).unwrap();
+            let qkv = Tensor::randn(0f32, 1.0, (b, t, 3 * hd), &d).unwrap();
+            let (of, pf) = attention(&qkv, heads, &freqs, true, Kernels::Auto).unwrap();
+            let (op, pp) = attention(&qkv, heads, &freqs, true, Kernels::Portable).unwrap();
+            assert!(maxdiff(&of, &op) < 1e-5, "out {b} {t} {heads} {dh}");
+            assert!(maxdiff(&pf.unwrap(), &pp.unwrap()) < 1e-6, "probs");
+        }
+    }
+
+    #[test]
+    fn adaptive_pool_bins() {
+        // T = 5 -> 3 bins: [0,1], [1,2,3], [3,4]
+        let x = Tensor::arange(0f32, 5.0, &Device::Cpu).unwrap().reshape((1, 5, 1)).unwrap();
+        let y: Vec<f32> = adaptive_avg_pool_time(&x, 3).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(y, vec![0.5, 2.0, 3.5]);
+        let y: Vec<f32> = adaptive_avg_pool_time(&x, 5).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(y, vec![0., 1., 2., 3., 4.]);
+        // T smaller than the output: bins repeat.
+        let y: Vec<f32> = adaptive_avg_pool_time(&x.narrow(1, 0, 2).unwrap(), 4).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(y, vec![0., 0., 1., 1.]);
+    }
 }

@@ -16,9 +16,8 @@ const SCALE_NORM_EPS: f64 = 1e-12;
 #[derive(Debug, Clone)]
 pub struct AttentionBlock {
     pub norm_g: Tensor,
-    pub to_q: Tensor,
-    pub to_k: Tensor,
-    pub to_v: Tensor,
+    /// `to_q`, `to_k`, `to_v` stacked (3*hidden, hidden): one GEMM instead of three.
+    pub to_qkv: Tensor,
     pub to_out: Tensor,
     pub residual_scale: Tensor,
 }
@@ -55,11 +54,9 @@ impl Encoder {
             // Attention sublayer: x = Attn(ScaleNorm(x)) + x * residual_scale.
             let h = ops::scale_norm(&x, &attn.norm_g, SCALE_NORM_EPS)?;
             trace.record(&format!("enc.layers.{ia}.attn.normed"), &h);
-            let q = ops::linear(&h, &attn.to_q, None, kern)?;
-            let k = ops::linear(&h, &attn.to_k, None, kern)?;
-            let v = ops::linear(&h, &attn.to_v, None, kern)?;
+            let qkv = ops::linear(&h, &attn.to_qkv, None, kern)?;
             drop(h);
-            let (o, probs) = ops::attention(&q, &k, &v, self.heads, &freqs, trace.enabled(), kern)?;
+            let (o, probs) = ops::attention(&qkv, self.heads, &freqs, trace.enabled(), kern)?;
             if let Some(p) = probs {
                 trace.record(&format!("enc.layers.{ia}.attn.probs"), &p);
             }

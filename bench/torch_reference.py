@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""PyTorch CPU reference timing for the TRIBE v2 brain model at the released size.
+
+Runs the same shapes as benches/brain_model.rs (hidden 1152, 8 layers, 8 heads, low-rank 2048,
+20,484 outputs, T = 200), on the weights the Rust bench wrote (BENCH_DIR/model.safetensors), with
+the same thread count, and checks its prediction against the candle one (window.safetensors).
+
+The forward is SPEC §1-3 written in plain torch ops the way the reference modules compute it
+(nn.Linear projectors, x_transformers pre-norm ScaleNorm blocks with half-split partial rotary,
+einsum subject-layers head in (B, C, T) layout, AdaptiveAvgPool1d), because x_transformers is not
+installed in this venv. SPEC.md records that such a re-implementation matches the real
+FmriEncoderModel within 7.5e-7.
+
+Usage: torch_reference.py DIR [--threads N] [--reps R]   (prints one JSON line last)
+"""
+
+import argparse
+import json
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+MODALITIES = ["text", "audio", "video"]
+
+
+def scale_norm(x, g):
+    return F.normalize(x, dim=-1) * (x.shape[-1] ** 0.5) * g
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def forward(w, feats, depth, heads, n_steps):
+    xs = []
+    b, t = None, None
+    for m in MODALITIES:
+        if m in feats:
+            b, t = feats[m].shape[0], feats[m].shape[-1]
+    for m in MODALITIES:
+        wm = w[f"projectors.{m}.weight"]
+        if m not in feats:
+            xs.append(torch.zeros(b, t, wm.shape[0]))
+            continue
+        x = feats[m].float()
+        x = x.reshape(b, -1, t).transpose(1, 2)  # b l d t -> b (l d) t -> b t (l d)
+        xs.append(F.linear(x, wm, w[f"projectors.{m}.bias"]))
+    x = torch.cat(xs, dim=-1)
+    x = x + w["time_pos_embed"][:, :t]
+    dim = x.shape[-1]
+    dh = dim // heads
+    inv_freq = w["encoder.rotary_pos_emb.inv_freq"]
+    rd = inv_freq.shape[0] * 2
+    freqs = torch.einsum("i,j->ij", torch.arange(t, dtype=torch.float32), inv_freq)
+    freqs = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = freqs.cos(), freqs.sin()
+    for i in range(depth):
+        a, f = 2 * i, 2 * i + 1
+        h = scale_norm(x, w[f"encoder.layers.{a}.0.0.g"])
+        q, k, v = (F.linear(h, w[f"encoder.layers.{a}.1.{n}.weight"]) for n in ("to_q", "to_k", "to_v"))
+        q, k, v = (z.reshape(b, t, heads, dh).transpose(1, 2) for z in (q, k, v))
+
+        def rot(z):
+            zr, zp = z[..., :rd], z[..., rd:]
+            return torch.cat((zr * cos + rotate_half(zr) * sin, zp), dim=-1)
+
+        q, k = rot(q), rot(k)
+        s = torch.einsum("bhid,bhjd->bhij", q, k) * dh**-0.5
+        p = s.softmax(dim=-1, dtype=torch.float32)
+        o = torch.einsum("bhij,bhjd->bhid", p, v).transpose(1, 2).reshape(b, t, dim)
+        x = F.linear(o, w[f"encoder.layers.{a}.1.to_out.weight"]) + x * w[f"encoder.layers.{a}.2.residual_scale"]
+        h = scale_norm(x, w[f"encoder.layers.{f}.0.0.g"])
+        h = F.gelu(F.linear(h, w[f"encoder.layers.{f}.1.ff.0.0.weight"], w[f"encoder.layers.{f}.1.ff.0.0.bias"]))
+        h = F.linear(h, w[f"encoder.layers.{f}.1.ff.2.weight"], w[f"encoder.layers.{f}.1.ff.2.bias"])
+        x = h + x * w[f"encoder.layers.{f}.2.residual_scale"]
+    x = scale_norm(x, w["encoder.final_norm.g"])
+    x = x.transpose(1, 2)  # B, H, T
+    x = F.linear(x.transpose(1, 2), w["low_rank_head.weight"]).transpose(1, 2)
+    out = torch.einsum("bct,cd->bdt", x, w["predictor.weights"][0])
+    out = out + w["predictor.bias"][0].view(1, -1, 1)
+    return F.adaptive_avg_pool1d(out, n_steps)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    w = load_file(f"{args.dir}/model.safetensors")
+    win = load_file(f"{args.dir}/window.safetensors")
+    feats = {m: win[m] for m in MODALITIES if m in win}
+    depth = sum(1 for k in w if k.endswith(".1.to_q.weight"))
+    heads = 8
+    n_steps = win["prediction"].shape[-1]
+    with torch.inference_mode():
+        y = forward(w, feats, depth, heads, n_steps)  # warm-up
+        best = math.inf
+        c0 = time.process_time()
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            forward(w, feats, depth, heads, n_steps)
+            best = min(best, time.perf_counter() - t0)
+        cpu = (time.process_time() - c0) / args.reps
+        # GEMM peak with the same threads, same shape as the Rust bench.
+        a, bm = torch.randn(1024, 2048), torch.randn(2048, 4096)
+        a @ bm
+        g = math.inf
+        for _ in range(4):
+            t0 = time.perf_counter()
+            a @ bm
+            g = min(g, time.perf_counter() - t0)
+    ref = win["prediction"]
+    d = (y - ref).abs().max().item()
+    bound = 1e-5 * ref.abs().max().item() + 1e-6
+    out = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "ms_per_window": best * 1e3,
+        "cpu_ms_per_window": cpu * 1e3,
+        "gemm_peak_gflops": 2 * 1024 * 2048 * 4096 / g / 1e9,
+        "max_abs_diff_vs_candle": d,
+        "parity_bound": bound,
+    }
+    print(f"PyTorch {torch.__version__} ({out['threads']} threads): {best * 1e3:.1f} ms per window "
+          f"({cpu * 1e3:.0f} CPU-ms); "
+          f"GEMM peak {out['gemm_peak_gflops']:.1f} GFLOP/s; max|torch - candle| = {d:.2e} (bound {bound:.2e})")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
