@@ -27,10 +27,10 @@ rust_all=()
 torch_all=()
 for round in $(seq "$ROUNDS"); do
   rust_all+=("$(TRIBE_BENCH_FORWARD_ONLY=1 TRIBE_BENCH_LAYERS=$LAYERS TRIBE_BENCH_T=$TOKENS TRIBE_BENCH_REPS=$REPS \
-    RAYON_NUM_THREADS=$THREADS cargo bench --profile "$PROFILE" --bench llama 2>/dev/null | tee /dev/stderr | tail -1)")
+    RAYON_NUM_THREADS=$THREADS cargo bench --profile "$PROFILE" --bench llama 2>/dev/null | tee >(cat >&2) | tail -1)")
   echo "# round $round, load: $(cut -d' ' -f1-3 /proc/loadavg)"
   torch_all+=("$("$PYTHON" bench/llama_torch.py --layers "$LAYERS" --tokens "$TOKENS" --reps "$REPS" --threads "$THREADS" \
-    | tee /dev/stderr | tail -1)")
+    | tee >(cat >&2) | tail -1)")
   echo "# round $round, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 rust_json=$(printf '%s\n' "${rust_all[@]}")

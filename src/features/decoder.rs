@@ -21,7 +21,8 @@ use candle_core::{D, DType, Device, Tensor};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::features::matmul::{linear, matmul_nn, matmul_nt};
+use crate::features::attention::causal_gqa_attention;
+use crate::features::matmul::{linear, matmul_nn, matmul_nt, with_cpu_f32_data};
 
 /// Which model family's details apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,6 +313,9 @@ pub struct Decoder {
     pub query_block: usize,
     /// Token rows per MLP block.
     pub mlp_rows: usize,
+    /// Use the fused CPU f32 attention kernel ([`causal_gqa_attention`]); off, the generic
+    /// candle-op path (the one GPUs run) is used, which tests compare against.
+    pub fused_cpu_attention: bool,
 }
 
 /// The weight files of an HF folder: the shards named by `model.safetensors.index.json`, or
@@ -547,7 +551,8 @@ impl Decoder {
             device: device.clone(),
             dtype,
             query_block: 512,
-            mlp_rows: 256,
+            mlp_rows: 448,
+            fused_cpu_attention: true,
         }
     }
 
@@ -760,7 +765,8 @@ impl Decoder {
         Ok(x.reshape((b, t, d))?)
     }
 
-    /// Causal grouped-query attention, row by row of the batch and in query blocks: block
+    /// Causal grouped-query attention, row by row of the batch and in query blocks (the
+    /// fused kernel on CPU f32, candle ops elsewhere): block
     /// `[a, e)` only needs keys `[0, e)` (halving the work on average) and its score buffer is
     /// `(heads, e - a, e)` instead of `(heads, T, T)`. Queries of a KV head's group are
     /// stacked, so shared keys and values are never copied per head. Padded query rows are
@@ -769,6 +775,33 @@ impl Decoder {
         let c = &self.config;
         let (b, h, t, hd) = q.dims4()?;
         let kvh = c.num_key_value_heads;
+        if self.fused_cpu_attention {
+            let fused = with_cpu_f32_data(q, |qd| {
+                with_cpu_f32_data(k, |kd| {
+                    with_cpu_f32_data(v, |vd| {
+                        let (qs, ks) = (h * t * hd, kvh * t * hd);
+                        let mut out = Vec::with_capacity(b * t * h * hd);
+                        for (bi, &len) in lens.iter().enumerate() {
+                            out.extend(causal_gqa_attention(
+                                &qd[bi * qs..(bi + 1) * qs],
+                                &kd[bi * ks..(bi + 1) * ks],
+                                &vd[bi * ks..(bi + 1) * ks],
+                                h,
+                                kvh,
+                                t,
+                                hd,
+                                len,
+                                self.query_block,
+                            ));
+                        }
+                        out
+                    })
+                })
+            });
+            if let Some(Some(Some(out))) = fused {
+                return Ok(Tensor::from_vec(out, (b, t, h * hd), &self.device)?);
+            }
+        }
         let g = h / kvh;
         let scale = 1.0 / (hd as f64).sqrt();
         let block = self.query_block.max(1);
