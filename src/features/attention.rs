@@ -11,43 +11,88 @@ use faer::{MatMut, MatRef};
 use rayon::prelude::*;
 
 /// `e^x` for `x <= 0` in f32, to ~1 ulp, written so the compiler vectorizes it (softmax
-/// spends most of its time here and libm's scalar `expf` does not vectorize).
+/// spends most of its time here and libm's scalar `expf` does not vectorize): no libm call,
+/// no float-to-int conversion, only arithmetic and bit casts.
 #[inline(always)]
 fn exp_nonpositive(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in a high part exact in f32 and a low correction (Cody-Waite).
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding 1.5 * 2^23 rounds to the nearest integer (ties to even) in the FPU.
+    const ROUND: f32 = 12_582_912.0;
     let x = x.max(-87.0);
-    let n = (x * LOG2E).round();
+    let n = (x * LOG2E + ROUND) - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     // exp(r) on |r| <= ln2/2: degree-6 Taylor/Horner (error < 2e-8 relative).
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let bits = ((n as i32 + 127) as u32) << 23;
-    p * f32::from_bits(bits)
+    // 2^n: n + 127 (in [1, 127]) sits in the low mantissa bits of n + 127 + 2^23.
+    let biased = (n + (127.0 + 8_388_608.0)).to_bits() & 0xFF;
+    p * f32::from_bits(biased << 23)
 }
 
-/// Softmax of `row[..valid] * scale` in place; `row[valid..]` is set to 0.
-fn causal_softmax_row(row: &mut [f32], valid: usize, scale: f32) {
+const LANES: usize = 16;
+
+/// Softmax of `row[..valid] * scale` in place; `row[valid..]` is set to 0. Reductions run in
+/// 16 independent lanes so that they vectorize (a sequential float sum cannot).
+#[inline(always)]
+fn causal_softmax_row_body(row: &mut [f32], valid: usize, scale: f32) {
     let (live, dead) = row.split_at_mut(valid);
-    let mut max = f32::NEG_INFINITY;
-    for x in live.iter_mut() {
-        *x *= scale;
-        max = max.max(*x);
+    let mut lane_max = [f32::NEG_INFINITY; LANES];
+    let mut chunks = live.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (m, x) in lane_max.iter_mut().zip(c.iter_mut()) {
+            *x *= scale;
+            *m = if *x > *m { *x } else { *m };
+        }
     }
-    let mut sum = 0.0f32;
-    for x in live.iter_mut() {
+    let mut max = f32::NEG_INFINITY;
+    for x in chunks.into_remainder() {
+        *x *= scale;
+        max = if *x > max { *x } else { max };
+    }
+    for m in lane_max {
+        max = if m > max { m } else { max };
+    }
+    let mut lane_sum = [0f32; LANES];
+    let mut chunks = live.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (s, x) in lane_sum.iter_mut().zip(c.iter_mut()) {
+            *x = exp_nonpositive(*x - max);
+            *s += *x;
+        }
+    }
+    let mut sum = 0f32;
+    for x in chunks.into_remainder() {
         *x = exp_nonpositive(*x - max);
         sum += *x;
     }
+    sum += lane_sum.iter().sum::<f32>();
     let inv = 1.0 / sum;
     for x in live.iter_mut() {
         *x *= inv;
     }
     dead.fill(0.0);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn causal_softmax_row_avx2(row: &mut [f32], valid: usize, scale: f32) {
+    causal_softmax_row_body(row, valid, scale)
+}
+
+/// Softmax of one score row, with AVX2 code where the CPU has it (the crate is built for
+/// baseline x86-64, i.e. 4-wide SSE2).
+fn causal_softmax_row(row: &mut [f32], valid: usize, scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the features were detected at run time.
+        return unsafe { causal_softmax_row_avx2(row, valid, scale) };
+    }
+    causal_softmax_row_body(row, valid, scale)
 }
 
 /// One sequence's attention. `q` is (heads, t, hd), `k` and `v` are (kv_heads, t, hd), all
