@@ -680,7 +680,7 @@ impl Decoder {
         for (l, layer) in self.layers.iter().enumerate() {
             x = self.layer_forward(layer, &x, &cos, &sin, &lens)?;
             if l + 1 == n {
-                let normed = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
+                let normed = rms_norm(&x, &self.norm, eps)?;
                 visit(l + 1, &normed)?;
             } else {
                 visit(l + 1, &x)?;
@@ -712,7 +712,7 @@ impl Decoder {
         let eps = c.rms_norm_eps as f32;
         let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
 
-        let xn = candle_nn::ops::rms_norm(x, &layer.input_norm, eps)?;
+        let xn = rms_norm(x, &layer.input_norm, eps)?;
         let mut qkv = linear(&xn, &layer.qkv)?;
         if let Some(bias) = &layer.qkv_bias {
             qkv = qkv.broadcast_add(bias)?;
@@ -726,8 +726,8 @@ impl Decoder {
             .reshape((b, t, kvh, hd))?;
         let (q, k) = match (&layer.q_norm, &layer.k_norm) {
             (Some(qn), Some(kn)) => (
-                candle_nn::ops::rms_norm(&q.contiguous()?, qn, eps)?,
-                candle_nn::ops::rms_norm(&k.contiguous()?, kn, eps)?,
+                rms_norm(&q.contiguous()?, qn, eps)?,
+                rms_norm(&k.contiguous()?, kn, eps)?,
             ),
             _ => (q, k),
         };
@@ -750,7 +750,7 @@ impl Decoder {
         while r < b * t {
             let n = rows.min(b * t - r);
             let xr = x.narrow(0, r, n)?;
-            let xn = candle_nn::ops::rms_norm(&xr, &layer.post_norm, eps)?;
+            let xn = rms_norm(&xr, &layer.post_norm, eps)?;
             let gu = linear(&xn, &layer.gate_up)?;
             let act = (candle_nn::ops::silu(&gu.narrow(D::Minus1, 0, f)?)?
                 * gu.narrow(D::Minus1, f, f)?)?;
@@ -841,6 +841,19 @@ impl Decoder {
         }
         Ok(Tensor::stack(&rows, 0)?)
     }
+}
+
+/// transformers' `LlamaRMSNorm` / `Qwen3RMSNorm`: normalize in f32, cast back to the model
+/// dtype, then multiply by the weight in that dtype. In f32 that is candle's fused kernel; in
+/// bf16 the two roundings are kept as transformers has them.
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        return Ok(candle_nn::ops::rms_norm(x, w, eps)?);
+    }
+    let x32 = x.to_dtype(DType::F32)?;
+    let var = x32.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = x32.broadcast_div(&(var + eps as f64)?.sqrt()?)?;
+    Ok(normed.to_dtype(x.dtype())?.broadcast_mul(w)?)
 }
 
 /// Additive causal mask for queries `[a, e)` over keys `[0, e)`: 0 where the key is at or
