@@ -273,7 +273,7 @@ impl DecoderConfig {
                 } else {
                     f
                 };
-                let medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+                let medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
                 if medium {
                     let smooth = ((1.0f32 / wavelen) * old - low) / (high - low);
                     (1.0 - smooth) * scaled / factor + smooth * scaled
