@@ -9,8 +9,9 @@
 # a burst of load from other jobs hits both sides alike.
 #
 # Environment: LAYERS (4), TOKENS ("512,1400"), REPS (2), ROUNDS (2), THREADS (nproc),
-# PYTHON (python3), PROFILE (bench; "dev" skips the release build and is close: the kernels
-# are in the dependencies, which the dev profile optimizes too).
+# PYTHON (python3), PROFILE (bench; "dev" skips the release build of every dependency: the
+# dev profile already optimizes dependencies, and this script raises our crate to opt-level 3
+# too, since the attention kernel lives in it; only LTO differs from the release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LAYERS=${LAYERS:-4}
@@ -19,18 +20,21 @@ REPS=${REPS:-2}
 THREADS=${THREADS:-$(nproc)}
 PYTHON=${PYTHON:-python3}
 PROFILE=${PROFILE:-bench}
+CFG=()
+[ "$PROFILE" = dev ] && CFG=(--config 'profile.dev.package.tribe-bids.opt-level=3')
 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-cargo bench --profile "$PROFILE" --bench llama --no-run >/dev/null 2>&1 || cargo bench --profile "$PROFILE" --bench llama --no-run
+cargo bench --profile "$PROFILE" "${CFG[@]}" --bench llama --no-run >/dev/null 2>&1 ||
+  cargo bench --profile "$PROFILE" "${CFG[@]}" --bench llama --no-run
 ROUNDS=${ROUNDS:-2}
 rust_all=()
 torch_all=()
 for round in $(seq "$ROUNDS"); do
   rust_all+=("$(TRIBE_BENCH_FORWARD_ONLY=1 TRIBE_BENCH_LAYERS=$LAYERS TRIBE_BENCH_T=$TOKENS TRIBE_BENCH_REPS=$REPS \
-    RAYON_NUM_THREADS=$THREADS cargo bench --profile "$PROFILE" --bench llama 2>/dev/null | tee /dev/stderr | tail -1)")
+    RAYON_NUM_THREADS=$THREADS cargo bench --profile "$PROFILE" "${CFG[@]}" --bench llama 2>/dev/null | tee >(cat >&2) | tail -1)")
   echo "# round $round, load: $(cut -d' ' -f1-3 /proc/loadavg)"
   torch_all+=("$("$PYTHON" bench/llama_torch.py --layers "$LAYERS" --tokens "$TOKENS" --reps "$REPS" --threads "$THREADS" \
-    | tee /dev/stderr | tail -1)")
+    | tee >(cat >&2) | tail -1)")
   echo "# round $round, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 rust_json=$(printf '%s\n' "${rust_all[@]}")

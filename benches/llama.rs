@@ -299,7 +299,9 @@ fn main() {
     let mut cfg = llama_3b(n_layers);
     cfg.vocab_size = 32000;
     let t = Instant::now();
-    let dec = Decoder::random(cfg.clone(), &Device::Cpu, DType::F32).unwrap();
+    let mut dec = Decoder::random(cfg.clone(), &Device::Cpu, DType::F32).unwrap();
+    dec.query_block = env_usize("TRIBE_BENCH_QUERY_BLOCK", dec.query_block);
+    dec.mlp_rows = env_usize("TRIBE_BENCH_MLP_ROWS", dec.mlp_rows);
     println!("random weights: {:.1} s", t.elapsed().as_secs_f64());
     let mut rows = Vec::new();
     for &n in &ts {
@@ -352,15 +354,29 @@ fn main() {
         let p = plan(&tok, &words, None, &opts).unwrap();
         let f = p.flops(&cfg28);
         let tokens: usize = p.passes.iter().map(|p| p.ids.len()).sum();
+        // Words past the first 1,025 (reading order) are where the modes differ.
+        let late = |w: usize| w > opts.max_context_words;
+        let late_words = (0..words.len()).filter(|&w| late(w)).count();
+        let late_flops: f64 = p
+            .passes
+            .iter()
+            .filter(|q| q.spans.iter().all(|(w, _)| late(*w)))
+            .map(|q| pass_flops(&cfg28, q.ids.len()))
+            .sum();
         println!(
-            "{mode:?}: {} words, {} passes, {tokens} tokens, {:.3} TFLOP/word ({:.1} PFLOP total; plan {:.1} s)",
+            "{mode:?}: {} words, {} passes, {tokens} tokens, {:.3} TFLOP/word ({:.2} PFLOP total); words past the first 1,025: {:.4} TFLOP/word (plan {:.1} s)",
             words.len(),
             p.passes.len(),
             f / words.len() as f64 / 1e12,
             f / 1e15,
+            late_flops / late_words.max(1) as f64 / 1e12,
             t.elapsed().as_secs_f64()
         );
-        fl.insert(format!("{mode:?}").to_lowercase(), serde_json::json!({"words": words.len(), "passes": p.passes.len(), "tokens": tokens, "flops_per_word": f / words.len() as f64}));
+        fl.insert(
+            format!("{mode:?}").to_lowercase(),
+            serde_json::json!({"words": words.len(), "passes": p.passes.len(), "tokens": tokens, "flops_per_word": f / words.len() as f64,
+                               "late_words": late_words, "late_flops_per_word": late_flops / late_words.max(1) as f64}),
+        );
     }
     json.insert("ten_minute_transcript".into(), fl.into());
 

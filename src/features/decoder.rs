@@ -21,7 +21,8 @@ use candle_core::{D, DType, Device, Tensor};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::features::matmul::{linear, matmul_nn, matmul_nt};
+use crate::features::attention::causal_gqa_attention;
+use crate::features::matmul::{linear, matmul_nn, matmul_nt, with_cpu_f32_data};
 
 /// Which model family's details apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,7 +273,7 @@ impl DecoderConfig {
                 } else {
                     f
                 };
-                let medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+                let medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
                 if medium {
                     let smooth = ((1.0f32 / wavelen) * old - low) / (high - low);
                     (1.0 - smooth) * scaled / factor + smooth * scaled
@@ -312,6 +313,9 @@ pub struct Decoder {
     pub query_block: usize,
     /// Token rows per MLP block.
     pub mlp_rows: usize,
+    /// Use the fused CPU f32 attention kernel ([`causal_gqa_attention`]); off, the generic
+    /// candle-op path (the one GPUs run) is used, which tests compare against.
+    pub fused_cpu_attention: bool,
 }
 
 /// The weight files of an HF folder: the shards named by `model.safetensors.index.json`, or
@@ -547,7 +551,8 @@ impl Decoder {
             device: device.clone(),
             dtype,
             query_block: 512,
-            mlp_rows: 256,
+            mlp_rows: 448,
+            fused_cpu_attention: true,
         }
     }
 
@@ -675,7 +680,7 @@ impl Decoder {
         for (l, layer) in self.layers.iter().enumerate() {
             x = self.layer_forward(layer, &x, &cos, &sin, &lens)?;
             if l + 1 == n {
-                let normed = candle_nn::ops::rms_norm(&x, &self.norm, eps)?;
+                let normed = rms_norm(&x, &self.norm, eps)?;
                 visit(l + 1, &normed)?;
             } else {
                 visit(l + 1, &x)?;
@@ -707,7 +712,7 @@ impl Decoder {
         let eps = c.rms_norm_eps as f32;
         let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
 
-        let xn = candle_nn::ops::rms_norm(x, &layer.input_norm, eps)?;
+        let xn = rms_norm(x, &layer.input_norm, eps)?;
         let mut qkv = linear(&xn, &layer.qkv)?;
         if let Some(bias) = &layer.qkv_bias {
             qkv = qkv.broadcast_add(bias)?;
@@ -721,8 +726,8 @@ impl Decoder {
             .reshape((b, t, kvh, hd))?;
         let (q, k) = match (&layer.q_norm, &layer.k_norm) {
             (Some(qn), Some(kn)) => (
-                candle_nn::ops::rms_norm(&q.contiguous()?, qn, eps)?,
-                candle_nn::ops::rms_norm(&k.contiguous()?, kn, eps)?,
+                rms_norm(&q.contiguous()?, qn, eps)?,
+                rms_norm(&k.contiguous()?, kn, eps)?,
             ),
             _ => (q, k),
         };
@@ -745,7 +750,7 @@ impl Decoder {
         while r < b * t {
             let n = rows.min(b * t - r);
             let xr = x.narrow(0, r, n)?;
-            let xn = candle_nn::ops::rms_norm(&xr, &layer.post_norm, eps)?;
+            let xn = rms_norm(&xr, &layer.post_norm, eps)?;
             let gu = linear(&xn, &layer.gate_up)?;
             let act = (candle_nn::ops::silu(&gu.narrow(D::Minus1, 0, f)?)?
                 * gu.narrow(D::Minus1, f, f)?)?;
@@ -760,7 +765,8 @@ impl Decoder {
         Ok(x.reshape((b, t, d))?)
     }
 
-    /// Causal grouped-query attention, row by row of the batch and in query blocks: block
+    /// Causal grouped-query attention, row by row of the batch and in query blocks (the
+    /// fused kernel on CPU f32, candle ops elsewhere): block
     /// `[a, e)` only needs keys `[0, e)` (halving the work on average) and its score buffer is
     /// `(heads, e - a, e)` instead of `(heads, T, T)`. Queries of a KV head's group are
     /// stacked, so shared keys and values are never copied per head. Padded query rows are
@@ -769,6 +775,33 @@ impl Decoder {
         let c = &self.config;
         let (b, h, t, hd) = q.dims4()?;
         let kvh = c.num_key_value_heads;
+        if self.fused_cpu_attention {
+            let fused = with_cpu_f32_data(q, |qd| {
+                with_cpu_f32_data(k, |kd| {
+                    with_cpu_f32_data(v, |vd| {
+                        let (qs, ks) = (h * t * hd, kvh * t * hd);
+                        let mut out = Vec::with_capacity(b * t * h * hd);
+                        for (bi, &len) in lens.iter().enumerate() {
+                            out.extend(causal_gqa_attention(
+                                &qd[bi * qs..(bi + 1) * qs],
+                                &kd[bi * ks..(bi + 1) * ks],
+                                &vd[bi * ks..(bi + 1) * ks],
+                                h,
+                                kvh,
+                                t,
+                                hd,
+                                len,
+                                self.query_block,
+                            ));
+                        }
+                        out
+                    })
+                })
+            });
+            if let Some(Some(Some(out))) = fused {
+                return Ok(Tensor::from_vec(out, (b, t, h * hd), &self.device)?);
+            }
+        }
         let g = h / kvh;
         let scale = 1.0 / (hd as f64).sqrt();
         let block = self.query_block.max(1);
@@ -808,6 +841,19 @@ impl Decoder {
         }
         Ok(Tensor::stack(&rows, 0)?)
     }
+}
+
+/// transformers' `LlamaRMSNorm` / `Qwen3RMSNorm`: normalize in f32, cast back to the model
+/// dtype, then multiply by the weight in that dtype. In f32 that is candle's fused kernel; in
+/// bf16 the two roundings are kept as transformers has them.
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        return Ok(candle_nn::ops::rms_norm(x, w, eps)?);
+    }
+    let x32 = x.to_dtype(DType::F32)?;
+    let var = x32.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = x32.broadcast_div(&(var + eps as f64)?.sqrt()?)?;
+    Ok(normed.to_dtype(x.dtype())?.broadcast_mul(w)?)
 }
 
 /// Additive causal mask for queries `[a, e)` over keys `[0, e)`: 0 where the key is at or

@@ -10,7 +10,16 @@ use candle_core::{DType, Device, Result, Storage, Tensor};
 
 /// Borrow the f32 row-major data of a 2-D CPU tensor and run `f` on it.
 fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    if !matches!(t.device(), Device::Cpu) || t.dtype() != DType::F32 || t.rank() != 2 {
+    if t.rank() != 2 {
+        return None;
+    }
+    with_cpu_f32_data(t, f)
+}
+
+/// Borrow the data of a contiguous f32 CPU tensor (any rank) and run `f` on it; `None` for
+/// other devices, dtypes or layouts.
+pub fn with_cpu_f32_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    if !matches!(t.device(), Device::Cpu) || t.dtype() != DType::F32 {
         return None;
     }
     let (storage, layout) = t.storage_and_layout();

@@ -1,5 +1,6 @@
 //! Feature extractors (text, audio, video) onto the 2 Hz grid, and the feature cache.
 
+pub mod attention;
 pub mod audio;
 pub mod cache;
 pub mod context;

@@ -166,6 +166,9 @@ fn reference_span(
     Ok(n_ctx - n_target..n_ctx)
 }
 
+/// A word's context tokens and its span in them.
+type WordTokens = (Vec<u32>, Range<usize>);
+
 /// Reading order (SPEC §5.0): onset ascending, longer first on ties, stable otherwise.
 fn reading_order(words: &[Word]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..words.len()).collect();
@@ -207,7 +210,7 @@ pub fn plan(
     if let Some(&m) = chain_wanted.last() {
         let long = ctx.context(m);
         let long_ids = tok.encode(&long)?;
-        let per_word: Vec<Result<Option<(Vec<u32>, Range<usize>)>>> = chain_wanted
+        let per_word: Vec<Result<Option<WordTokens>>> = chain_wanted
             .par_iter()
             .map(|&r| {
                 let c = ctx.context(r);

@@ -7,6 +7,9 @@ use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
 
+/// Token ids and each token's `[start, end)` character span.
+pub type TokensWithOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
 pub struct TextTokenizer {
     tok: Tokenizer,
     path: PathBuf,
@@ -46,7 +49,7 @@ impl TextTokenizer {
     }
 
     /// Token ids with each token's character span `[start, end)` in `text`.
-    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn encode_with_offsets(&self, text: &str) -> Result<TokensWithOffsets> {
         let enc = self
             .tok
             .encode_char_offsets(text, false)
