@@ -203,15 +203,26 @@ fn generic_kernels_match_fused() {
     let mut ex = AudioExtractor::load(&fixture("models-tiny/w2v-bert-2.0"), &Device::Cpu).unwrap();
     let x = g.get("jfk.input_features");
     let fused = ex.model().forward_hidden_states(&x).unwrap();
-    ex.model_mut().set_kernels(tribe_bids::features::w2vbert::Kernels::Generic).unwrap();
+    ex.model_mut()
+        .set_kernels(tribe_bids::features::w2vbert::Kernels::Generic)
+        .unwrap();
     let generic = ex.model().forward_hidden_states(&x).unwrap();
     let exp = g.get("jfk.hidden_states");
     for (i, (a, b)) in fused.iter().zip(&generic).enumerate() {
-        let (a, b): (Vec<f32>, Vec<f32>) = (a.flatten_all().unwrap().to_vec1().unwrap(), b.flatten_all().unwrap().to_vec1().unwrap());
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            a.flatten_all().unwrap().to_vec1().unwrap(),
+            b.flatten_all().unwrap().to_vec1().unwrap(),
+        );
         let d = max_diff(&a, &b);
         println!("hidden state {i}: fused vs generic max|d| = {d:.3e}");
         assert!(d <= 1e-5, "hidden state {i}: {d}");
-        let e: Vec<f32> = exp.get(i).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let e: Vec<f32> = exp
+            .get(i)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         check_rel(&format!("jfk.hidden_states[{i}] (generic)"), &b, &e, 1e-4);
     }
 }
