@@ -343,3 +343,45 @@ fn cli_writes_the_contract_file() {
         1e-4,
     );
 }
+
+/// A video's sound goes through the moviepy path (44.1 kHz stereo 16-bit) end to end.
+#[test]
+fn cli_reads_the_audio_of_a_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = dir.path().join("clip.mp4");
+    let wav =
+        fixture("data/stimuli/pocketsphinx-librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
+    let ok = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=96x64:rate=10",
+            "-i",
+        ])
+        .arg(&wav)
+        .args([
+            "-shortest",
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ])
+        .arg(&mp4)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let ex = extractor();
+    let f = ex.features_for_file(&mp4, 0.0, Some(3.0)).unwrap();
+    assert_eq!((f.n_layers, f.dim, f.n_bins), (2, 32, 6));
+    assert!(f.data.iter().all(|v| v.is_finite()) && f.data.iter().any(|v| *v != 0.0));
+}

@@ -462,12 +462,8 @@ fn for_each_frame(
         if packet.stream() != st.index {
             continue;
         }
-        let at = || {
-            format!(
-                "at {:.3} s",
-                packet.pts().unwrap_or(0) as f64 * st.time_base
-            )
-        };
+        let (pts, tb) = (packet.pts(), st.time_base);
+        let at = move || format!("at {:.3} s", pts.unwrap_or(0) as f64 * tb);
         if packet.is_corrupt() {
             return Err(truncated(
                 at(),
@@ -480,7 +476,9 @@ fn for_each_frame(
                 format!("the decoder rejects a packet ({e})"),
             ));
         }
-        while st.decoder.receive_frame(&mut frame).is_ok() {
+        while next_frame(st, &mut frame)
+            .map_err(|e| truncated(at(), format!("a packet fails to decode ({e})")))?
+        {
             if !on_frame(&frame)? {
                 return Ok(());
             }
@@ -488,13 +486,32 @@ fn for_each_frame(
     }
     // Drain what the decoder still holds.
     if st.decoder.send_eof().is_ok() {
-        while st.decoder.receive_frame(&mut frame).is_ok() {
+        while next_frame(st, &mut frame).map_err(|e| {
+            truncated(
+                "at the end".into(),
+                format!("the last packets fail to decode ({e})"),
+            )
+        })? {
             if !on_frame(&frame)? {
                 return Ok(());
             }
         }
     }
     Ok(())
+}
+
+/// The next decoded frame: `Ok(false)` when the decoder needs more input or is done, an error
+/// when the data fails to decode.
+fn next_frame(
+    st: &mut AudioStream,
+    frame: &mut ffmpeg::frame::Audio,
+) -> std::result::Result<bool, ffmpeg::Error> {
+    match st.decoder.receive_frame(frame) {
+        Ok(()) => Ok(true),
+        Err(ffmpeg::Error::Eof) => Ok(false),
+        Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The frame's first-sample time in samples at `rate` (best-effort timestamp, else pts).
