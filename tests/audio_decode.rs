@@ -23,8 +23,16 @@ fn source() -> PathBuf {
 }
 
 fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).output().expect("ffmpeg CLI (apt-get install ffmpeg)");
-    assert!(out.status.success(), "ffmpeg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg CLI (apt-get install ffmpeg)");
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Encode the source into `name` with extra output arguments.
@@ -42,7 +50,19 @@ fn encode(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
 fn encode_video(dir: &Path, name: &str, vcodec: &[&str], acodec: &[&str]) -> PathBuf {
     let out = dir.join(name);
     let src = source();
-    let mut a: Vec<&str> = vec!["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=8", "-i", src.to_str().unwrap(), "-map", "0:v", "-map", "1:a", "-shortest"];
+    let mut a: Vec<&str> = vec![
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=96x64:rate=8",
+        "-i",
+        src.to_str().unwrap(),
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-shortest",
+    ];
     a.extend_from_slice(vcodec);
     a.extend_from_slice(acodec);
     a.push(out.to_str().unwrap());
@@ -67,7 +87,9 @@ fn align(a: &[f32], b: &[f32], max: i64) -> (i64, f64) {
         }
         ab / (aa * bb).sqrt()
     };
-    (-max..=max).map(|l| (l, corr(l))).fold((0, f64::MIN), |best, c| if c.1 > best.1 { c } else { best })
+    (-max..=max)
+        .map(|l| (l, corr(l)))
+        .fold((0, f64::MIN), |best, c| if c.1 > best.1 { c } else { best })
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -86,7 +108,10 @@ fn every_container_decodes_like_the_source() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let src = decode::<f32>(&source(), ReadMode::Native, 0.0, None).unwrap();
-    assert_eq!((src.sample_rate, src.n_channels(), src.n_samples()), (44100, 2, 485_100));
+    assert_eq!(
+        (src.sample_rate, src.n_channels(), src.n_samples()),
+        (44100, 2, 485_100)
+    );
     let reference = mono16k(&src);
 
     // Lossless: exact or within one 16-bit step, same length, every channel.
@@ -95,22 +120,70 @@ fn every_container_decodes_like_the_source() {
     assert_eq!(a, src, "flac re-encode must be bit-identical");
     let wav = encode(d, "x.wav", &["-c:a", "pcm_s16le"]);
     let a = decode::<f32>(&wav, ReadMode::Native, 0.0, None).unwrap();
-    assert_eq!((a.sample_rate, a.n_channels(), a.n_samples()), (44100, 2, 485_100));
+    assert_eq!(
+        (a.sample_rate, a.n_channels(), a.n_samples()),
+        (44100, 2, 485_100)
+    );
     for c in 0..2 {
         let d = max_diff(&a.channels[c], &src.channels[c]);
-        assert!(d <= 1.0 / 32768.0 + 1e-9, "wav s16 channel {c}: max|d| = {d}");
+        assert!(
+            d <= 1.0 / 32768.0 + 1e-9,
+            "wav s16 channel {c}: max|d| = {d}"
+        );
     }
     // f64 output keeps 24-bit PCM exact too.
     let a64 = decode::<f64>(&source(), ReadMode::Native, 0.0, None).unwrap();
-    assert!(a64.channels[0].iter().zip(&src.channels[0]).all(|(x, y)| *x as f32 == *y));
+    assert!(
+        a64.channels[0]
+            .iter()
+            .zip(&src.channels[0])
+            .all(|(x, y)| *x as f32 == *y)
+    );
 
     // Lossy and video containers: after resampling to 16 kHz mono.
     let cases: Vec<(&str, PathBuf, u32)> = vec![
-        ("mp3", encode(d, "x.mp3", &["-c:a", "libmp3lame", "-b:a", "192k"]), 44100),
-        ("ogg/opus", encode(d, "x.ogg", &["-c:a", "libopus", "-b:a", "128k"]), 48000),
-        ("m4a/aac", encode(d, "x.m4a", &["-c:a", "aac", "-b:a", "192k"]), 44100),
-        ("mp4 (h264+aac)", encode_video(d, "x.mp4", &["-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "ultrafast"], &["-c:a", "aac", "-b:a", "192k"]), 44100),
-        ("webm (vp8+opus)", encode_video(d, "x.webm", &["-c:v", "libvpx", "-deadline", "realtime"], &["-c:a", "libopus", "-b:a", "128k"]), 48000),
+        (
+            "mp3",
+            encode(d, "x.mp3", &["-c:a", "libmp3lame", "-b:a", "192k"]),
+            44100,
+        ),
+        (
+            "ogg/opus",
+            encode(d, "x.ogg", &["-c:a", "libopus", "-b:a", "128k"]),
+            48000,
+        ),
+        (
+            "m4a/aac",
+            encode(d, "x.m4a", &["-c:a", "aac", "-b:a", "192k"]),
+            44100,
+        ),
+        (
+            "mp4 (h264+aac)",
+            encode_video(
+                d,
+                "x.mp4",
+                &[
+                    "-c:v",
+                    "libx264",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-preset",
+                    "ultrafast",
+                ],
+                &["-c:a", "aac", "-b:a", "192k"],
+            ),
+            44100,
+        ),
+        (
+            "webm (vp8+opus)",
+            encode_video(
+                d,
+                "x.webm",
+                &["-c:v", "libvpx", "-deadline", "realtime"],
+                &["-c:a", "libopus", "-b:a", "128k"],
+            ),
+            48000,
+        ),
     ];
     for (name, path, rate) in cases {
         let a = decode::<f32>(&path, ReadMode::Native, 0.0, None).unwrap();
@@ -118,12 +191,104 @@ fn every_container_decodes_like_the_source() {
         let m = mono16k(&a);
         let (lag, corr) = align(&reference, &m, 64);
         let len_diff = m.len() as i64 - reference.len() as i64;
-        println!("{name}: {} Hz, {} samples ({} at 16 kHz, {len_diff:+} vs source), lag {lag}, correlation {corr:.5}", a.sample_rate, a.n_samples(), m.len());
+        println!(
+            "{name}: {} Hz, {} samples ({} at 16 kHz, {len_diff:+} vs source), lag {lag}, correlation {corr:.5}",
+            a.sample_rate,
+            a.n_samples(),
+            m.len()
+        );
         assert_eq!(lag, 0, "{name}: codec delay not removed");
         assert!(corr > 0.99, "{name}: correlation {corr}");
         // Length within one codec frame of the source (11 s).
         assert!(len_diff.abs() <= 1024, "{name}: {len_diff} samples off");
     }
+}
+
+/// Every PCM sample format (unsigned 8-bit, 16/24/32-bit integer, 32/64-bit float, planar or
+/// interleaved) and more than two channels decode to the values they store.
+#[test]
+fn sample_formats_and_channel_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = decode::<f64>(&source(), ReadMode::Native, 0.0, Some(2.0)).unwrap();
+    // (codec, container, max |d| from the 24-bit source: the format's quantisation step)
+    let cases: [(&str, &str, f64); 6] = [
+        ("pcm_u8", "wav", 1.0 / 128.0),
+        ("pcm_s16le", "wav", 1.0 / 32768.0),
+        ("pcm_s24le", "wav", 0.0),
+        ("pcm_s32le", "wav", 0.0),
+        ("pcm_f32le", "wav", 0.0),
+        ("pcm_f64le", "wav", 0.0),
+    ];
+    for (codec, ext, tol) in cases {
+        let path = encode(d, &format!("{codec}.{ext}"), &["-t", "2", "-c:a", codec]);
+        let a = decode::<f64>(&path, ReadMode::Native, 0.0, None).unwrap();
+        assert_eq!(
+            (a.sample_rate, a.n_channels(), a.n_samples()),
+            (44100, 2, 88200),
+            "{codec}"
+        );
+        let worst = (0..2)
+            .map(|c| {
+                a.channels[c]
+                    .iter()
+                    .zip(&src.channels[c])
+                    .fold(0f64, |m, (x, y)| m.max((x - y).abs()))
+            })
+            .fold(0f64, f64::max);
+        println!("{codec}: max|d| = {worst:.3e}");
+        assert!(worst <= tol + 1e-12, "{codec}: max|d| = {worst} > {tol}");
+    }
+    // Six channels (planar float from the flac decoder would be interleaved s32 here): the
+    // left/right source channels are routed to channels 0 and 5 and must come back there.
+    let six = d.join("six.flac");
+    let src_path = source();
+    ffmpeg(&[
+        "-i",
+        src_path.to_str().unwrap(),
+        "-t",
+        "2",
+        "-filter_complex",
+        "[0:a]pan=5.1|c0=c0|c1=0*c0|c2=0*c0|c3=0*c0|c4=0*c0|c5=c1[a]",
+        "-map",
+        "[a]",
+        "-c:a",
+        "flac",
+        six.to_str().unwrap(),
+    ]);
+    let a = decode::<f64>(&six, ReadMode::Native, 0.0, None).unwrap();
+    assert_eq!(a.n_channels(), 6);
+    assert_eq!(a.channels[0], src.channels[0]);
+    assert_eq!(a.channels[5], src.channels[1]);
+    assert!(a.channels[2].iter().all(|v| *v == 0.0));
+    // An mp3 with cover art is audio, not video: the reference reads it with soundfile.
+    let art = d.join("art.mp3");
+    ffmpeg(&[
+        "-i",
+        src_path.to_str().unwrap(),
+        "-f",
+        "lavfi",
+        "-i",
+        "color=red:s=32x32",
+        "-frames:v",
+        "1",
+        "-map",
+        "0:a",
+        "-map",
+        "1:v",
+        "-t",
+        "2",
+        "-c:a",
+        "libmp3lame",
+        "-c:v",
+        "mjpeg",
+        "-disposition:v",
+        "attached_pic",
+        art.to_str().unwrap(),
+    ]);
+    let info = probe(&art).unwrap();
+    assert!(!info.has_video, "cover art is not a video stream");
+    assert_eq!(ReadMode::for_file(&art).unwrap(), ReadMode::Native);
 }
 
 /// Seeking to an offset returns exactly the samples a full decode has there.
@@ -134,9 +299,21 @@ fn seek_is_sample_accurate() {
     let cases = [
         ("flac", encode(d, "s.flac", &["-c:a", "flac"]), 0.0f32),
         ("wav", encode(d, "s.wav", &["-c:a", "pcm_s16le"]), 0.0),
-        ("mp3", encode(d, "s.mp3", &["-c:a", "libmp3lame", "-b:a", "192k"]), 1e-4),
-        ("ogg/opus", encode(d, "s.ogg", &["-c:a", "libopus", "-b:a", "128k"]), 1e-3),
-        ("m4a/aac", encode(d, "s.m4a", &["-c:a", "aac", "-b:a", "192k"]), 1e-4),
+        (
+            "mp3",
+            encode(d, "s.mp3", &["-c:a", "libmp3lame", "-b:a", "192k"]),
+            1e-4,
+        ),
+        (
+            "ogg/opus",
+            encode(d, "s.ogg", &["-c:a", "libopus", "-b:a", "128k"]),
+            1e-3,
+        ),
+        (
+            "m4a/aac",
+            encode(d, "s.m4a", &["-c:a", "aac", "-b:a", "192k"]),
+            1e-4,
+        ),
     ];
     for (name, path, tol) in cases {
         let full = decode::<f32>(&path, ReadMode::Native, 0.0, None).unwrap();
@@ -144,7 +321,9 @@ fn seek_is_sample_accurate() {
         let part = decode::<f32>(&path, ReadMode::Native, offset, Some(dur)).unwrap();
         let want = full.slice_seconds(offset, Some(dur));
         assert_eq!(part.n_samples(), want.n_samples(), "{name}: length");
-        let diff = (0..2).map(|c| max_diff(&part.channels[c], &want.channels[c])).fold(0f32, f32::max);
+        let diff = (0..2)
+            .map(|c| max_diff(&part.channels[c], &want.channels[c]))
+            .fold(0f32, f32::max);
         let (lag, _) = align(&want.channels[0], &part.channels[0], 64);
         println!("{name}: seek to {offset} s: max|d| = {diff:.2e}, lag {lag}");
         assert_eq!(lag, 0, "{name}: seek misaligned");
@@ -157,19 +336,53 @@ fn seek_is_sample_accurate() {
 #[test]
 fn video_audio_matches_the_moviepy_path() {
     let dir = tempfile::tempdir().unwrap();
-    let mp4 = encode_video(dir.path(), "m.mp4", &["-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "ultrafast"], &["-c:a", "aac", "-ar", "48000"]);
+    let mp4 = encode_video(
+        dir.path(),
+        "m.mp4",
+        &[
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-preset",
+            "ultrafast",
+        ],
+        &["-c:a", "aac", "-ar", "48000"],
+    );
     assert_eq!(ReadMode::for_file(&mp4).unwrap(), ReadMode::MoviepyWav);
     assert_eq!(ReadMode::for_file(&source()).unwrap(), ReadMode::Native);
     let info = probe(&mp4).unwrap();
     assert!(info.has_video);
     let ours = decode::<f32>(&mp4, ReadMode::MoviepyWav, 0.0, None).unwrap();
     let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i", mp4.to_str().unwrap(), "-vn", "-f", "s16le", "-acodec", "pcm_s16le", "-ar", "44100", "-ac", "2", "-"])
+        .args([
+            "-v",
+            "error",
+            "-i",
+            mp4.to_str().unwrap(),
+            "-vn",
+            "-f",
+            "s16le",
+            "-acodec",
+            "pcm_s16le",
+            "-ar",
+            "44100",
+            "-ac",
+            "2",
+            "-",
+        ])
         .output()
         .unwrap();
-    let cli: Vec<f32> = out.stdout.chunks(2).map(|b| (i16::from_le_bytes([b[0], b[1]]) as i32).clamp(-32440, 32440) as f32 / 32768.0).collect();
+    let cli: Vec<f32> = out
+        .stdout
+        .chunks(2)
+        .map(|b| (i16::from_le_bytes([b[0], b[1]]) as i32).clamp(-32440, 32440) as f32 / 32768.0)
+        .collect();
     let n = (44100.0 * info.moviepy_duration_s.unwrap()) as usize;
-    assert_eq!((ours.sample_rate, ours.n_channels(), ours.n_samples()), (44100, 2, n));
+    assert_eq!(
+        (ours.sample_rate, ours.n_channels(), ours.n_samples()),
+        (44100, 2, n)
+    );
     let mut worst = 0f32;
     for k in 0..n {
         for c in 0..2 {
@@ -177,8 +390,14 @@ fn video_audio_matches_the_moviepy_path() {
             worst = worst.max((ours.channels[c][k] - want).abs());
         }
     }
-    println!("moviepy path: {n} samples, CLI gave {}, max|d| = {worst}", cli.len() / 2);
-    assert_eq!(worst, 0.0, "the in-process conversion must equal the ffmpeg CLI's");
+    println!(
+        "moviepy path: {n} samples, CLI gave {}, max|d| = {worst}",
+        cli.len() / 2
+    );
+    assert_eq!(
+        worst, 0.0,
+        "the in-process conversion must equal the ffmpeg CLI's"
+    );
 }
 
 #[test]
@@ -206,10 +425,26 @@ fn bad_inputs_get_distinct_errors() {
 
     // A video without an audio track.
     let silent = d.join("silent.mp4");
-    ffmpeg(&["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=8", "-t", "1", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", silent.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=96x64:rate=8",
+        "-t",
+        "1",
+        "-an",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        silent.to_str().unwrap(),
+    ]);
     let e = decode::<f32>(&silent, ReadMode::Native, 0.0, None).unwrap_err();
     println!("video without audio: {e}");
-    assert!(e.to_string().contains("silent.mp4"), "the message names the file");
+    assert!(
+        e.to_string().contains("silent.mp4"),
+        "the message names the file"
+    );
     assert_eq!(kind(e), MediaErrorKind::NoStream);
 
     // A zero-length file.
@@ -221,7 +456,17 @@ fn bad_inputs_get_distinct_errors() {
 
     // A valid container whose audio stream holds no samples.
     let no_samples = d.join("nosamples.wav");
-    ffmpeg(&["-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "0", "-c:a", "pcm_s16le", no_samples.to_str().unwrap()]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "anullsrc=r=16000:cl=mono",
+        "-t",
+        "0",
+        "-c:a",
+        "pcm_s16le",
+        no_samples.to_str().unwrap(),
+    ]);
     let e = decode::<f32>(&no_samples, ReadMode::Native, 0.0, None).unwrap_err();
     println!("zero-length stream: {e}");
     assert_eq!(kind(e), MediaErrorKind::Empty);

@@ -203,15 +203,26 @@ fn generic_kernels_match_fused() {
     let mut ex = AudioExtractor::load(&fixture("models-tiny/w2v-bert-2.0"), &Device::Cpu).unwrap();
     let x = g.get("jfk.input_features");
     let fused = ex.model().forward_hidden_states(&x).unwrap();
-    ex.model_mut().set_kernels(tribe_bids::features::w2vbert::Kernels::Generic).unwrap();
+    ex.model_mut()
+        .set_kernels(tribe_bids::features::w2vbert::Kernels::Generic)
+        .unwrap();
     let generic = ex.model().forward_hidden_states(&x).unwrap();
     let exp = g.get("jfk.hidden_states");
     for (i, (a, b)) in fused.iter().zip(&generic).enumerate() {
-        let (a, b): (Vec<f32>, Vec<f32>) = (a.flatten_all().unwrap().to_vec1().unwrap(), b.flatten_all().unwrap().to_vec1().unwrap());
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            a.flatten_all().unwrap().to_vec1().unwrap(),
+            b.flatten_all().unwrap().to_vec1().unwrap(),
+        );
         let d = max_diff(&a, &b);
         println!("hidden state {i}: fused vs generic max|d| = {d:.3e}");
         assert!(d <= 1e-5, "hidden state {i}: {d}");
-        let e: Vec<f32> = exp.get(i).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let e: Vec<f32> = exp
+            .get(i)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         check_rel(&format!("jfk.hidden_states[{i}] (generic)"), &b, &e, 1e-4);
     }
 }
@@ -331,4 +342,46 @@ fn cli_writes_the_contract_file() {
         &Golden::load().vec("libri0880.segment_binned"),
         1e-4,
     );
+}
+
+/// A video's sound goes through the moviepy path (44.1 kHz stereo 16-bit) end to end.
+#[test]
+fn cli_reads_the_audio_of_a_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = dir.path().join("clip.mp4");
+    let wav =
+        fixture("data/stimuli/pocketsphinx-librivox/sense_and_sensibility_01_austen_64kb-0880.wav");
+    let ok = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=96x64:rate=10",
+            "-i",
+        ])
+        .arg(&wav)
+        .args([
+            "-shortest",
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+        ])
+        .arg(&mp4)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let ex = extractor();
+    let f = ex.features_for_file(&mp4, 0.0, Some(3.0)).unwrap();
+    assert_eq!((f.n_layers, f.dim, f.n_bins), (2, 32, 6));
+    assert!(f.data.iter().all(|v| v.is_finite()) && f.data.iter().any(|v| *v != 0.0));
 }

@@ -201,7 +201,9 @@ pub fn mono_mean(channels: &[Vec<f32>]) -> Vec<f32> {
     match c {
         1 => channels[0].clone(),
         // Below 4 values torch's row sum is a plain running sum from 0.
-        2 | 3 => (0..n).map(|i| channels.iter().fold(0f32, |s, ch| s + ch[i]) / c as f32).collect(),
+        2 | 3 => (0..n)
+            .map(|i| channels.iter().fold(0f32, |s, ch| s + ch[i]) / c as f32)
+            .collect(),
         _ => {
             let mut frame = vec![0f32; c];
             (0..n)

@@ -38,6 +38,8 @@ pub struct ResampleFrac {
     width: usize,
     /// `new` rows of `2·width + old` float32 taps.
     kernel: Vec<f32>,
+    /// Per phase, the tap range `[first, last)` holding every weight above 1e-20.
+    support: Vec<(usize, usize)>,
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -67,6 +69,7 @@ impl ResampleFrac {
                 new,
                 width: 0,
                 kernel: Vec::new(),
+                support: Vec::new(),
             };
         }
         // Python floats (f64) for the sizes, in Python's operation order.
@@ -105,11 +108,23 @@ impl ResampleFrac {
             let sum = sum_f32(&row, 1);
             kernel.extend(row.iter().map(|v| v / sum));
         }
+        let support = kernel
+            .chunks(klen)
+            .map(|row| {
+                let first = row.iter().position(|v| v.abs() > 1e-20).unwrap_or(0);
+                let last = row
+                    .iter()
+                    .rposition(|v| v.abs() > 1e-20)
+                    .map_or(first, |l| l + 1);
+                (first, last)
+            })
+            .collect();
         ResampleFrac {
             old,
             new,
             width,
             kernel,
+            support,
         }
     }
 
@@ -133,26 +148,77 @@ impl ResampleFrac {
         xp.extend(std::iter::repeat_n(x[0], self.width));
         xp.extend_from_slice(x);
         xp.extend(std::iter::repeat_n(x[x.len() - 1], self.width + self.old));
-        let mut y = vec![0f32; n_out];
-        y.par_chunks_mut(self.new * 32)
+        let n_blocks = n_out.div_ceil(self.new);
+        let mut y = vec![0f32; n_blocks * self.new];
+        // Each rayon task fills BLOCKS consecutive blocks of `new` outputs (all phases).
+        const BLOCKS: usize = 64;
+        y.par_chunks_mut(self.new * BLOCKS)
             .enumerate()
             .for_each(|(c, out)| {
-                for (o, v) in out.iter_mut().enumerate() {
-                    let g = c * self.new * 32 + o;
-                    let (j, i) = (g / self.new, g % self.new);
-                    let taps = &self.kernel[i * klen..(i + 1) * klen];
-                    let xs = &xp[j * self.old..j * self.old + klen];
-                    // float32 FMA chain in tap order (oneDNN's order). The product of two float32 is
-                    // exact in float64, so `(a·b + acc)` in float64 rounded to float32 is the fused
-                    // result except for double-rounding ties (~2^-29 per operation).
-                    let mut acc = 0f32;
-                    for (w, xv) in taps.iter().zip(xs) {
-                        acc = (*w as f64 * *xv as f64 + acc as f64) as f32;
-                    }
-                    *v = acc;
+                let j0 = c * BLOCKS;
+                let nb = out.len() / self.new;
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports FMA (checked just above).
+                    unsafe { self.blocks_fma(&xp, j0, nb, out) };
+                    return;
                 }
+                self.blocks_portable(&xp, j0, nb, out);
             });
+        y.truncate(n_out);
         y
+    }
+
+    /// Outputs of blocks `j0..j0+nb` into `out` (block-major, `new` phases per block), each a
+    /// float32 FMA chain over the phase's taps in order. Eight blocks run side by side so the
+    /// chains are independent (the order within each chain is unchanged). Taps outside a phase's
+    /// support are ~1e-24 (the window's zeros) and skipped: adding them cannot change a float32
+    /// sum of this size.
+    #[inline(always)]
+    fn blocks_generic(
+        &self,
+        xp: &[f32],
+        j0: usize,
+        nb: usize,
+        out: &mut [f32],
+        fma: impl Fn(f32, f32, f32) -> f32,
+    ) {
+        const LANES: usize = 8;
+        let klen = 2 * self.width + self.old;
+        for i in 0..self.new {
+            let (first, last) = self.support[i];
+            let taps = &self.kernel[i * klen + first..i * klen + last];
+            let mut j = 0;
+            while j < nb {
+                let lanes = LANES.min(nb - j);
+                let mut acc = [0f32; LANES];
+                let base: [usize; LANES] =
+                    std::array::from_fn(|l| (j0 + j + l.min(lanes - 1)) * self.old + first);
+                for (k, w) in taps.iter().enumerate() {
+                    for l in 0..LANES {
+                        acc[l] = fma(*w, xp[base[l] + k], acc[l]);
+                    }
+                }
+                for (l, a) in acc.iter().enumerate().take(lanes) {
+                    out[(j + l) * self.new + i] = *a;
+                }
+                j += lanes;
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "fma")]
+    unsafe fn blocks_fma(&self, xp: &[f32], j0: usize, nb: usize, out: &mut [f32]) {
+        self.blocks_generic(xp, j0, nb, out, |w, x, a| w.mul_add(x, a));
+    }
+
+    /// Without hardware FMA: the product of two float32 is exact in float64, so rounding
+    /// `w·x + acc` once from float64 is the fused result except for rare double-rounding ties.
+    fn blocks_portable(&self, xp: &[f32], j0: usize, nb: usize, out: &mut [f32]) {
+        self.blocks_generic(xp, j0, nb, out, |w, x, a| {
+            (w as f64 * x as f64 + a as f64) as f32
+        });
     }
 }
 

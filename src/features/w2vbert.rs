@@ -425,7 +425,11 @@ impl W2vBert {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let kernels = if device.is_cpu() { Kernels::Fused } else { Kernels::Generic };
+        let kernels = if device.is_cpu() {
+            Kernels::Fused
+        } else {
+            Kernels::Generic
+        };
         Ok(W2vBert {
             cfg,
             kernels,
@@ -537,10 +541,17 @@ impl W2vBert {
             .collect()
     }
 
-    fn attention(&self, a: &SelfAttention, x: &Tensor, rel_index: Option<&[Tensor]>) -> Result<Tensor> {
+    fn attention(
+        &self,
+        a: &SelfAttention,
+        x: &Tensor,
+        rel_index: Option<&[Tensor]>,
+    ) -> Result<Tensor> {
         let (t, c) = x.dims2()?;
         let (nh, d) = (self.cfg.num_attention_heads, self.cfg.head_dim());
-        let heads = |y: Tensor| -> Result<Tensor> { Ok(y.reshape((t, nh, d))?.transpose(0, 1)?.contiguous()?) };
+        let heads = |y: Tensor| -> Result<Tensor> {
+            Ok(y.reshape((t, nh, d))?.transpose(0, 1)?.contiguous()?)
+        };
         let q = heads(a.q.forward(x)?)?;
         let k = heads(a.k.forward(x)?)?;
         let v = heads(a.v.forward(x)?)?;
@@ -558,7 +569,16 @@ impl W2vBert {
                 left: self.cfg.left_max_position_embeddings,
                 right: self.cfg.right_max_position_embeddings,
             });
-            let out = attention_cpu(&flat(&q)?, &flat(&k)?, &flat(&v)?, rel, nh, t, d, scale as f32);
+            let out = attention_cpu(
+                &flat(&q)?,
+                &flat(&k)?,
+                &flat(&v)?,
+                rel,
+                nh,
+                t,
+                d,
+                scale as f32,
+            );
             Tensor::from_vec(out, (t, c), &self.device)?
         } else {
             let kt = k.transpose(1, 2)?;
@@ -569,13 +589,21 @@ impl W2vBert {
                 let mut s = qb.matmul(&kt)?.affine(scale, 0.0)?;
                 if let (Some(qe), Some(idx)) = (&qe, rel_index) {
                     let n_dist = qe.dim(2)?;
-                    let rel = qe.narrow(1, l0, b)?.contiguous()?.reshape((nh, b * n_dist))?.index_select(&idx[blk], 1)?.reshape((nh, b, t))?;
+                    let rel = qe
+                        .narrow(1, l0, b)?
+                        .contiguous()?
+                        .reshape((nh, b * n_dist))?
+                        .index_select(&idx[blk], 1)?
+                        .reshape((nh, b, t))?;
                     s = (s + rel)?;
                 }
                 let p = candle_nn::ops::softmax_last_dim(&s)?;
                 outs.push(p.matmul(&v)?);
             }
-            Tensor::cat(&outs, 1)?.transpose(0, 1)?.contiguous()?.reshape((t, c))?
+            Tensor::cat(&outs, 1)?
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((t, c))?
         };
         a.out.forward(&o)
     }
@@ -605,7 +633,16 @@ struct RelativeKey<'a> {
 /// product with V (second GEMM). Blocks run in parallel; the (T, T) score matrix is never
 /// stored. Inputs are `(heads, T, d)` row-major; the output is `(T, heads·d)`.
 #[allow(clippy::too_many_arguments)]
-fn attention_cpu(q: &[f32], k: &[f32], v: &[f32], rel: Option<RelativeKey<'_>>, nh: usize, t: usize, d: usize, scale: f32) -> Vec<f32> {
+fn attention_cpu(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    rel: Option<RelativeKey<'_>>,
+    nh: usize,
+    t: usize,
+    d: usize,
+    scale: f32,
+) -> Vec<f32> {
     use rayon::prelude::*;
     let n_blocks = t.div_ceil(ATTN_BLOCK);
     let blocks: Vec<(usize, usize, Vec<f32>)> = (0..nh * n_blocks)
@@ -622,8 +659,25 @@ fn attention_cpu(q: &[f32], k: &[f32], v: &[f32], rel: Option<RelativeKey<'_>>, 
             // element (kk, r) at r·d + kk), dst is `s` (b × T, row stride T).
             unsafe {
                 gemm::gemm(
-                    b, t, d, s.as_mut_ptr(), 1, t as isize, false, qh[l0 * d..].as_ptr(), 1, d as isize, kh.as_ptr(), d as isize, 1, 0.0, scale, false,
-                    false, false, gemm::Parallelism::None,
+                    b,
+                    t,
+                    d,
+                    s.as_mut_ptr(),
+                    1,
+                    t as isize,
+                    false,
+                    qh[l0 * d..].as_ptr(),
+                    1,
+                    d as isize,
+                    kh.as_ptr(),
+                    d as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
                 );
             }
             for (i, row) in s.chunks_mut(t).enumerate() {
@@ -647,7 +701,24 @@ fn attention_cpu(q: &[f32], k: &[f32], v: &[f32], rel: Option<RelativeKey<'_>>, 
             // V of this head (T × d, row stride d).
             unsafe {
                 gemm::gemm(
-                    b, d, t, o.as_mut_ptr(), 1, d as isize, false, s.as_ptr(), 1, t as isize, vh.as_ptr(), 1, d as isize, 0.0, 1.0, false, false, false,
+                    b,
+                    d,
+                    t,
+                    o.as_mut_ptr(),
+                    1,
+                    d as isize,
+                    false,
+                    s.as_ptr(),
+                    1,
+                    t as isize,
+                    vh.as_ptr(),
+                    1,
+                    d as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
                     gemm::Parallelism::None,
                 );
             }
@@ -676,7 +747,10 @@ fn softmax_in_place(row: &mut [f32]) {
             m[k] = m[k].max(c[k]);
         }
     }
-    let mut max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
+    let mut max = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, b| a.max(*b));
     for v in m {
         max = max.max(v);
     }
@@ -698,17 +772,20 @@ fn softmax_in_place(row: &mut [f32]) {
     row.iter_mut().for_each(|x| *x *= inv);
 }
 
-/// `e^x` in float32 to about 1 ulp for the range softmax uses (x ≤ 0), branch-free so it
-/// vectorises: x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 polynomial for e^r (Cephes `expf`
-/// coefficients), scaled by 2^n through the exponent bits; below −87.3 it returns 0.
+/// `e^x` in float32 to about 1 ulp for the range softmax uses (x <= 0), written without branches
+/// or float-to-int casts so that loops over it vectorise: x = n·ln2 + r with |r| <= ln2/2, a
+/// degree-6 polynomial for e^r (Cephes `expf` coefficients), times 2^n built in the exponent bits.
+/// Inputs below −87.3 give e^−87.3 ≈ 1e-38 instead of a denormal.
 #[inline(always)]
 fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting rounds to an integer
-    let xc = x.clamp(-87.3, 88.7);
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    // 1.5·2^23: adding it rounds to an integer held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let xc = x.max(-87.3).min(88.7);
+    let k = xc * LOG2E + ROUND;
+    let n = k - ROUND;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let r2 = r * r;
     let mut p = 1.987_569_1e-4f32;
@@ -718,8 +795,8 @@ fn exp_f32(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5e-1;
     let e = p * r2 + r + 1.0;
-    let scale = f32::from_bits((((n as i32) + 127).max(0) as u32) << 23);
-    if x < -87.3 { 0.0 } else { e * scale }
+    let n_int = k.to_bits().wrapping_sub(ROUND.to_bits());
+    e * f32::from_bits(n_int.wrapping_add(127) << 23)
 }
 
 /// `y[t, c] = Σ_k w[c, k] · x[t + k − (K − 1), c]` with zeros before the start: the conformer's
@@ -780,7 +857,7 @@ mod tests {
         }
         assert!(worst < 3e-7, "max relative error {worst}");
         assert_eq!(exp_f32(0.0), 1.0);
-        assert_eq!(exp_f32(-100.0), 0.0);
+        assert!(exp_f32(-100.0) < 2e-38);
     }
 
     #[test]

@@ -462,12 +462,8 @@ fn for_each_frame(
         if packet.stream() != st.index {
             continue;
         }
-        let at = || {
-            format!(
-                "at {:.3} s",
-                packet.pts().unwrap_or(0) as f64 * st.time_base
-            )
-        };
+        let (pts, tb) = (packet.pts(), st.time_base);
+        let at = move || format!("at {:.3} s", pts.unwrap_or(0) as f64 * tb);
         if packet.is_corrupt() {
             return Err(truncated(
                 at(),
@@ -480,7 +476,9 @@ fn for_each_frame(
                 format!("the decoder rejects a packet ({e})"),
             ));
         }
-        while st.decoder.receive_frame(&mut frame).is_ok() {
+        while next_frame(st, &mut frame)
+            .map_err(|e| truncated(at(), format!("a packet fails to decode ({e})")))?
+        {
             if !on_frame(&frame)? {
                 return Ok(());
             }
@@ -488,13 +486,32 @@ fn for_each_frame(
     }
     // Drain what the decoder still holds.
     if st.decoder.send_eof().is_ok() {
-        while st.decoder.receive_frame(&mut frame).is_ok() {
+        while next_frame(st, &mut frame).map_err(|e| {
+            truncated(
+                "at the end".into(),
+                format!("the last packets fail to decode ({e})"),
+            )
+        })? {
             if !on_frame(&frame)? {
                 return Ok(());
             }
         }
     }
     Ok(())
+}
+
+/// The next decoded frame: `Ok(false)` when the decoder needs more input or is done, an error
+/// when the data fails to decode.
+fn next_frame(
+    st: &mut AudioStream,
+    frame: &mut ffmpeg::frame::Audio,
+) -> std::result::Result<bool, ffmpeg::Error> {
+    match st.decoder.receive_frame(frame) {
+        Ok(()) => Ok(true),
+        Err(ffmpeg::Error::Eof) => Ok(false),
+        Err(ffmpeg::Error::Other { errno }) if errno == ffmpeg::util::error::EAGAIN => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The frame's first-sample time in samples at `rate` (best-effort timestamp, else pts).
@@ -614,7 +631,17 @@ fn decode_native<T: AudioSample>(
 /// a seek (mp3 was measured 8 samples off), so those are decoded from the start instead.
 fn seeks_exactly(st: &AudioStream) -> bool {
     let name = st.ictx.format().name().to_string();
-    ["wav", "flac", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "ogg", "aiff", "w64", "caf"].contains(&name.as_str())
+    [
+        "wav",
+        "flac",
+        "mov,mp4,m4a,3gp,3g2,mj2",
+        "matroska,webm",
+        "ogg",
+        "aiff",
+        "w64",
+        "caf",
+    ]
+    .contains(&name.as_str())
 }
 
 /// Seek a second before `start`, anchor sample indices on the first frame of the file, decode.
@@ -917,5 +944,76 @@ impl Drop for Swr {
     fn drop(&mut self) {
         // SAFETY: ptr came from swr_alloc_set_opts and is freed exactly once.
         unsafe { ffmpeg::ffi::swr_free(&mut self.ptr) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixing_places_events_with_silence_between() {
+        let a = AudioBuffer {
+            sample_rate: 10,
+            channels: vec![vec![1.0, 1.0], vec![3.0, 3.0]],
+        };
+        let b = AudioBuffer {
+            sample_rate: 10,
+            channels: vec![vec![5.0; 3]],
+        };
+        let track = mix_onto_timeline(
+            &[
+                PlacedAudio {
+                    onset_s: 0.1,
+                    audio: &a,
+                },
+                PlacedAudio {
+                    onset_s: 0.25,
+                    audio: &b,
+                },
+            ],
+            10,
+            0.6,
+        )
+        .unwrap();
+        // onset 0.25 s at 10 Hz -> sample round(2.5) = 2 (half to even); stereo averaged to mono.
+        assert_eq!(track.channels, vec![vec![0.0, 2.0, 7.0, 5.0, 5.0, 0.0]]);
+        let wrong_rate = AudioBuffer {
+            sample_rate: 16,
+            channels: vec![vec![0.0]],
+        };
+        assert!(
+            mix_onto_timeline(
+                &[PlacedAudio {
+                    onset_s: 0.0,
+                    audio: &wrong_rate
+                }],
+                10,
+                1.0
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn moviepy_duration_follows_the_cli_print() {
+        // av_dump_format rounds to the nearest 1/100 s: 11.494999 s prints 00:00:11.49, 11.495 s 00:00:11.50.
+        assert_eq!(moviepy_duration(11_494_999), 11.49);
+        assert_eq!(moviepy_duration(11_495_000), 11.5);
+        assert!((moviepy_duration(3_723_456_789) - 3723.46).abs() < 1e-9);
+    }
+
+    #[test]
+    fn slices_clip_to_what_exists() {
+        let a = AudioBuffer {
+            sample_rate: 4,
+            channels: vec![(0..10).map(|v| v as f32).collect::<Vec<_>>()],
+        };
+        assert_eq!(a.slice_seconds(2.0, Some(5.0)).channels[0], vec![8.0, 9.0]);
+        assert_eq!(
+            a.slice_seconds(0.375, Some(0.5)).channels[0],
+            vec![2.0, 3.0]
+        ); // round(1.5) = 2
+        assert_eq!(a.duration_s(), 2.5);
     }
 }
