@@ -239,7 +239,11 @@ pub enum Error {
     // ---- model
     /// A features file for `tribe encode` (safetensors of (B, L, D, T) arrays) that cannot be used.
     #[error("{}: {message}\n  fix: {fix}", path.display())]
-    FeaturesFile { path: PathBuf, message: String, fix: String },
+    FeaturesFile {
+        path: PathBuf,
+        message: String,
+        fix: String,
+    },
 }
 
 impl Error {

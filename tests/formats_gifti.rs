@@ -192,7 +192,7 @@ fn every_vendored_gifti_matches_nibabel() {
         &common::fixture("data/formats/nibabel-5.4.2/gifti_tests_data"),
         |n| n.contains(".gii"),
     );
-    files.extend(list(&common::fixture("data/templates/fsaverage5"), |n| {
+    files.extend(list(&common::fixture("../../assets/fsaverage5"), |n| {
         n.ends_with(".gii.gz")
     }));
     assert_eq!(files.len(), 11 + 18, "fixture set changed: {files:?}");
@@ -210,7 +210,7 @@ fn every_vendored_gifti_matches_nibabel() {
 fn fsaverage5_meshes_have_the_expected_topology() {
     for hemi in ["left", "right"] {
         let g = read_gifti(&common::fixture(&format!(
-            "data/templates/fsaverage5/pial_{hemi}.gii.gz"
+            "../../assets/fsaverage5/pial_{hemi}.gii.gz"
         )))
         .unwrap();
         let pts = g.arrays_with_intent(Intent::POINTSET).next().unwrap();
@@ -434,7 +434,7 @@ fn maps_labels_and_meshes_round_trip_through_nibabel() {
     let p_lab = dir.path().join("x.label.gii");
     write_gifti(&p_lab, &lab).unwrap();
     // a real mesh (pointset with its coordinate system + triangles), re-encoded by us
-    let mesh_in = common::fixture("data/templates/fsaverage5/white_left.gii.gz");
+    let mesh_in = common::fixture("../../assets/fsaverage5/white_left.gii.gz");
     let mut mesh = read_gifti(&mesh_in).unwrap();
     for a in &mut mesh.arrays {
         a.encoding = Encoding::GZipBase64Binary;
@@ -528,10 +528,7 @@ fn bad_input_gives_typed_errors() {
     .unwrap();
     expect_gifti_error(&real[..real.len() / 2], "truncated.func.gii", "truncated");
     expect_gifti_error(&real[..real.len() - 10], "cut_end.func.gii", "truncated");
-    let gz = std::fs::read(common::fixture(
-        "data/templates/fsaverage5/sulc_left.gii.gz",
-    ))
-    .unwrap();
+    let gz = std::fs::read(common::fixture("../../assets/fsaverage5/sulc_left.gii.gz")).unwrap();
     expect_gifti_error(
         &gz[..gz.len() / 2],
         "truncated.gii.gz",

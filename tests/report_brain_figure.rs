@@ -192,9 +192,13 @@ fn fsaverage5_figure_shows_blobs_where_they_are() {
     // a positive map ('hot'): magnitude of both blobs, values below 1 hidden
     let pos: Vec<f32> = data.iter().map(|v| v.abs()).collect();
     let pstyle = MapStyle::positive(&pos, Some(1.0), "|z|");
-    let img = render_surface_figure(&left, &right, &pos, &pstyle, &FigureOptions::default()).unwrap();
+    let img =
+        render_surface_figure(&left, &right, &pos, &pstyle, &FigureOptions::default()).unwrap();
     save_png(&img, &out.join("figure_positive.png")).unwrap();
-    assert!(panel_stats(&img, 3, pw, 6, ph, is_warm).2 > 100, "positive blob missing in R medial");
+    assert!(
+        panel_stats(&img, 3, pw, 6, ph, is_warm).2 > 100,
+        "positive blob missing in R medial"
+    );
 
     // the sulcal map itself, as a positive map, and an all-NaN map (background only)
     let sulc: Vec<f32> = left.sulc.iter().chain(&right.sulc).cloned().collect();

@@ -178,7 +178,7 @@ fn e2e_movie_window() {
     let ex = VideoExtractor::load(&model_dir(), &Device::Cpu, VideoOptions::default()).unwrap();
     let f = ex
         .extract(
-            &FrameSource::video(fixture("e2e/media/movie.mp4")),
+            &FrameSource::video(fixture("e2e/bids/stimuli/movie.mp4")),
             0.0,
             100.0,
         )

@@ -606,7 +606,8 @@ pub fn run(cfg: &RunConfig) -> Result<()> {
     }
     match cfg.level {
         AnalysisLevel::Participant => {
-            let outcomes = crate::cli::participant::run_participants(cfg, layout.description(), &runs)?;
+            let outcomes =
+                crate::cli::participant::run_participants(cfg, layout.description(), &runs)?;
             let (table, code) = crate::cli::participant::summary(&outcomes);
             eprint!("{table}");
             let log = format!("{}\n{table}", cfg.command_line.join(" "));
@@ -619,6 +620,8 @@ pub fn run(cfg: &RunConfig) -> Result<()> {
                 _ => Ok(()),
             }
         }
-        AnalysisLevel::Group => Err(Error::Usage("the group level is not built yet: run the participant level".into())),
+        AnalysisLevel::Group => Err(Error::Usage(
+            "the group level is not built yet: run the participant level".into(),
+        )),
     }
 }

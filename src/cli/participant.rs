@@ -23,7 +23,9 @@ use crate::formats::{GiftiTimeSeriesWriter, TimeSeriesOptions};
 use crate::model::models_dir::{self, Role};
 use crate::model::{ModelOptions, TribeModel};
 use crate::predict::alignment::{ALIGNMENT_RULE, HEMODYNAMIC_OFFSET_S};
-use crate::predict::run::{Extractors, FfmpegProbe, RunSchedule, check_feature_dims, predict_volumes, timeline_has};
+use crate::predict::run::{
+    Extractors, FfmpegProbe, RunSchedule, check_feature_dims, predict_volumes, timeline_has,
+};
 use crate::stimulus::timeline::{StimEvent, Timeline};
 
 /// What happened to one run.
@@ -48,13 +50,19 @@ struct PlannedRun<'a> {
 const N_VERTICES_PER_HEMI: usize = 10242;
 
 fn stim_events(run: &Run) -> Vec<StimEvent> {
-    let Some(ev) = &run.events else { return Vec::new() };
+    let Some(ev) = &run.events else {
+        return Vec::new();
+    };
     let path = run.events_path.clone().unwrap_or_default();
     ev.rows
         .iter()
         .filter_map(|r| {
             let onset = r.onset?;
-            let stim_file = r.stim_file.as_ref().and_then(|s| run.stimuli.iter().find(|x| &x.stim_file == s)).map(|x| x.path.clone());
+            let stim_file = r
+                .stim_file
+                .as_ref()
+                .and_then(|s| run.stimuli.iter().find(|x| &x.stim_file == s))
+                .map(|x| x.path.clone());
             Some(StimEvent {
                 onset,
                 duration: r.duration,
@@ -99,30 +107,71 @@ fn volume_count(run: &Run, timeline: &Timeline) -> Result<usize> {
     }
     match run.timing.repetition_time {
         // No image header: cover the stimulus and the hemodynamic lag.
-        Some(tr) => Ok(((timeline.end() + HEMODYNAMIC_OFFSET_S) / tr).ceil().max(1.0) as usize),
-        None => Err(Error::MissingTiming { path: run.bold.clone(), reason: "no RepetitionTime".into(), fix: "add RepetitionTime to the bold sidecar".into() }),
+        Some(tr) => Ok(((timeline.end() + HEMODYNAMIC_OFFSET_S) / tr)
+            .ceil()
+            .max(1.0) as usize),
+        None => Err(Error::MissingTiming {
+            path: run.bold.clone(),
+            reason: "no RepetitionTime".into(),
+            fix: "add RepetitionTime to the bold sidecar".into(),
+        }),
     }
 }
 
 fn out_name(run: &Run, hemi: &str) -> DerivName {
-    let ents: Vec<(String, String)> = run.entities.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    DerivName::new(ents, "bold", ".func.gii").with("hemi", hemi).with("space", "fsaverage5").with("desc", "predicted")
+    let ents: Vec<(String, String)> = run
+        .entities
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    DerivName::new(ents, "bold", ".func.gii")
+        .with("hemi", hemi)
+        .with("space", "fsaverage5")
+        .with("desc", "predicted")
 }
 
 /// Everything that changes a run's outputs, hashed: a rerun with the same fingerprint skips.
-fn fingerprint(run: &Run, timeline: &Timeline, sched: &RunSchedule, cfg: &RunConfig, model_sha: &str, ex: &Extractors) -> Result<String> {
+fn fingerprint(
+    run: &Run,
+    timeline: &Timeline,
+    sched: &RunSchedule,
+    cfg: &RunConfig,
+    model_sha: &str,
+    ex: &Extractors,
+) -> Result<String> {
     let mut k = crate::features::cache::CacheKey::new("run-outputs");
-    k.add_str("version", crate::VERSION).add_str("brain", model_sha);
+    k.add_str("version", crate::VERSION)
+        .add_str("brain", model_sha);
     for m in Modality::ALL {
-        k.add_str(m.name(), if cfg.modalities.contains(&m) { ex.identity(m).unwrap_or("absent") } else { "dropped" });
+        k.add_str(
+            m.name(),
+            if cfg.modalities.contains(&m) {
+                ex.identity(m).unwrap_or("absent")
+            } else {
+                "dropped"
+            },
+        );
     }
-    k.add_str("text-context", if cfg.text_context == TextContext::Exact { "exact" } else { "fast" });
+    k.add_str(
+        "text-context",
+        if cfg.text_context == TextContext::Exact {
+            "exact"
+        } else {
+            "fast"
+        },
+    );
     k.add_str("subject-index", &format!("{:?}", cfg.subject_index));
     k.add_str("cifti", if cfg.cifti_output { "1" } else { "0" });
     if let Some(p) = &run.events_path {
         k.add_file("events", p)?;
     }
-    for s in timeline.visual.iter().map(|s| &s.path).chain(timeline.audio.iter().map(|s| &s.path)).chain(timeline.transcripts.iter()) {
+    for s in timeline
+        .visual
+        .iter()
+        .map(|s| &s.path)
+        .chain(timeline.audio.iter().map(|s| &s.path))
+        .chain(timeline.transcripts.iter())
+    {
         k.add_file("stimulus", s)?;
     }
     for t in &sched.volume_times {
@@ -131,7 +180,15 @@ fn fingerprint(run: &Run, timeline: &Timeline, sched: &RunSchedule, cfg: &RunCon
     Ok(k.hex())
 }
 
-fn sidecar_json(p: &PlannedRun, cfg: &RunConfig, hemi: &str, model: &TribeModel, model_sha: &str, ex: &Extractors, used: &[Modality]) -> Value {
+fn sidecar_json(
+    p: &PlannedRun,
+    cfg: &RunConfig,
+    hemi: &str,
+    model: &TribeModel,
+    model_sha: &str,
+    ex: &Extractors,
+    used: &[Modality],
+) -> Value {
     let run = p.run;
     let mut sources = vec![json!(raw_uri(&cfg.bids_dir, &run.bold))];
     if let Some(e) = &run.events_path {
@@ -183,16 +240,23 @@ fn sidecar_json(p: &PlannedRun, cfg: &RunConfig, hemi: &str, model: &TribeModel,
 
 fn is_up_to_date(p: &PlannedRun) -> bool {
     p.outputs.iter().all(|o| o.is_file())
-        && p.outputs.iter().filter(|o| o.extension().is_some_and(|e| e == "json")).all(|o| {
-            std::fs::read(o)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                .is_some_and(|v| v["TribeBidsFingerprint"] == json!(p.fingerprint))
-        })
+        && p.outputs
+            .iter()
+            .filter(|o| o.extension().is_some_and(|e| e == "json"))
+            .all(|o| {
+                std::fs::read(o)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .is_some_and(|v| v["TribeBidsFingerprint"] == json!(p.fingerprint))
+            })
 }
 
 /// Run the participant level. Returns the per-run outcomes (the caller prints the summary).
-pub fn run_participants(cfg: &RunConfig, layout_desc: &crate::bids::DatasetDescription, runs: &[Run]) -> Result<Vec<(String, Outcome)>> {
+pub fn run_participants(
+    cfg: &RunConfig,
+    layout_desc: &crate::bids::DatasetDescription,
+    runs: &[Run],
+) -> Result<Vec<(String, Outcome)>> {
     interrupt::install();
     let prov = Provenance::current(cfg.command_line.clone());
     let raw_desc = Value::Object(layout_desc.raw.clone());
@@ -211,9 +275,18 @@ pub fn run_participants(cfg: &RunConfig, layout_desc: &crate::bids::DatasetDescr
     let models = models_dir::resolve(&cfg.models_dir, &[])?;
     let device = cfg.device.to_device()?;
     tracing::info!("loading the brain model {}", models.brain.display());
-    let model = TribeModel::load(&models.brain, &device, ModelOptions { subject_index: cfg.subject_index, ..Default::default() })?;
+    let model = TribeModel::load(
+        &models.brain,
+        &device,
+        ModelOptions {
+            subject_index: cfg.subject_index,
+            ..Default::default()
+        },
+    )?;
     let model_sha = crate::model::checkpoint::file_sha256(model.weights_path())?;
-    let keep = |m: Modality, p: Option<std::path::PathBuf>| if cfg.modalities.contains(&m) { p } else { None };
+    let keep = |m: Modality, p: Option<std::path::PathBuf>| {
+        if cfg.modalities.contains(&m) { p } else { None }
+    };
     let mut ex = Extractors::new(
         keep(Modality::Text, models.text.clone()),
         keep(Modality::Audio, models.audio.clone()),
@@ -251,11 +324,26 @@ pub fn run_participants(cfg: &RunConfig, layout_desc: &crate::bids::DatasetDescr
                 let dir = cfg.output_dir.join(c.folder("func"));
                 outputs.push(dir.join(c.file_name()));
             }
-            Ok(Some(PlannedRun { run, timeline, sched, tr: run.timing.repetition_time, fingerprint, outputs }))
+            Ok(Some(PlannedRun {
+                run,
+                timeline,
+                sched,
+                tr: run.timing.repetition_time,
+                fingerprint,
+                outputs,
+            }))
         })();
         match plan {
-            Ok(None) => outcomes.push((id, Outcome::Skipped("no usable stimulus (no stim_file media or words for the selected modalities)".into()))),
-            Ok(Some(p)) if !cfg.force && is_up_to_date(&p) => outcomes.push((id, Outcome::UpToDate)),
+            Ok(None) => outcomes.push((
+                id,
+                Outcome::Skipped(
+                    "no usable stimulus (no stim_file media or words for the selected modalities)"
+                        .into(),
+                ),
+            )),
+            Ok(Some(p)) if !cfg.force && is_up_to_date(&p) => {
+                outcomes.push((id, Outcome::UpToDate))
+            }
             Ok(Some(p)) => planned.push(p),
             Err(e) => {
                 tracing::error!("{id}: {e}");
@@ -267,7 +355,9 @@ pub fn run_participants(cfg: &RunConfig, layout_desc: &crate::bids::DatasetDescr
     // Features, modality by modality.
     let mut failed: BTreeMap<usize, Error> = BTreeMap::new();
     for m in cfg.modalities.iter().copied() {
-        let todo: Vec<usize> = (0..planned.len()).filter(|&i| timeline_has(&planned[i].timeline, m)).collect();
+        let todo: Vec<usize> = (0..planned.len())
+            .filter(|&i| timeline_has(&planned[i].timeline, m))
+            .collect();
         if todo.is_empty() {
             continue;
         }
@@ -280,7 +370,10 @@ pub fn run_participants(cfg: &RunConfig, layout_desc: &crate::bids::DatasetDescr
             interrupt::check()?;
             let p = &planned[i];
             pb.set_message(p.run.id());
-            match ex.features(&cache, m, &p.timeline, &p.sched, window_s, &p.run.id()).and_then(|a| check_feature_dims(&model, m, &a)) {
+            match ex
+                .features(&cache, m, &p.timeline, &p.sched, window_s, &p.run.id())
+                .and_then(|a| check_feature_dims(&model, m, &a))
+            {
                 Ok(()) => {}
                 Err(Error::Interrupted) => return Err(Error::Interrupted),
                 Err(e) => {
@@ -310,7 +403,12 @@ pub fn run_participants(cfg: &RunConfig, layout_desc: &crate::bids::DatasetDescr
         match predict_and_write(p, cfg, &model, &model_sha, &mut ex, &cache, window_s) {
             Ok(()) => {
                 outcomes.push((id, Outcome::Done));
-                fault_injection_point(outcomes.iter().filter(|(_, o)| matches!(o, Outcome::Done)).count());
+                fault_injection_point(
+                    outcomes
+                        .iter()
+                        .filter(|(_, o)| matches!(o, Outcome::Done))
+                        .count(),
+                );
             }
             Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(e) => {
@@ -328,7 +426,9 @@ pub fn run_participants(cfg: &RunConfig, layout_desc: &crate::bids::DatasetDescr
 /// cleanup) once N runs are finished, so tests can check that an interrupted job leaves no partial
 /// file and that the rerun completes it.
 fn fault_injection_point(done: usize) {
-    if let Some(n) = std::env::var("TRIBE_BIDS_ABORT_AFTER_RUNS").ok().and_then(|v| v.parse::<usize>().ok())
+    if let Some(n) = std::env::var("TRIBE_BIDS_ABORT_AFTER_RUNS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
         && done >= n
     {
         eprintln!("tribe-bids: TRIBE_BIDS_ABORT_AFTER_RUNS={n}: aborting now (test hook)");
@@ -337,8 +437,15 @@ fn fault_injection_point(done: usize) {
 }
 
 fn cifti_name(run: &Run) -> DerivName {
-    let ents: Vec<(String, String)> = run.entities.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    DerivName::new(ents, "bold", ".dtseries.nii").with("space", "fsaverage").with("den", "10k").with("desc", "predicted")
+    let ents: Vec<(String, String)> = run
+        .entities
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    DerivName::new(ents, "bold", ".dtseries.nii")
+        .with("space", "fsaverage")
+        .with("den", "10k")
+        .with("desc", "predicted")
 }
 
 fn predict_and_write(
@@ -351,24 +458,49 @@ fn predict_and_write(
     window_s: f64,
 ) -> Result<()> {
     let run = p.run;
-    let used: Vec<Modality> = cfg.modalities.iter().copied().filter(|m| timeline_has(&p.timeline, *m)).collect();
+    let used: Vec<Modality> = cfg
+        .modalities
+        .iter()
+        .copied()
+        .filter(|m| timeline_has(&p.timeline, *m))
+        .collect();
     let mut feats: std::collections::HashMap<String, FeatureArray> = Default::default();
     for m in &used {
         // Cache hits: computed in the modality pass above.
-        feats.insert(m.name().to_string(), ex.features(cache, *m, &p.timeline, &p.sched, window_s, &run.id())?);
+        feats.insert(
+            m.name().to_string(),
+            ex.features(cache, *m, &p.timeline, &p.sched, window_s, &run.id())?,
+        );
     }
     let n_vol = p.sched.volume_times.len();
     let tr = p.tr.unwrap_or_else(|| {
         let t = &p.sched.volume_times;
-        if t.len() > 1 { (t[t.len() - 1] - t[0]) / (t.len() - 1) as f64 } else { 1.0 }
+        if t.len() > 1 {
+            (t[t.len() - 1] - t[0]) / (t.len() - 1) as f64
+        } else {
+            1.0
+        }
     });
     let mut opts = TimeSeriesOptions::new(tr);
-    opts.extra_meta.insert("Description", "TRIBE v2 predicted BOLD (tribe-bids)");
+    opts.extra_meta
+        .insert("Description", "TRIBE v2 predicted BOLD (tribe-bids)");
     let name_l = out_name(run, "L");
     let dir = cfg.output_dir.join(name_l.folder("func"));
-    let mut wl = GiftiTimeSeriesWriter::create(&dir.join(name_l.file_name()), Hemisphere::Left, N_VERTICES_PER_HEMI, n_vol, &opts)?;
+    let mut wl = GiftiTimeSeriesWriter::create(
+        &dir.join(name_l.file_name()),
+        Hemisphere::Left,
+        N_VERTICES_PER_HEMI,
+        n_vol,
+        &opts,
+    )?;
     let name_r = out_name(run, "R");
-    let mut wr = GiftiTimeSeriesWriter::create(&dir.join(name_r.file_name()), Hemisphere::Right, N_VERTICES_PER_HEMI, n_vol, &opts)?;
+    let mut wr = GiftiTimeSeriesWriter::create(
+        &dir.join(name_r.file_name()),
+        Hemisphere::Right,
+        N_VERTICES_PER_HEMI,
+        n_vol,
+        &opts,
+    )?;
     if model.n_outputs() != 2 * N_VERTICES_PER_HEMI {
         return Err(Error::Model {
             path: model.weights_path().to_path_buf(),
@@ -376,7 +508,11 @@ fn predict_and_write(
             fix: "use a cortical TRIBE v2 checkpoint (subcortical ones go to --subcortical-checkpoint)".into(),
         });
     }
-    let mut all = if cfg.cifti_output { Some(Vec::with_capacity(n_vol * model.n_outputs())) } else { None };
+    let mut all = if cfg.cifti_output {
+        Some(Vec::with_capacity(n_vol * model.n_outputs()))
+    } else {
+        None
+    };
     predict_volumes(model, feats, &p.sched, |_, v| {
         wl.push_volumes(&v[..N_VERTICES_PER_HEMI])?;
         wr.push_volumes(&v[N_VERTICES_PER_HEMI..])?;
@@ -390,12 +526,19 @@ fn predict_and_write(
     if let Some(data) = all {
         let layout = crate::formats::cifti::CiftiDtseries::cortex_only(N_VERTICES_PER_HEMI, tr);
         let c = cifti_name(run);
-        crate::formats::cifti::write_cifti_dtseries(&cfg.output_dir.join(c.folder("func")).join(c.file_name()), &layout, &data)?;
+        crate::formats::cifti::write_cifti_dtseries(
+            &cfg.output_dir.join(c.folder("func")).join(c.file_name()),
+            &layout,
+            &data,
+        )?;
         let mut side = sidecar_json(p, cfg, "L", model, model_sha, ex, &used);
         side["Density"] = json!(layout.density_description());
         side.as_object_mut().map(|o| o.remove("SpatialReference"));
         side["SpatialReference"] = json!({"CIFTI_STRUCTURE_CORTEX_LEFT": derivatives::fsaverage5_spatial_reference("L")["URI"], "CIFTI_STRUCTURE_CORTEX_RIGHT": derivatives::fsaverage5_spatial_reference("R")["URI"]});
-        crate::util::write_atomic(&cfg.output_dir.join(c.folder("func")).join(c.sidecar_name()), &json_bytes(&side))?;
+        crate::util::write_atomic(
+            &cfg.output_dir.join(c.folder("func")).join(c.sidecar_name()),
+            &json_bytes(&side),
+        )?;
     }
     // Sidecars last: their presence with a matching fingerprint marks the run finished.
     for (hemi, name) in [("L", &name_l), ("R", &name_r)] {
@@ -407,7 +550,8 @@ fn predict_and_write(
 
 /// The end-of-job table: one line per run, and the exit code (the first failure's).
 pub fn summary(outcomes: &[(String, Outcome)]) -> (String, i32) {
-    let mut s = String::from("\nrun                                           status      reason\n");
+    let mut s =
+        String::from("\nrun                                           status      reason\n");
     let mut code = 0;
     let (mut done, mut skipped, mut failed) = (0, 0, 0);
     for (id, o) in outcomes {
@@ -418,7 +562,10 @@ pub fn summary(outcomes: &[(String, Outcome)]) -> (String, i32) {
             }
             Outcome::UpToDate => {
                 skipped += 1;
-                ("skipped", "outputs and provenance already match (use --force to redo)".into())
+                (
+                    "skipped",
+                    "outputs and provenance already match (use --force to redo)".into(),
+                )
             }
             Outcome::Skipped(r) => {
                 skipped += 1;
@@ -429,17 +576,29 @@ pub fn summary(outcomes: &[(String, Outcome)]) -> (String, i32) {
                 if code == 0 {
                     code = e.exit_code();
                 }
-                ("FAILED", e.to_string().lines().next().unwrap_or("").to_string())
+                (
+                    "FAILED",
+                    e.to_string().lines().next().unwrap_or("").to_string(),
+                )
             }
         };
         s.push_str(&format!("{id:<45} {st:<11} {why}\n"));
     }
-    s.push_str(&format!("\n{done} done, {skipped} skipped, {failed} failed\n"));
+    s.push_str(&format!(
+        "\n{done} done, {skipped} skipped, {failed} failed\n"
+    ));
     (s, code)
 }
 
 /// Write the summary into OUT/logs (one file per invocation).
 pub fn write_log(out: &Path, text: &str) -> Result<()> {
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    crate::util::write_atomic(&out.join("logs").join(format!("tribe-bids_{stamp}_{}.log", std::process::id())), text.as_bytes())
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    crate::util::write_atomic(
+        &out.join("logs")
+            .join(format!("tribe-bids_{stamp}_{}.log", std::process::id())),
+        text.as_bytes(),
+    )
 }

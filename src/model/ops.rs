@@ -272,14 +272,30 @@ fn attention_cpu(
                 let vm = faer::MatRef::from_row_major_slice_with_stride(&all[vbase..], t, dh, hd3);
                 let mut scores = vec![0f32; t * t];
                 let dst = faer::MatMut::from_row_major_slice_mut(&mut scores, t, t);
-                faer::linalg::matmul::matmul(dst, faer::Accum::Replace, qm, km.transpose(), 1.0f32, faer::Par::Seq);
-                scores.chunks_exact_mut(t).for_each(|row| softmax_row(row, scale as f32));
+                faer::linalg::matmul::matmul(
+                    dst,
+                    faer::Accum::Replace,
+                    qm,
+                    km.transpose(),
+                    1.0f32,
+                    faer::Par::Seq,
+                );
+                scores
+                    .chunks_exact_mut(t)
+                    .for_each(|row| softmax_row(row, scale as f32));
                 // faer 0.24 / private-gemm-x86 0.1.22 segfaults when the destination is a
                 // row-major view with row stride > ncols, so each head is written packed.
                 let mut head_out = vec![0f32; t * dh];
                 let pm = faer::MatRef::from_row_major_slice(&scores, t, t);
                 let dst = faer::MatMut::from_row_major_slice_mut(&mut head_out, t, dh);
-                faer::linalg::matmul::matmul(dst, faer::Accum::Replace, pm, vm, 1.0f32, faer::Par::Seq);
+                faer::linalg::matmul::matmul(
+                    dst,
+                    faer::Accum::Replace,
+                    pm,
+                    vm,
+                    1.0f32,
+                    faer::Par::Seq,
+                );
                 (head_out, if want_probs { scores } else { Vec::new() })
             })
             .collect();
@@ -354,7 +370,16 @@ mod tests {
     use super::*;
 
     fn maxdiff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     /// The faer path agrees with candle's matmul over many shapes, both weight layouts, with and
@@ -385,10 +410,17 @@ mod tests {
     #[test]
     fn fast_attention_matches_portable() {
         let d = Device::Cpu;
-        for &(b, t, heads, dh) in &[(1usize, 1usize, 1usize, 64usize), (2, 7, 3, 64), (1, 33, 2, 96), (2, 20, 4, 40)] {
+        for &(b, t, heads, dh) in &[
+            (1usize, 1usize, 1usize, 64usize),
+            (2, 7, 3, 64),
+            (1, 33, 2, 96),
+            (2, 20, 4, 40),
+        ] {
             let hd = heads * dh;
             let rd = (dh / 2).max(32).min(dh);
-            let inv: Vec<f32> = (0..rd / 2).map(|j| 1.0 / 10000f32.powf(2.0 * j as f32 / rd as f32)).collect();
+            let inv: Vec<f32> = (0..rd / 2)
+                .map(|j| 1.0 / 10000f32.powf(2.0 * j as f32 / rd as f32))
+                .collect();
             let inv = Tensor::from_vec(inv, rd / 2, &d).unwrap();
             let freqs = rotary_freqs(&inv, t).unwrap();
             let qkv = Tensor::randn(0f32, 1.0, (b, t, 3 * hd), &d).unwrap();
@@ -402,13 +434,31 @@ mod tests {
     #[test]
     fn adaptive_pool_bins() {
         // T = 5 -> 3 bins: [0,1], [1,2,3], [3,4]
-        let x = Tensor::arange(0f32, 5.0, &Device::Cpu).unwrap().reshape((1, 5, 1)).unwrap();
-        let y: Vec<f32> = adaptive_avg_pool_time(&x, 3).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let x = Tensor::arange(0f32, 5.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 5, 1))
+            .unwrap();
+        let y: Vec<f32> = adaptive_avg_pool_time(&x, 3)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(y, vec![0.5, 2.0, 3.5]);
-        let y: Vec<f32> = adaptive_avg_pool_time(&x, 5).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = adaptive_avg_pool_time(&x, 5)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(y, vec![0., 1., 2., 3., 4.]);
         // T smaller than the output: bins repeat.
-        let y: Vec<f32> = adaptive_avg_pool_time(&x.narrow(1, 0, 2).unwrap(), 4).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = adaptive_avg_pool_time(&x.narrow(1, 0, 2).unwrap(), 4)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(y, vec![0., 0., 1., 1.]);
     }
 }

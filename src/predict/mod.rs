@@ -15,12 +15,22 @@ pub fn predict_cli(args: &PredictArgs) -> Result<()> {
         (Some(v), None, None) => (v.clone(), "video"),
         (None, Some(a), None) => (a.clone(), "audio"),
         (None, None, Some(w)) => (w.clone(), "words"),
-        _ => return Err(Error::Usage("tribe predict: give exactly one of --video, --audio, --words".into())),
+        _ => {
+            return Err(Error::Usage(
+                "tribe predict: give exactly one of --video, --audio, --words".into(),
+            ));
+        }
     };
     if !path.is_file() {
-        return Err(Error::InputMissing { path: path.clone(), what: "the stimulus file".into(), fix: "check the path".into() });
+        return Err(Error::InputMissing {
+            path: path.clone(),
+            what: "the stimulus file".into(),
+            fix: "check the path".into(),
+        });
     }
-    let models_dir = args.models_dir.clone().ok_or_else(|| Error::Usage("tribe predict: give --models-dir (or set TRIBE_MODELS_DIR)".into()))?;
+    let models_dir = args.models_dir.clone().ok_or_else(|| {
+        Error::Usage("tribe predict: give --models-dir (or set TRIBE_MODELS_DIR)".into())
+    })?;
     let models = crate::model::models_dir::resolve(&models_dir, &[])?;
     let device = DeviceChoice::parse(&args.device)?.to_device()?;
     let model = crate::model::TribeModel::load(&models.brain, &device, Default::default())?;
@@ -35,9 +45,17 @@ pub fn predict_cli(args: &PredictArgs) -> Result<()> {
     };
     let timeline = Timeline::from_events(&[event], &run::FfmpegProbe)?;
     let n_rows = (timeline.end() - 1e-9).ceil().max(1.0) as usize;
-    let times: Vec<f64> = (0..n_rows).map(|j| j as f64 + alignment::HEMODYNAMIC_OFFSET_S).collect();
+    let times: Vec<f64> = (0..n_rows)
+        .map(|j| j as f64 + alignment::HEMODYNAMIC_OFFSET_S)
+        .collect();
     let sched = run::RunSchedule::new(&timeline, times);
-    let mut ex = run::Extractors::new(models.text, models.audio, models.video, TextContext::Exact, device)?;
+    let mut ex = run::Extractors::new(
+        models.text,
+        models.audio,
+        models.video,
+        TextContext::Exact,
+        device,
+    )?;
     let work = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let cache = crate::features::cache::FeatureCache::new(work.path())?;
     let window_s = model.timing().window_seconds();
@@ -57,8 +75,14 @@ pub fn predict_cli(args: &PredictArgs) -> Result<()> {
         Ok(())
     })?;
     let opts = crate::formats::TimeSeriesOptions::new(1.0);
-    for (hemi, h, range) in [("L", crate::formats::Hemisphere::Left, 0..half), ("R", crate::formats::Hemisphere::Right, half..2 * half)] {
-        let rows: Vec<f32> = data.chunks_exact(2 * half).flat_map(|r| r[range.clone()].to_vec()).collect();
+    for (hemi, h, range) in [
+        ("L", crate::formats::Hemisphere::Left, 0..half),
+        ("R", crate::formats::Hemisphere::Right, half..2 * half),
+    ] {
+        let rows: Vec<f32> = data
+            .chunks_exact(2 * half)
+            .flat_map(|r| r[range.clone()].to_vec())
+            .collect();
         let out = std::path::PathBuf::from(format!("{}_hemi-{hemi}.func.gii", args.out.display()));
         crate::formats::write_gifti_time_series(&out, h, half, &rows, &opts)?;
         tracing::info!("wrote {} ({n_rows} rows)", out.display());

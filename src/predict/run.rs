@@ -28,7 +28,10 @@ pub struct FfmpegProbe;
 impl MediaProbe for FfmpegProbe {
     fn duration(&self, path: &Path) -> Result<f64> {
         if crate::stimulus::video::is_image_path(path) {
-            return Err(Error::Other(format!("{}: an image has no duration of its own", path.display())));
+            return Err(Error::Other(format!(
+                "{}: an image has no duration of its own",
+                path.display()
+            )));
         }
         match crate::stimulus::video::video_duration(path) {
             Ok(d) => Ok(d),
@@ -41,7 +44,10 @@ impl MediaProbe for FfmpegProbe {
     fn has_audio(&self, path: &Path) -> Result<bool> {
         match crate::stimulus::audio::probe(path) {
             Ok(_) => Ok(true),
-            Err(Error::Media { kind: crate::error::MediaErrorKind::NoStream, .. }) => Ok(false),
+            Err(Error::Media {
+                kind: crate::error::MediaErrorKind::NoStream,
+                ..
+            }) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -62,11 +68,19 @@ pub struct RunSchedule {
 impl RunSchedule {
     pub fn new(timeline: &Timeline, volume_times: Vec<f64>) -> Self {
         let first = timeline.start();
-        let start = if first.is_finite() && first < 0.0 { (first * FEATURE_HZ).floor() / FEATURE_HZ } else { 0.0 };
+        let start = if first.is_finite() && first < 0.0 {
+            (first * FEATURE_HZ).floor() / FEATURE_HZ
+        } else {
+            0.0
+        };
         let shifted: Vec<f64> = volume_times.iter().map(|t| t - start).collect();
         let needed = start + rows_needed(&shifted) as f64;
         let stop = timeline.end().max(needed).max(start + 1.0);
-        RunSchedule { start, stop, volume_times }
+        RunSchedule {
+            start,
+            stop,
+            volume_times,
+        }
     }
 
     pub fn duration(&self) -> f64 {
@@ -100,14 +114,34 @@ pub struct Extractors {
 }
 
 impl Extractors {
-    pub fn new(text: Option<PathBuf>, audio: Option<PathBuf>, video: Option<PathBuf>, text_context: TextContext, device: Device) -> Result<Self> {
+    pub fn new(
+        text: Option<PathBuf>,
+        audio: Option<PathBuf>,
+        video: Option<PathBuf>,
+        text_context: TextContext,
+        device: Device,
+    ) -> Result<Self> {
         let mut identities = HashMap::new();
-        for (m, p) in [(Modality::Text, &text), (Modality::Audio, &audio), (Modality::Video, &video)] {
+        for (m, p) in [
+            (Modality::Text, &text),
+            (Modality::Audio, &audio),
+            (Modality::Video, &video),
+        ] {
             if let Some(p) = p {
                 identities.insert(m, model_identity(p)?);
             }
         }
-        Ok(Extractors { text, audio, video, text_context, device, identities, loaded_text: None, loaded_audio: None, loaded_video: None })
+        Ok(Extractors {
+            text,
+            audio,
+            video,
+            text_context,
+            device,
+            identities,
+            loaded_text: None,
+            loaded_audio: None,
+            loaded_video: None,
+        })
     }
 
     pub fn identity(&self, m: Modality) -> Option<&str> {
@@ -135,16 +169,32 @@ impl Extractors {
     }
 
     /// The cache key of one modality's features for one run schedule.
-    pub fn cache_key(&self, m: Modality, timeline: &Timeline, sched: &RunSchedule, window_seconds: f64) -> Result<CacheKey> {
+    pub fn cache_key(
+        &self,
+        m: Modality,
+        timeline: &Timeline,
+        sched: &RunSchedule,
+        window_seconds: f64,
+    ) -> Result<CacheKey> {
         let mut k = CacheKey::new(m.name());
         k.add_str("tribe-bids-features", "1");
         k.add_str("model", self.identity(m).unwrap_or("none"));
-        k.add_f64("grid-start", sched.start).add_f64("grid-duration", sched.grid_duration(window_seconds));
+        k.add_f64("grid-start", sched.start)
+            .add_f64("grid-duration", sched.grid_duration(window_seconds));
         match m {
             Modality::Text => {
-                k.add_str("context", if self.text_context == TextContext::Exact { "exact" } else { "fast" });
+                k.add_str(
+                    "context",
+                    if self.text_context == TextContext::Exact {
+                        "exact"
+                    } else {
+                        "fast"
+                    },
+                );
                 for w in &timeline.words {
-                    k.add_f64("onset", w.onset).add_f64("duration", w.duration).add_str("word", &w.text);
+                    k.add_f64("onset", w.onset)
+                        .add_f64("duration", w.duration)
+                        .add_str("word", &w.text);
                 }
             }
             Modality::Audio => {
@@ -156,7 +206,9 @@ impl Extractors {
             Modality::Video => {
                 for s in &timeline.visual {
                     k.add_file("file", &s.path)?;
-                    k.add_f64("onset", s.onset).add_f64("duration", s.duration).add_str("still", if s.still { "1" } else { "0" });
+                    k.add_f64("onset", s.onset)
+                        .add_f64("duration", s.duration)
+                        .add_str("still", if s.still { "1" } else { "0" });
                 }
             }
         }
@@ -164,7 +216,13 @@ impl Extractors {
     }
 
     /// Compute one modality's (L, D, n_bins) features on the run grid (no cache).
-    pub fn compute(&mut self, m: Modality, timeline: &Timeline, sched: &RunSchedule, window_seconds: f64) -> Result<FeatureArray> {
+    pub fn compute(
+        &mut self,
+        m: Modality,
+        timeline: &Timeline,
+        sched: &RunSchedule,
+        window_seconds: f64,
+    ) -> Result<FeatureArray> {
         let (start, duration) = (sched.start, sched.grid_duration(window_seconds));
         let device = self.device.clone();
         match m {
@@ -179,11 +237,16 @@ impl Extractors {
                         },
                         ..Default::default()
                     };
-                    self.loaded_text = Some(crate::features::text::TextExtractor::load(&dir, &device, opts)?);
+                    self.loaded_text = Some(crate::features::text::TextExtractor::load(
+                        &dir, &device, opts,
+                    )?);
                 }
                 let ex = self.loaded_text.as_ref().expect("loaded above");
-                let words: Vec<crate::stimulus::words::Word> =
-                    timeline.words.iter().map(|w| crate::stimulus::words::Word::new(w.onset, w.duration, w.text.clone())).collect();
+                let words: Vec<crate::stimulus::words::Word> = timeline
+                    .words
+                    .iter()
+                    .map(|w| crate::stimulus::words::Word::new(w.onset, w.duration, w.text.clone()))
+                    .collect();
                 let a = ex.features(&words, start, duration)?;
                 let shape = a.shape().to_vec();
                 Ok(FeatureArray::new(shape, a.iter().copied().collect()))
@@ -192,7 +255,8 @@ impl Extractors {
                 if self.loaded_audio.is_none() {
                     let dir = self.model_dir(m)?.to_path_buf();
                     tracing::info!("loading the audio model {}", dir.display());
-                    self.loaded_audio = Some(crate::features::audio::AudioExtractor::load(&dir, &device)?);
+                    self.loaded_audio =
+                        Some(crate::features::audio::AudioExtractor::load(&dir, &device)?);
                 }
                 let ex = self.loaded_audio.as_ref().expect("loaded above");
                 let mut chunks = Vec::new();
@@ -202,18 +266,31 @@ impl Extractors {
                     // decoded file); an events.tsv duration only cuts it when it is clearly shorter
                     // (more than half a feature bin), so container rounding never changes features.
                     let full = crate::stimulus::audio::decode_auto::<f32>(&s.path, 0.0, None)?;
-                    let audio = if s.duration < full.duration_s() - 0.5 / FEATURE_HZ { full.slice_seconds(0.0, Some(s.duration)) } else { full };
+                    let audio = if s.duration < full.duration_s() - 0.5 / FEATURE_HZ {
+                        full.slice_seconds(0.0, Some(s.duration))
+                    } else {
+                        full
+                    };
                     chunks.extend(ex.event_features(&audio, s.onset)?);
                 }
-                let w = crate::features::audio::window(&chunks, ex.n_layers(), ex.dim(), start, duration);
+                let w = crate::features::audio::window(
+                    &chunks,
+                    ex.n_layers(),
+                    ex.dim(),
+                    start,
+                    duration,
+                );
                 Ok(FeatureArray::new(vec![w.n_layers, w.dim, w.n_bins], w.data))
             }
             Modality::Video => {
                 if self.loaded_video.is_none() {
                     let dir = self.model_dir(m)?.to_path_buf();
                     tracing::info!("loading the video model {}", dir.display());
-                    self.loaded_video =
-                        Some(crate::features::video::VideoExtractor::load(&dir, &device, crate::features::video::VideoOptions::default())?);
+                    self.loaded_video = Some(crate::features::video::VideoExtractor::load(
+                        &dir,
+                        &device,
+                        crate::features::video::VideoOptions::default(),
+                    )?);
                 }
                 let ex = self.loaded_video.as_ref().expect("loaded above");
                 use crate::stimulus::video::{FrameSource, Visual, VisualEvent};
@@ -223,7 +300,16 @@ impl Extractors {
                     .map(|s| VisualEvent {
                         start: s.onset,
                         duration: Some(s.duration),
-                        visual: if s.still { Visual::Image { path: s.path.clone() } } else { Visual::Video { path: s.path.clone(), offset: 0.0 } },
+                        visual: if s.still {
+                            Visual::Image {
+                                path: s.path.clone(),
+                            }
+                        } else {
+                            Visual::Video {
+                                path: s.path.clone(),
+                                offset: 0.0,
+                            }
+                        },
                     })
                     .collect();
                 // Blank screen only between events: after the last one the reference has no
@@ -248,7 +334,9 @@ impl Extractors {
         label: &str,
     ) -> Result<FeatureArray> {
         let key = self.cache_key(m, timeline, sched, window_seconds)?;
-        cache.get_or_compute(&key, &format!("{} {label}", m.name()), || self.compute(m, timeline, sched, window_seconds))
+        cache.get_or_compute(&key, &format!("{} {label}", m.name()), || {
+            self.compute(m, timeline, sched, window_seconds)
+        })
     }
 }
 
@@ -294,10 +382,19 @@ pub fn predict_volumes(
 ) -> Result<()> {
     let mut modalities = HashMap::new();
     for (name, a) in features {
-        modalities.insert(name, Tensor::from_vec(a.data, a.shape.as_slice(), model.device())?);
+        modalities.insert(
+            name,
+            Tensor::from_vec(a.data, a.shape.as_slice(), model.device())?,
+        );
     }
-    let run_features = RunFeatures { start: sched.start, modalities };
-    let span = StimulusSpan { start: sched.start, stop: sched.stop };
+    let run_features = RunFeatures {
+        start: sched.start,
+        modalities,
+    };
+    let span = StimulusSpan {
+        start: sched.start,
+        stop: sched.stop,
+    };
     let shifted: Vec<f64> = sched.volume_times.iter().map(|t| t - sched.start).collect();
     let tr = model.timing().tr_seconds;
     let n_rows = ((sched.stop - sched.start) / tr - 1e-9).ceil().max(1.0) as usize;
