@@ -19,48 +19,25 @@ pub const CODE_URL: &str = "https://github.com/tribe-bids/tribe-bids";
 /// The BIDS version the outputs follow.
 pub const BIDS_VERSION: &str = "1.11.1";
 
-/// Canonical entity order (bids-specification `rules/entities.yaml`), plus the FitLins-style
-/// `contrast` and `stat` (not in the spec; placed before `desc`, after `den`, as BIDS.md §3.5
-/// extrapolates).
-pub const ENTITY_ORDER: &[&str] = &[
-    "sub",
-    "tpl",
-    "ses",
-    "cohort",
-    "sample",
-    "task",
-    "tracksys",
-    "acq",
-    "nuc",
-    "voi",
-    "ce",
-    "trc",
-    "stain",
-    "rec",
-    "dir",
-    "run",
-    "mod",
-    "echo",
-    "flip",
-    "inv",
-    "mt",
-    "part",
-    "proc",
-    "hemi",
-    "space",
-    "split",
-    "recording",
-    "chunk",
-    "atlas",
-    "seg",
-    "scale",
-    "res",
-    "den",
-    "label",
-    "contrast",
-    "stat",
-    "desc",
-];
+/// Rank of an entity in a derivative name: the canonical order of the BIDS schema
+/// ([`crate::bids::ENTITY_ORDER`], kept in one place), with the FitLins-style `contrast` and `stat`
+/// (not in the spec) just before `desc`, as BIDS.md §3.5 extrapolates. Unknown entities go last.
+fn entity_rank(key: &str) -> usize {
+    let order = crate::bids::ENTITY_ORDER;
+    let desc = order
+        .iter()
+        .position(|o| *o == "desc")
+        .unwrap_or(order.len());
+    match key {
+        "contrast" => 2 * desc - 1,
+        "stat" => 2 * desc,
+        k => order
+            .iter()
+            .position(|o| *o == k)
+            .map(|p| 2 * p)
+            .unwrap_or(2 * order.len() + 1),
+    }
+}
 
 /// A derivative file name under construction: entity key/value pairs in any order, a suffix and
 /// an extension. [`DerivName::file_name`] puts the entities in canonical order.
@@ -112,12 +89,7 @@ impl DerivName {
     /// `sub-01_ses-a_task-x_run-1_hemi-L_space-fsaverage5_desc-predicted_bold.func.gii`.
     /// Unknown entities go after the known ones, in the order given.
     pub fn file_name(&self) -> String {
-        let rank = |k: &str| {
-            ENTITY_ORDER
-                .iter()
-                .position(|o| *o == k)
-                .unwrap_or(ENTITY_ORDER.len())
-        };
+        let rank = entity_rank;
         let mut ents: Vec<(usize, usize, &(String, String))> = self
             .entities
             .iter()
