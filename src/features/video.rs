@@ -17,6 +17,7 @@
 //! preprocessing (DESIGN.md §4). Both are encoded once per item.
 
 pub mod clips;
+pub mod fastmath;
 pub mod frames;
 pub mod processor;
 pub mod vjepa2;

@@ -347,8 +347,10 @@ impl Resizer {
         assert_eq!(out.len(), 3 * g.crop_height * g.crop_width);
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU supports FMA, checked just above.
+            if std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("avx2")
+            {
+                // SAFETY: the CPU supports FMA and AVX2, checked just above.
                 unsafe { self.resize_crop_fma(rgb, stride, out) };
                 return;
             }
@@ -357,7 +359,7 @@ impl Resizer {
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "fma")]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn resize_crop_fma(&self, rgb: &[u8], stride: usize, out: &mut [u8]) {
         self.resize_crop_generic(rgb, stride, out)
     }
@@ -371,37 +373,72 @@ impl Resizer {
         let (cw, ch) = (g.crop_width, g.crop_height);
         let span = self.row_span.clone();
         let n_rows = span.len();
-        // Width pass: tmp[c][r][x] for input rows in `span` and crop columns x.
+        // Width pass: tmp[c][r][x] for input rows in `span` and crop columns x. Rows go in
+        // blocks of ROWS, transposed so that one tap of one output column is a contiguous
+        // ROWS-lane fused multiply-add (the same weight for every row). Each value keeps the
+        // reference's accumulation order.
+        const ROWS: usize = 8;
+        let col_lo = self.cols.start.iter().copied().min().unwrap_or(0);
+        let col_hi = (0..cw)
+            .map(|x| self.cols.start[x] + self.cols.len[x])
+            .max()
+            .unwrap_or(0);
+        let n_cols = col_hi - col_lo;
         let mut tmp = vec![0f32; 3 * n_rows * cw];
-        for (ri, y) in span.clone().enumerate() {
-            let row = &rgb[y * stride..y * stride + g.in_width * 3];
-            for x in 0..cw {
-                let (s, w) = self.cols.taps_of(x);
-                let mut acc = [0f32; 3];
-                for c in 0..3 {
-                    let mut a = row[s * 3 + c] as f32 * w[0];
-                    for (j, &wj) in w.iter().enumerate().skip(1) {
-                        a = (row[(s + j) * 3 + c] as f32).mul_add(wj, a);
+        let mut block = vec![0f32; 3 * n_cols * ROWS]; // [c][col][row]
+        let mut acc = [0f32; ROWS];
+        for r0 in (0..n_rows).step_by(ROWS) {
+            let rows = ROWS.min(n_rows - r0);
+            for r in 0..rows {
+                let y = span.start + r0 + r;
+                let row = &rgb[y * stride + col_lo * 3..y * stride + col_hi * 3];
+                for (i, px) in row.chunks_exact(3).enumerate() {
+                    for c in 0..3 {
+                        block[(c * n_cols + i) * ROWS + r] = px[c] as f32;
                     }
-                    acc[c] = a;
                 }
-                for c in 0..3 {
-                    tmp[(c * n_rows + ri) * cw + x] = acc[c];
+            }
+            for c in 0..3 {
+                let plane = &block[c * n_cols * ROWS..(c + 1) * n_cols * ROWS];
+                for x in 0..cw {
+                    let (s, w) = self.cols.taps_of(x);
+                    let s = s - col_lo;
+                    let first = &plane[s * ROWS..(s + 1) * ROWS];
+                    for (a, &v) in acc.iter_mut().zip(first) {
+                        *a = v * w[0];
+                    }
+                    for (j, &wj) in w.iter().enumerate().skip(1) {
+                        let lane = &plane[(s + j) * ROWS..(s + j + 1) * ROWS];
+                        for (a, &v) in acc.iter_mut().zip(lane) {
+                            *a = v.mul_add(wj, *a);
+                        }
+                    }
+                    for (r, &a) in acc.iter().enumerate().take(rows) {
+                        tmp[(c * n_rows + r0 + r) * cw + x] = a;
+                    }
                 }
             }
         }
-        // Height pass.
+        // Height pass, vectorized across columns (each output pixel keeps its own
+        // accumulation order: first tap product, then fused multiply-adds).
+        let mut acc = vec![0f32; cw];
         for c in 0..3 {
             let plane = &tmp[c * n_rows * cw..(c + 1) * n_rows * cw];
             for y in 0..ch {
                 let (s, w) = self.rows.taps_of(y);
                 let s = s - span.start;
-                let dst = &mut out[(c * ch + y) * cw..(c * ch + y + 1) * cw];
-                for (x, d) in dst.iter_mut().enumerate() {
-                    let mut a = plane[s * cw + x] * w[0];
-                    for (j, &wj) in w.iter().enumerate().skip(1) {
-                        a = plane[(s + j) * cw + x].mul_add(wj, a);
+                let first = &plane[s * cw..(s + 1) * cw];
+                for (a, &v) in acc.iter_mut().zip(first) {
+                    *a = v * w[0];
+                }
+                for (j, &wj) in w.iter().enumerate().skip(1) {
+                    let row = &plane[(s + j) * cw..(s + j + 1) * cw];
+                    for (a, &v) in acc.iter_mut().zip(row) {
+                        *a = v.mul_add(wj, *a);
                     }
+                }
+                let dst = &mut out[(c * ch + y) * cw..(c * ch + y + 1) * cw];
+                for (d, &a) in dst.iter_mut().zip(&acc) {
                     *d = a.round_ties_even().clamp(0.0, 255.0) as u8;
                 }
             }

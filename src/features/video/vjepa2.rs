@@ -435,8 +435,11 @@ impl Vjepa2Encoder {
     }
 
     /// An encoder with random weights (normal, scaled by 1/sqrt(fan_in)), for benchmarks.
+    /// `seed` seeds the generator on devices that support it (not the CPU).
     pub fn random(cfg: Vjepa2Config, device: &Device, dtype: DType, seed: u64) -> Result<Self> {
-        device.set_seed(seed)?;
+        if !device.is_cpu() {
+            device.set_seed(seed)?;
+        }
         let (h, m) = (cfg.hidden_size, cfg.mlp_hidden());
         let pdim = cfg.in_chans * cfg.tubelet_size * cfg.patch_size * cfg.patch_size;
         let randn = |shape: &[usize], fan_in: usize| -> Result<Tensor> {
@@ -623,7 +626,7 @@ impl Vjepa2Encoder {
         let m = layer.norm2.forward(&x)?;
         let m = layer.fc1.forward(&m)?;
         let m = match self.act {
-            Activation::GeluErf => m.gelu_erf()?,
+            Activation::GeluErf => super::fastmath::gelu_erf(&m)?,
             Activation::GeluTanh => m.gelu()?,
             Activation::Silu => m.silu()?,
             Activation::Relu => m.relu()?,
@@ -689,25 +692,39 @@ impl Rope {
     }
 }
 
-/// Softmax attention over `(heads, tokens, head_dim)`, in query blocks so the score matrix of a
-/// ViT-g clip (16 x 8192 x 8192 floats, 4.3 GB) never exists at once.
+/// Softmax attention over `(heads, tokens, head_dim)`, one head at a time in blocks of 512
+/// queries: the score matrix of a ViT-g clip (16 x 8192 x 8192 floats, 4.3 GB) never exists at
+/// once, and each block's scores (16 MB) stay small enough for the allocator to reuse memory
+/// instead of mapping fresh pages. The scale is applied to the queries (one small product
+/// instead of a pass over every score; the difference is float rounding), and the softmax runs
+/// in float32 whatever the compute type, as the reference's.
 fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    const BLOCK: usize = 512;
     let (heads, n, _) = q.dims3()?;
-    let block = ((1usize << 25) / (heads * n).max(1)).clamp(1, n);
-    let kt = k.t()?.contiguous()?; // (heads, hd, n)
-    let mut outs = Vec::with_capacity(n.div_ceil(block));
-    let mut start = 0;
-    while start < n {
-        let len = block.min(n - start);
-        let qb = q.narrow(1, start, len)?;
-        let scores = (qb.matmul(&kt)? * scale)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        outs.push(probs.matmul(v)?);
-        start += len;
+    let q = (q * scale)?;
+    let mut per_head = Vec::with_capacity(heads);
+    for h in 0..heads {
+        let (qh, vh) = (q.get(h)?, v.get(h)?);
+        let kt = k.get(h)?.t()?.contiguous()?; // (hd, n)
+        let mut outs = Vec::with_capacity(n.div_ceil(BLOCK));
+        let mut start = 0;
+        while start < n {
+            let len = BLOCK.min(n - start);
+            let scores = qh.narrow(0, start, len)?.matmul(&kt)?;
+            let probs = if scores.dtype() == DType::F32 {
+                super::fastmath::softmax_last_dim(&scores)?
+            } else {
+                super::fastmath::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
+                    .to_dtype(scores.dtype())?
+            };
+            outs.push(probs.matmul(&vh)?);
+            start += len;
+        }
+        per_head.push(if outs.len() == 1 {
+            outs.pop().expect("one block")
+        } else {
+            Tensor::cat(&outs, 0)?
+        });
     }
-    Ok(if outs.len() == 1 {
-        outs.pop().expect("one block")
-    } else {
-        Tensor::cat(&outs, 1)?
-    })
+    Ok(Tensor::stack(&per_head, 0)?)
 }
