@@ -50,7 +50,7 @@ pub struct Run {
     pub bold: PathBuf,
     /// `.nii` or `.nii.gz`.
     pub extension: String,
-    /// The image header; `None` when the image is 0 bytes (placeholder datasets).
+    /// The image header; `None` when the image is 0 bytes (as every image in bids-examples is).
     pub header: Option<BoldHeader>,
     /// Volumes from the header (`dim[4]`); `None` when the image is 0 bytes. With `VolumeTiming`,
     /// [`RunTiming::n_volumes_hint`] gives the count the sidecar implies.
