@@ -527,15 +527,11 @@ impl TribeModel {
             }
             Head::Folded { weight, bias } => ops::matmul(&x, weight, bias.as_ref(), kern)?,
         };
-        let y = if pooled_first {
-            y
-        } else {
-            if trace.enabled() {
-                trace.record("pre_pool", &y.transpose(1, 2)?.contiguous()?);
-            }
-            ops::adaptive_avg_pool_time(&y, n)?
-        };
-        let out = y.transpose(1, 2)?.contiguous()?;
+        if trace.enabled() && !pooled_first {
+            trace.record("pre_pool", &y.transpose(1, 2)?.contiguous()?);
+        }
+        // (B, T or n, N) -> pooled to n steps and laid out (B, N, n) as the reference returns it.
+        let out = ops::pool_time_transposed(&y, n, kern)?;
         trace.record("expected", &out);
         Ok(out)
     }
