@@ -28,7 +28,8 @@ const LOW_RANK: usize = 2048;
 const N_OUT: usize = 20484;
 const T: usize = 200;
 const N_STEPS: usize = 100;
-const FEATURES: [(&str, usize, usize); 3] = [("text", 2, 3072), ("audio", 2, 1024), ("video", 2, 1408)];
+const FEATURES: [(&str, usize, usize); 3] =
+    [("text", 2, 3072), ("audio", 2, 1024), ("video", 2, 1408)];
 
 /// Small deterministic generator (xorshift64*) so Rust and Python see the same file.
 struct Rng(u64);
@@ -53,25 +54,61 @@ fn tensors() -> Vec<(String, Vec<usize>, f32)> {
     let proj = h / 3;
     let mut v = vec![("time_pos_embed".to_string(), vec![1, 1024, h], 0.5)];
     for (m, l, d) in FEATURES {
-        v.push((format!("projectors.{m}.weight"), vec![proj, l * d], 1.0 / ((l * d) as f32).sqrt()));
+        v.push((
+            format!("projectors.{m}.weight"),
+            vec![proj, l * d],
+            1.0 / ((l * d) as f32).sqrt(),
+        ));
         v.push((format!("projectors.{m}.bias"), vec![proj], 0.05));
     }
-    v.push(("low_rank_head.weight".into(), vec![LOW_RANK, h], 1.0 / (h as f32).sqrt()));
-    v.push(("predictor.weights".into(), vec![1, LOW_RANK, N_OUT], 1.0 / (LOW_RANK as f32).sqrt()));
+    v.push((
+        "low_rank_head.weight".into(),
+        vec![LOW_RANK, h],
+        1.0 / (h as f32).sqrt(),
+    ));
+    v.push((
+        "predictor.weights".into(),
+        vec![1, LOW_RANK, N_OUT],
+        1.0 / (LOW_RANK as f32).sqrt(),
+    ));
     v.push(("predictor.bias".into(), vec![1, N_OUT], 0.05));
     for i in 0..DEPTH {
         let (a, f) = (2 * i, 2 * i + 1);
         v.push((format!("encoder.layers.{a}.0.0.g"), vec![1], -1.0));
         for w in ["to_q", "to_k", "to_v", "to_out"] {
-            v.push((format!("encoder.layers.{a}.1.{w}.weight"), vec![h, h], 1.0 / (h as f32).sqrt()));
+            v.push((
+                format!("encoder.layers.{a}.1.{w}.weight"),
+                vec![h, h],
+                1.0 / (h as f32).sqrt(),
+            ));
         }
-        v.push((format!("encoder.layers.{a}.2.residual_scale"), vec![h], -1.0));
+        v.push((
+            format!("encoder.layers.{a}.2.residual_scale"),
+            vec![h],
+            -1.0,
+        ));
         v.push((format!("encoder.layers.{f}.0.0.g"), vec![1], -1.0));
-        v.push((format!("encoder.layers.{f}.1.ff.0.0.weight"), vec![4 * h, h], 1.0 / (h as f32).sqrt()));
-        v.push((format!("encoder.layers.{f}.1.ff.0.0.bias"), vec![4 * h], 0.05));
-        v.push((format!("encoder.layers.{f}.1.ff.2.weight"), vec![h, 4 * h], 1.0 / ((4 * h) as f32).sqrt()));
+        v.push((
+            format!("encoder.layers.{f}.1.ff.0.0.weight"),
+            vec![4 * h, h],
+            1.0 / (h as f32).sqrt(),
+        ));
+        v.push((
+            format!("encoder.layers.{f}.1.ff.0.0.bias"),
+            vec![4 * h],
+            0.05,
+        ));
+        v.push((
+            format!("encoder.layers.{f}.1.ff.2.weight"),
+            vec![h, 4 * h],
+            1.0 / ((4 * h) as f32).sqrt(),
+        ));
         v.push((format!("encoder.layers.{f}.1.ff.2.bias"), vec![h], 0.05));
-        v.push((format!("encoder.layers.{f}.2.residual_scale"), vec![h], -1.0));
+        v.push((
+            format!("encoder.layers.{f}.2.residual_scale"),
+            vec![h],
+            -1.0,
+        ));
     }
     v.push(("encoder.rotary_pos_emb.inv_freq".into(), vec![36], -2.0));
     v.push(("encoder.final_norm.g".into(), vec![1], -1.0));
@@ -85,18 +122,27 @@ fn write_weights(dir: &Path) -> u64 {
     let mut off = 0usize;
     for (name, shape, _) in &specs {
         let n: usize = shape.iter().product::<usize>() * 4;
-        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [off, off + n]}));
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [off, off + n]}),
+        );
         off += n;
     }
-    let dims: serde_json::Map<String, serde_json::Value> =
-        FEATURES.iter().map(|(m, l, d)| (m.to_string(), serde_json::json!([l, d]))).collect();
+    let dims: serde_json::Map<String, serde_json::Value> = FEATURES
+        .iter()
+        .map(|(m, l, d)| (m.to_string(), serde_json::json!([l, d])))
+        .collect();
     let args = serde_json::json!({"feature_dims": dims, "n_outputs": N_OUT, "n_output_timesteps": N_STEPS});
-    header.insert("__metadata__".into(), serde_json::json!({"model_build_args": args.to_string()}));
+    header.insert(
+        "__metadata__".into(),
+        serde_json::json!({"model_build_args": args.to_string()}),
+    );
     let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
     while (h.len() + 8) % 8 != 0 {
         h.push(b' ');
     }
-    let mut w = std::io::BufWriter::new(std::fs::File::create(dir.join("model.safetensors")).unwrap());
+    let mut w =
+        std::io::BufWriter::new(std::fs::File::create(dir.join("model.safetensors")).unwrap());
     w.write_all(&(h.len() as u64).to_le_bytes()).unwrap();
     w.write_all(&h).unwrap();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -119,25 +165,45 @@ fn write_weights(dir: &Path) -> u64 {
 
 /// The release-shaped config: the fixture's config.yaml with the released sizes.
 fn write_config(dir: &Path) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models-tiny/tribev2/config.yaml");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models-tiny/tribev2/config.yaml");
     let text = std::fs::read_to_string(src).unwrap();
     let text = text
         .replace("    hidden: 192\n", &format!("    hidden: {HIDDEN}\n"))
-        .replace("    low_rank_head: 32\n", &format!("    low_rank_head: {LOW_RANK}\n"))
+        .replace(
+            "    low_rank_head: 32\n",
+            &format!("    low_rank_head: {LOW_RANK}\n"),
+        )
         .replace("        heads: 2\n", &format!("        heads: {HEADS}\n"))
         .replace("        depth: 2\n", &format!("        depth: {DEPTH}\n"));
-    assert!(text.contains("hidden: 1152") && text.contains("depth: 8") && text.contains("duration_trs: 100"));
+    assert!(
+        text.contains("hidden: 1152")
+            && text.contains("depth: 8")
+            && text.contains("duration_trs: 100")
+    );
     std::fs::write(dir.join("config.yaml"), text).unwrap();
 }
 
 /// FLOPs of one forward (multiply-adds count 2) for the head variant.
 fn flops(t: usize, pool_first: bool, fold: bool) -> f64 {
-    let (h, r, n, ff) = (HIDDEN as f64, LOW_RANK as f64, N_OUT as f64, 4.0 * HIDDEN as f64);
+    let (h, r, n, ff) = (
+        HIDDEN as f64,
+        LOW_RANK as f64,
+        N_OUT as f64,
+        4.0 * HIDDEN as f64,
+    );
     let tf = t as f64;
-    let proj: f64 = FEATURES.iter().map(|(_, l, d)| 2.0 * tf * (l * d) as f64 * h / 3.0).sum();
+    let proj: f64 = FEATURES
+        .iter()
+        .map(|(_, l, d)| 2.0 * tf * (l * d) as f64 * h / 3.0)
+        .sum();
     let layer = 4.0 * 2.0 * tf * h * h + 2.0 * 2.0 * tf * tf * h + 2.0 * 2.0 * tf * h * ff;
     let rows = if pool_first { N_STEPS as f64 } else { tf };
-    let head = if fold { 2.0 * rows * h * n } else { 2.0 * rows * h * r + 2.0 * rows * r * n };
+    let head = if fold {
+        2.0 * rows * h * n
+    } else {
+        2.0 * rows * h * r + 2.0 * rows * r * n
+    };
     proj + DEPTH as f64 * layer + head
 }
 
@@ -149,7 +215,11 @@ fn cpu_seconds() -> f64 {
     if let Ok(rd) = std::fs::read_dir("/proc/self/task") {
         for e in rd.flatten() {
             if let Ok(s) = std::fs::read_to_string(e.path().join("schedstat")) {
-                ns += s.split_whitespace().next().and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+                ns += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|x| x.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
         }
     }
@@ -177,7 +247,10 @@ fn inputs(seed: u64) -> HashMap<String, Tensor> {
         .iter()
         .map(|(m, l, d)| {
             let v: Vec<f32> = (0..l * d * T).map(|_| rng.normal()).collect();
-            (m.to_string(), Tensor::from_vec(v, (1, *l, *d, T), &Device::Cpu).unwrap())
+            (
+                m.to_string(),
+                Tensor::from_vec(v, (1, *l, *d, T), &Device::Cpu).unwrap(),
+            )
         })
         .collect()
 }
@@ -215,7 +288,8 @@ fn gemm_peak() -> (f64, f64, f64, f64) {
         (fl / best / 1e9, fl / ((cpu_seconds() - c0) / 4.0) / 1e9)
     };
     let (cw, cc) = measure(&|| a.matmul(&b).unwrap());
-    let (fw, fc) = measure(&|| tribe_bids::model::ops::matmul(&a, &b, None, Kernels::Auto).unwrap());
+    let (fw, fc) =
+        measure(&|| tribe_bids::model::ops::matmul(&a, &b, None, Kernels::Auto).unwrap());
     (cw, cc, fw, fc)
 }
 
@@ -240,59 +314,151 @@ fn breakdown(total_cpu: f64) {
     let w = |r: usize, c: usize| Tensor::randn(0f32, 0.03, (r, c), &d).unwrap();
     let h = HIDDEN;
     let mut rows: Vec<(&str, f64, (f64, f64))> = Vec::new();
-    for (name, kin) in [("projector text", 6144), ("projector audio", 2048), ("projector video", 2816)] {
+    for (name, kin) in [
+        ("projector text", 6144),
+        ("projector audio", 2048),
+        ("projector video", 2816),
+    ] {
         let (a, b) = (x(T, kin), w(h / 3, kin));
-        rows.push((name, 1.0, time(&|| drop(ops::linear(&a, &b, None, k).unwrap()))));
+        rows.push((
+            name,
+            1.0,
+            time(&|| drop(ops::linear(&a, &b, None, k).unwrap())),
+        ));
     }
     let (a, b, bqkv) = (x(T, h), w(h, h), w(3 * h, h));
-    rows.push(("fused q/k/v projection", DEPTH as f64, time(&|| drop(ops::linear(&a, &bqkv, None, k).unwrap()))));
-    rows.push(("out projection", DEPTH as f64, time(&|| drop(ops::linear(&a, &b, None, k).unwrap()))));
-    let inv: Vec<f32> = (0..36).map(|j| 1.0 / 10000f32.powf(2.0 * j as f32 / 72.0)).collect();
+    rows.push((
+        "fused q/k/v projection",
+        DEPTH as f64,
+        time(&|| drop(ops::linear(&a, &bqkv, None, k).unwrap())),
+    ));
+    rows.push((
+        "out projection",
+        DEPTH as f64,
+        time(&|| drop(ops::linear(&a, &b, None, k).unwrap())),
+    ));
+    let inv: Vec<f32> = (0..36)
+        .map(|j| 1.0 / 10000f32.powf(2.0 * j as f32 / 72.0))
+        .collect();
     let freqs = ops::rotary_freqs(&Tensor::from_vec(inv, 36, &d).unwrap(), T).unwrap();
     let qkv = x(T, 3 * h);
-    rows.push(("attention core (rotary, softmax)", DEPTH as f64, time(&|| drop(ops::attention(&qkv, HEADS, &freqs, false, k).unwrap()))));
-    let (b1, bias1) = (w(4 * h, h), Tensor::zeros(4 * h, candle_core::DType::F32, &d).unwrap());
-    rows.push(("ff in + GELU", DEPTH as f64, time(&|| drop(ops::linear_gelu(&a, &b1, Some(&bias1), k).unwrap()))));
+    rows.push((
+        "attention core (rotary, softmax)",
+        DEPTH as f64,
+        time(&|| drop(ops::attention(&qkv, HEADS, &freqs, false, k).unwrap())),
+    ));
+    let (b1, bias1) = (
+        w(4 * h, h),
+        Tensor::zeros(4 * h, candle_core::DType::F32, &d).unwrap(),
+    );
+    rows.push((
+        "ff in + GELU",
+        DEPTH as f64,
+        time(&|| drop(ops::linear_gelu(&a, &b1, Some(&bias1), k).unwrap())),
+    ));
     let (a2, b2) = (x(T, 4 * h), w(h, 4 * h));
-    rows.push(("ff out", DEPTH as f64, time(&|| drop(ops::linear(&a2, &b2, None, k).unwrap()))));
+    rows.push((
+        "ff out",
+        DEPTH as f64,
+        time(&|| drop(ops::linear(&a2, &b2, None, k).unwrap())),
+    ));
     let g = Tensor::ones(1, candle_core::DType::F32, &d).unwrap();
-    rows.push(("ScaleNorm", 2.0 * DEPTH as f64 + 1.0, time(&|| drop(ops::scale_norm(&a, &g, 1e-12).unwrap()))));
+    rows.push((
+        "ScaleNorm",
+        2.0 * DEPTH as f64 + 1.0,
+        time(&|| drop(ops::scale_norm(&a, &g, 1e-12).unwrap())),
+    ));
     let rs = Tensor::ones(h, candle_core::DType::F32, &d).unwrap();
-    rows.push(("residual (x*scale + branch)", 2.0 * DEPTH as f64, time(&|| drop((&a + a.broadcast_mul(&rs).unwrap()).unwrap()))));
+    rows.push((
+        "residual (x*scale + branch)",
+        2.0 * DEPTH as f64,
+        time(&|| drop((&a + a.broadcast_mul(&rs).unwrap()).unwrap())),
+    ));
     let lr = w(LOW_RANK, h);
-    rows.push(("low-rank head", 1.0, time(&|| drop(ops::linear(&a, &lr, None, k).unwrap()))));
-    let (z, pw, pb) = (x(T, LOW_RANK), w(LOW_RANK, N_OUT), Tensor::zeros(N_OUT, candle_core::DType::F32, &d).unwrap());
-    rows.push(("predictor (T rows)", 1.0, time(&|| drop(ops::matmul(&z, &pw, Some(&pb), k).unwrap()))));
+    rows.push((
+        "low-rank head",
+        1.0,
+        time(&|| drop(ops::linear(&a, &lr, None, k).unwrap())),
+    ));
+    let (z, pw, pb) = (
+        x(T, LOW_RANK),
+        w(LOW_RANK, N_OUT),
+        Tensor::zeros(N_OUT, candle_core::DType::F32, &d).unwrap(),
+    );
+    rows.push((
+        "predictor (T rows)",
+        1.0,
+        time(&|| drop(ops::matmul(&z, &pw, Some(&pb), k).unwrap())),
+    ));
     let y = x(T, N_OUT);
-    rows.push(("pool + transpose output", 1.0, time(&|| drop(ops::pool_time_transposed(&y, N_STEPS, k).unwrap()))));
-    println!("\nwhere the exact forward's time goes (each op timed alone at its shape, best of 5):");
-    println!("  {:<34} {:>4}   {:>9} {:>9}   {:>9} {:>9}", "op", "runs", "CPU-ms", "wall-ms", "CPU tot", "wall tot");
+    rows.push((
+        "pool + transpose output",
+        1.0,
+        time(&|| drop(ops::pool_time_transposed(&y, N_STEPS, k).unwrap())),
+    ));
+    println!(
+        "\nwhere the exact forward's time goes (each op timed alone at its shape, best of 5):"
+    );
+    println!(
+        "  {:<34} {:>4}   {:>9} {:>9}   {:>9} {:>9}",
+        "op", "runs", "CPU-ms", "wall-ms", "CPU tot", "wall tot"
+    );
     let (mut sum, mut sum_wall) = (0.0, 0.0);
     for (name, n, (c, w)) in &rows {
         sum += n * c;
         sum_wall += n * w;
-        println!("  {name:<34} {:>4} x {:>9.2} {:>9.2}   {:>9.1} {:>9.1}", n, c * 1e3, w * 1e3, n * c * 1e3, n * w * 1e3);
+        println!(
+            "  {name:<34} {:>4} x {:>9.2} {:>9.2}   {:>9.1} {:>9.1}",
+            n,
+            c * 1e3,
+            w * 1e3,
+            n * c * 1e3,
+            n * w * 1e3
+        );
     }
-    println!("  {:<34} {:>28.1} {:>9.1}   (measured forward: {:.1} CPU-ms)", "sum", sum * 1e3, sum_wall * 1e3, total_cpu * 1e3);
+    println!(
+        "  {:<34} {:>28.1} {:>9.1}   (measured forward: {:.1} CPU-ms)",
+        "sum",
+        sum * 1e3,
+        sum_wall * 1e3,
+        total_cpu * 1e3
+    );
 }
 
 fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn main() {
     // cargo bench passes --bench; ignore arguments.
-    let reps: usize = std::env::var("BENCH_REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let reps: usize = std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let threads = candle_core::utils::get_num_threads();
-    println!("brain_model bench: hidden {HIDDEN}, depth {DEPTH}, heads {HEADS}, low-rank {LOW_RANK}, outputs {N_OUT}, T {T}");
+    println!(
+        "brain_model bench: hidden {HIDDEN}, depth {DEPTH}, heads {HEADS}, low-rank {LOW_RANK}, outputs {N_OUT}, T {T}"
+    );
     println!("threads: {threads} (RAYON_NUM_THREADS to change); reps: {reps} (best of)");
     let keep = std::env::var_os("BENCH_DIR").map(std::path::PathBuf::from);
     let tmp = tempfile::tempdir().unwrap();
     let dir = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir).unwrap();
     let t0 = Instant::now();
-    let expected_bytes: u64 = tensors().iter().map(|(_, s, _)| s.iter().product::<usize>() as u64 * 4).sum();
-    let reuse = std::fs::metadata(dir.join("model.safetensors")).is_ok_and(|m| m.len() > expected_bytes) && dir.join("config.yaml").is_file();
+    let expected_bytes: u64 = tensors()
+        .iter()
+        .map(|(_, s, _)| s.iter().product::<usize>() as u64 * 4)
+        .sum();
+    let reuse = std::fs::metadata(dir.join("model.safetensors"))
+        .is_ok_and(|m| m.len() > expected_bytes)
+        && dir.join("config.yaml").is_file();
     let weight_bytes = if reuse {
         expected_bytes
     } else {
@@ -309,17 +475,31 @@ fn main() {
 
     let x = inputs(7);
     // BENCH_PROFILE=N: only run N exact forwards (for `perf record`), then stop.
-    if let Some(n) = std::env::var("BENCH_PROFILE").ok().and_then(|s| s.parse::<usize>().ok()) {
+    if let Some(n) = std::env::var("BENCH_PROFILE")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
         let head = HeadOptions {
             pool_before_head: std::env::var_os("BENCH_POOL_FIRST").is_some(),
             fold_low_rank: std::env::var_os("BENCH_FOLD").is_some(),
         };
-        let m = TribeModel::load(&dir, &Device::Cpu, ModelOptions { head, ..Default::default() }).unwrap();
+        let m = TribeModel::load(
+            &dir,
+            &Device::Cpu,
+            ModelOptions {
+                head,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let c0 = cpu_seconds();
         for _ in 0..n {
             let _ = m.forward(&x).unwrap();
         }
-        println!("{n} forwards ({head:?}): {:.0} CPU-ms each", (cpu_seconds() - c0) / n as f64 * 1e3);
+        println!(
+            "{n} forwards ({head:?}): {:.0} CPU-ms each",
+            (cpu_seconds() - c0) / n as f64 * 1e3
+        );
         return;
     }
     let (candle_peak, candle_cpu, faer_peak, faer_cpu) = gemm_peak();
@@ -353,7 +533,9 @@ fn main() {
     );
     let ymax = max_abs(&y_exact);
     let bound = 1e-5 * ymax + 1e-6;
-    println!("\nvariant                         ms/window  CPU-ms  GFLOP  GFLOP/s  GFLOP/CPU-s  speed-up(CPU)  max|d| vs exact (bound {bound:.2e})");
+    println!(
+        "\nvariant                         ms/window  CPU-ms  GFLOP  GFLOP/s  GFLOP/CPU-s  speed-up(CPU)  max|d| vs exact (bound {bound:.2e})"
+    );
     let row = |name: &str, s: f64, c: f64, fl: f64, d: Option<f32>| {
         println!(
             "{name:<32}{:>8.1}  {:>7.0}  {:>5.1}  {:>7.1}  {:>10.1}  {:>11.2}x  {}",
@@ -363,21 +545,67 @@ fn main() {
             fl / s / 1e9,
             fl / c / 1e9,
             c_exact / c,
-            d.map(|d| format!("{d:.2e} {}", if d <= bound { "(within)" } else { "(OUTSIDE)" })).unwrap_or("-".into())
+            d.map(|d| format!(
+                "{d:.2e} {}",
+                if d <= bound { "(within)" } else { "(OUTSIDE)" }
+            ))
+            .unwrap_or("-".into())
         );
     };
     row("exact (default)", s_exact, c_exact, flops_exact, None);
     drop(exact);
     let variants = [
-        ("exact, portable candle kernels", HeadOptions::default(), Kernels::Portable, flops_exact),
-        ("pool before head", HeadOptions { pool_before_head: true, fold_low_rank: false }, Kernels::Auto, flops(T, true, false)),
-        ("fold low-rank into predictor", HeadOptions { pool_before_head: false, fold_low_rank: true }, Kernels::Auto, flops(T, false, true)),
-        ("fold + pool before head", HeadOptions { pool_before_head: true, fold_low_rank: true }, Kernels::Auto, flops(T, true, true)),
+        (
+            "exact, portable candle kernels",
+            HeadOptions::default(),
+            Kernels::Portable,
+            flops_exact,
+        ),
+        (
+            "pool before head",
+            HeadOptions {
+                pool_before_head: true,
+                fold_low_rank: false,
+            },
+            Kernels::Auto,
+            flops(T, true, false),
+        ),
+        (
+            "fold low-rank into predictor",
+            HeadOptions {
+                pool_before_head: false,
+                fold_low_rank: true,
+            },
+            Kernels::Auto,
+            flops(T, false, true),
+        ),
+        (
+            "fold + pool before head",
+            HeadOptions {
+                pool_before_head: true,
+                fold_low_rank: true,
+            },
+            Kernels::Auto,
+            flops(T, true, true),
+        ),
     ];
     let mut results = Vec::new();
     for (name, head, kernels, fl) in variants {
-        let m = TribeModel::load(&dir, &Device::Cpu, ModelOptions { head, kernels, ..Default::default() }).unwrap();
-        let r = if kernels == Kernels::Portable { 1.max(reps / 3) } else { reps };
+        let m = TribeModel::load(
+            &dir,
+            &Device::Cpu,
+            ModelOptions {
+                head,
+                kernels,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let r = if kernels == Kernels::Portable {
+            1.max(reps / 3)
+        } else {
+            reps
+        };
         let (s, c, y) = time_forward(&m, &x, r);
         let d = max_abs(&(&y - &y_exact).unwrap());
         row(name, s, c, fl, Some(d));
@@ -402,7 +630,14 @@ fn main() {
             "weights_mib": weight_bytes as f64 / 1048576.0,
             "variants": results.iter().map(|(n, s, c, d)| serde_json::json!({"name": n, "ms": s * 1e3, "cpu_ms": c * 1e3, "max_abs_dev": d})).collect::<Vec<_>>(),
         });
-        std::fs::write(dir.join("candle_summary.json"), serde_json::to_string_pretty(&summary).unwrap()).unwrap();
-        println!("\nleft weights, window.safetensors and candle_summary.json in {}", dir.display());
+        std::fs::write(
+            dir.join("candle_summary.json"),
+            serde_json::to_string_pretty(&summary).unwrap(),
+        )
+        .unwrap();
+        println!(
+            "\nleft weights, window.safetensors and candle_summary.json in {}",
+            dir.display()
+        );
     }
 }

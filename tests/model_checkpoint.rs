@@ -35,7 +35,8 @@ fn ckpt_with_pickle(f: impl Fn(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
     let mut buf = std::io::Cursor::new(Vec::new());
     {
         let mut w = zip::ZipWriter::new(&mut buf);
-        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
         for i in 0..src.len() {
             let mut e = src.by_index(i).unwrap();
             let name = e.name().to_string();
@@ -53,7 +54,10 @@ fn ckpt_with_pickle(f: impl Fn(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
 }
 
 fn replace_once(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let pos = hay.windows(from.len()).position(|w| w == from).expect("pattern present");
+    let pos = hay
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("pattern present");
     let mut out = hay[..pos].to_vec();
     out.extend_from_slice(to);
     out.extend_from_slice(&hay[pos + from.len()..]);
@@ -91,7 +95,8 @@ fn safetensors_bytes(tensors: &[(String, Tensor)]) -> Vec<u8> {
 }
 
 fn fixture_tensors() -> Vec<(String, Tensor)> {
-    let m: HashMap<String, Tensor> = candle_core::safetensors::load(tiny("model.safetensors"), &Device::Cpu).unwrap();
+    let m: HashMap<String, Tensor> =
+        candle_core::safetensors::load(tiny("model.safetensors"), &Device::Cpu).unwrap();
     let mut v: Vec<_> = m.into_iter().collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
@@ -101,18 +106,41 @@ fn fixture_tensors() -> Vec<(String, Tensor)> {
 fn release_format_reads_state_dict_and_build_args() {
     let ck = Checkpoint::open(&tiny("best.ckpt")).unwrap();
     assert_eq!(ck.tensors.len(), 36);
-    assert_eq!(ck.tensors[0].name, "time_pos_embed", "the 'model.' prefix is stripped");
+    assert_eq!(
+        ck.tensors[0].name, "time_pos_embed",
+        "the 'model.' prefix is stripped"
+    );
     let a = ck.build_args.as_ref().unwrap();
-    let dims: Vec<_> = a.feature_dims.iter().map(|f| (f.name.as_str(), f.layers, f.dim)).collect();
-    assert_eq!(dims, vec![("text", 2, 48), ("audio", 2, 16), ("video", 2, 24)]);
+    let dims: Vec<_> = a
+        .feature_dims
+        .iter()
+        .map(|f| (f.name.as_str(), f.layers, f.dim))
+        .collect();
+    assert_eq!(
+        dims,
+        vec![("text", 2, 48), ("audio", 2, 16), ("video", 2, 24)]
+    );
     assert_eq!((a.n_outputs, a.n_output_timesteps), (1284, 10));
-    assert!(ck.extras.iter().any(|(k, v)| k == "global_step" && v == "123"));
+    assert!(
+        ck.extras
+            .iter()
+            .any(|(k, v)| k == "global_step" && v == "123")
+    );
     // The same numbers as the safetensors copy, tensor by tensor.
     let mut ck = ck;
     let st = fixture_tensors();
     for (name, want) in &st {
         let got = ck.read_f32(name, &Device::Cpu).unwrap();
-        let d = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let d = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(d, 0.0, "{name}");
     }
 }
@@ -122,12 +150,21 @@ fn models_tiny_tribev2_loads() {
     let m = load(&common::fixture("models-tiny/tribev2")).unwrap();
     assert_eq!(m.n_outputs(), 20484);
     assert_eq!(m.n_output_timesteps(), 100);
-    let dims: Vec<_> = m.feature_dims().iter().map(|f| (f.name.as_str(), f.layers, f.dim)).collect();
-    assert_eq!(dims, vec![("text", 2, 64), ("audio", 2, 32), ("video", 1, 32)]);
+    let dims: Vec<_> = m
+        .feature_dims()
+        .iter()
+        .map(|f| (f.name.as_str(), f.layers, f.dim))
+        .collect();
+    assert_eq!(
+        dims,
+        vec![("text", 2, 64), ("audio", 2, 32), ("video", 1, 32)]
+    );
     assert_eq!(m.timing().window_bins(), 200);
     // One window of audio only runs and has the contract's shape.
     let x = Tensor::randn(0f32, 1.0, (1, 2, 32, 200), &Device::Cpu).unwrap();
-    let y = m.forward(&HashMap::from([("audio".to_string(), x)])).unwrap();
+    let y = m
+        .forward(&HashMap::from([("audio".to_string(), x)]))
+        .unwrap();
     assert_eq!(y.dims(), &[1, 20484, 100]);
 }
 
@@ -147,7 +184,8 @@ fn truncated_storage_entry_is_refused() {
     let mut buf = std::io::Cursor::new(Vec::new());
     {
         let mut w = zip::ZipWriter::new(&mut buf);
-        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
         for i in 0..src.len() {
             let mut e = src.by_index(i).unwrap();
             let name = e.name().to_string();
@@ -164,7 +202,10 @@ fn truncated_storage_entry_is_refused() {
     let d = folder("best.ckpt", &buf.into_inner());
     let e = load(d.path()).unwrap_err();
     assert!(matches!(e, Error::Checkpoint { .. }), "{e}");
-    assert!(e.to_string().contains("time_pos_embed"), "names the tensor: {e}");
+    assert!(
+        e.to_string().contains("time_pos_embed"),
+        "names the tensor: {e}"
+    );
 }
 
 #[test]
@@ -187,7 +228,10 @@ fn pickle_importing_a_callable_is_refused_not_run() {
         let d = folder("best.ckpt", &bytes);
         let e = load(d.path()).unwrap_err();
         assert!(matches!(e, Error::Checkpoint { .. }), "{e}");
-        assert!(e.to_string().contains("posix.system"), "names the refused global: {e}");
+        assert!(
+            e.to_string().contains("posix.system"),
+            "names the refused global: {e}"
+        );
     }
     // Also a builtins.eval via the protocol-4 STACK_GLOBAL opcode.
     let sg = b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93\x8c\x041+1\x85R.".to_vec();
@@ -201,7 +245,10 @@ fn pickle_importing_a_callable_is_refused_not_run() {
 fn wrong_shape_names_tensor_expected_and_found() {
     // projectors.text.bias is stored as (64,): BINPERSID, offset 0, size (64,) -> make it (63,).
     let bytes = ckpt_with_pickle(|p| {
-        let at = p.windows(26).position(|w| w == b"model.projectors.text.bias").unwrap();
+        let at = p
+            .windows(26)
+            .position(|w| w == b"model.projectors.text.bias")
+            .unwrap();
         let mut tail = replace_once(&p[at..], b"QK\x00K\x40\x85", b"QK\x00K\x3f\x85");
         let mut out = p[..at].to_vec();
         out.append(&mut tail);
@@ -209,7 +256,12 @@ fn wrong_shape_names_tensor_expected_and_found() {
     });
     let d = folder("best.ckpt", &bytes);
     match load(d.path()).unwrap_err() {
-        Error::ShapeMismatch { name, expected, found, .. } => {
+        Error::ShapeMismatch {
+            name,
+            expected,
+            found,
+            ..
+        } => {
             assert_eq!(name, "projectors.text.bias");
             assert_eq!((expected, found), (vec![64], vec![63]));
         }
@@ -224,29 +276,56 @@ fn wrong_shape_names_tensor_expected_and_found() {
     }
     let d = folder("model.safetensors", &safetensors_bytes(&t));
     let e = load(d.path()).unwrap_err();
-    assert!(matches!(&e, Error::ShapeMismatch { name, .. } if name == "low_rank_head.weight"), "{e}");
-    assert!(e.to_string().contains("[32, 192]") && e.to_string().contains("[31, 192]"), "{e}");
+    assert!(
+        matches!(&e, Error::ShapeMismatch { name, .. } if name == "low_rank_head.weight"),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("[32, 192]") && e.to_string().contains("[31, 192]"),
+        "{e}"
+    );
 }
 
 #[test]
 fn missing_tensor_is_named() {
-    let bytes = ckpt_with_pickle(|p| replace_once(&p, b"model.encoder.final_norm.g", b"model.encoder.final_norm.G"));
+    let bytes = ckpt_with_pickle(|p| {
+        replace_once(
+            &p,
+            b"model.encoder.final_norm.g",
+            b"model.encoder.final_norm.G",
+        )
+    });
     let d = folder("best.ckpt", &bytes);
     let e = load(d.path()).unwrap_err();
-    assert!(matches!(&e, Error::MissingTensor { name, .. } if name == "encoder.final_norm.g"), "{e}");
-    let t: Vec<_> = fixture_tensors().into_iter().filter(|(n, _)| n != "encoder.layers.1.1.ff.2.bias").collect();
+    assert!(
+        matches!(&e, Error::MissingTensor { name, .. } if name == "encoder.final_norm.g"),
+        "{e}"
+    );
+    let t: Vec<_> = fixture_tensors()
+        .into_iter()
+        .filter(|(n, _)| n != "encoder.layers.1.1.ff.2.bias")
+        .collect();
     let d = folder("model.safetensors", &safetensors_bytes(&t));
     let e = load(d.path()).unwrap_err();
-    assert!(matches!(&e, Error::MissingTensor { name, .. } if name == "encoder.layers.1.1.ff.2.bias"), "{e}");
+    assert!(
+        matches!(&e, Error::MissingTensor { name, .. } if name == "encoder.layers.1.1.ff.2.bias"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unexpected_tensor_is_refused() {
     let mut t = fixture_tensors();
-    t.push(("encoder.layers.4.0.0.g".into(), Tensor::ones(1, DType::F32, &Device::Cpu).unwrap()));
+    t.push((
+        "encoder.layers.4.0.0.g".into(),
+        Tensor::ones(1, DType::F32, &Device::Cpu).unwrap(),
+    ));
     let d = folder("model.safetensors", &safetensors_bytes(&t));
     let e = load(d.path()).unwrap_err();
-    assert!(matches!(&e, Error::UnexpectedTensor { name, .. } if name == "encoder.layers.4.0.0.g"), "{e}");
+    assert!(
+        matches!(&e, Error::UnexpectedTensor { name, .. } if name == "encoder.layers.4.0.0.g"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -259,8 +338,15 @@ fn wrong_dtype_is_refused() {
     }
     let d = folder("model.safetensors", &safetensors_bytes(&t));
     match load(d.path()).unwrap_err() {
-        Error::DtypeMismatch { name, expected, found } => {
-            assert_eq!((name.as_str(), expected.as_str(), found.as_str()), ("encoder.final_norm.g", "F32", "F16"))
+        Error::DtypeMismatch {
+            name,
+            expected,
+            found,
+        } => {
+            assert_eq!(
+                (name.as_str(), expected.as_str(), found.as_str()),
+                ("encoder.final_norm.g", "F32", "F16")
+            )
         }
         e => panic!("expected DtypeMismatch, got {e}"),
     }
@@ -316,9 +402,14 @@ fn features_with_wrong_d_or_l_are_refused() {
     let m = load(&common::fixture("fmri_encoder/tribe-tiny")).unwrap();
     let run = |name: &str, shape: (usize, usize, usize, usize)| {
         let x = Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();
-        m.forward(&HashMap::from([(name.to_string(), x)])).unwrap_err()
+        m.forward(&HashMap::from([(name.to_string(), x)]))
+            .unwrap_err()
     };
-    for (name, shape) in [("text", (1, 2, 47, 20)), ("audio", (1, 3, 16, 20)), ("video", (1, 1, 48, 20))] {
+    for (name, shape) in [
+        ("text", (1, 2, 47, 20)),
+        ("audio", (1, 3, 16, 20)),
+        ("video", (1, 1, 48, 20)),
+    ] {
         match run(name, shape) {
             Error::FeatureShape { modality, message } => {
                 assert_eq!(modality, name);
@@ -328,21 +419,47 @@ fn features_with_wrong_d_or_l_are_refused() {
         }
     }
     // T beyond the position table, disagreeing T between modalities, nothing present.
-    assert!(matches!(run("text", (1, 2, 48, 1025)), Error::FeatureShape { .. }));
+    assert!(matches!(
+        run("text", (1, 2, 48, 1025)),
+        Error::FeatureShape { .. }
+    ));
     let a = Tensor::zeros((1, 2, 48, 20), DType::F32, &Device::Cpu).unwrap();
     let b = Tensor::zeros((1, 2, 16, 21), DType::F32, &Device::Cpu).unwrap();
-    let e = m.forward(&HashMap::from([("text".to_string(), a), ("audio".to_string(), b)])).unwrap_err();
+    let e = m
+        .forward(&HashMap::from([
+            ("text".to_string(), a),
+            ("audio".to_string(), b),
+        ]))
+        .unwrap_err();
     assert!(matches!(e, Error::FeatureShape { .. }), "{e}");
-    assert!(matches!(m.forward(&HashMap::new()).unwrap_err(), Error::FeatureShape { .. }));
+    assert!(matches!(
+        m.forward(&HashMap::new()).unwrap_err(),
+        Error::FeatureShape { .. }
+    ));
 }
 
 #[test]
 fn subject_index_out_of_range_is_a_usage_error() {
     let files = ModelFiles::locate(&common::fixture("fmri_encoder/tribe-tiny")).unwrap();
-    let e = TribeModel::load_files(&files, &Device::Cpu, ModelOptions { subject_index: Some(1), ..Default::default() })
-        .unwrap_err();
+    let e = TribeModel::load_files(
+        &files,
+        &Device::Cpu,
+        ModelOptions {
+            subject_index: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::Usage(_)), "{e}");
-    let m = TribeModel::load_files(&files, &Device::Cpu, ModelOptions { subject_index: Some(0), ..Default::default() }).unwrap();
+    let m = TribeModel::load_files(
+        &files,
+        &Device::Cpu,
+        ModelOptions {
+            subject_index: Some(0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(m.subject_row(), 0);
 }
 
@@ -364,21 +481,60 @@ fn multi_subject_rows_are_selectable() {
         })
         .collect();
     let d = folder("model.safetensors", &safetensors_bytes(&multi));
-    let cfg = std::fs::read_to_string(tiny("config.yaml")).unwrap().replace("        n_subjects: 0\n", "        n_subjects: 2\n");
+    let cfg = std::fs::read_to_string(tiny("config.yaml"))
+        .unwrap()
+        .replace("        n_subjects: 0\n", "        n_subjects: 2\n");
     std::fs::write(d.path().join("config.yaml"), cfg).unwrap();
-    let inputs = candle_core::safetensors::load(common::fixture("fmri_encoder/cases/all_b2.safetensors"), &Device::Cpu).unwrap();
-    let opts = |i| ModelOptions { subject_index: i, ..Default::default() };
+    let inputs = candle_core::safetensors::load(
+        common::fixture("fmri_encoder/cases/all_b2.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let opts = |i| ModelOptions {
+        subject_index: i,
+        ..Default::default()
+    };
     let default = TribeModel::load(d.path(), &Device::Cpu, opts(None)).unwrap();
-    assert_eq!(default.subject_row(), 2, "the unseen-subject row is n_subjects");
+    assert_eq!(
+        default.subject_row(),
+        2,
+        "the unseen-subject row is n_subjects"
+    );
     let y_default = default.forward(&inputs).unwrap();
-    let y_unseen = load(&common::fixture("fmri_encoder/tribe-tiny")).unwrap().forward(&inputs).unwrap();
-    let maxdiff = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    let y_unseen = load(&common::fixture("fmri_encoder/tribe-tiny"))
+        .unwrap()
+        .forward(&inputs)
+        .unwrap();
+    let maxdiff = |a: &Tensor, b: &Tensor| {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
     assert_eq!(maxdiff(&y_default, &y_unseen), 0.0);
-    let y0 = TribeModel::load(d.path(), &Device::Cpu, opts(Some(0))).unwrap().forward(&inputs).unwrap();
-    let y1 = TribeModel::load(d.path(), &Device::Cpu, opts(Some(1))).unwrap().forward(&inputs).unwrap();
+    let y0 = TribeModel::load(d.path(), &Device::Cpu, opts(Some(0)))
+        .unwrap()
+        .forward(&inputs)
+        .unwrap();
+    let y1 = TribeModel::load(d.path(), &Device::Cpu, opts(Some(1)))
+        .unwrap()
+        .forward(&inputs)
+        .unwrap();
     // Row 0 = 0.5*W, bias+0.1: y0 - 0.1 = 0.5*(y - b) + b ... checked through the affine relation
     // y0 - b0 = 0.5 (y - b) per output, with b the unseen bias broadcast over time.
-    let bb = b.squeeze(0).unwrap().unsqueeze(0).unwrap().unsqueeze(2).unwrap();
+    let bb = b
+        .squeeze(0)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap()
+        .unsqueeze(2)
+        .unwrap();
     let lhs = y0.broadcast_sub(&(&bb + 0.1).unwrap()).unwrap();
     let rhs = (y_unseen.broadcast_sub(&bb).unwrap() * 0.5).unwrap();
     assert!(maxdiff(&lhs, &rhs) < 1e-5);

@@ -17,7 +17,16 @@ fn case(name: &str) -> PathBuf {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 #[test]
@@ -43,7 +52,11 @@ fn encode_writes_the_library_prediction() {
         assert_eq!(pred.dims(), inputs["expected"].dims());
         assert_eq!(pred.dtype(), candle_core::DType::F32);
         let lib = model.forward(&inputs).unwrap();
-        assert_eq!(max_abs_diff(pred, &lib), 0.0, "{name}: CLI and library agree exactly");
+        assert_eq!(
+            max_abs_diff(pred, &lib),
+            0.0,
+            "{name}: CLI and library agree exactly"
+        );
         let d = max_abs_diff(pred, &inputs["expected"]);
         assert!(d <= 2.5e-5, "{name}: {d}");
     }
@@ -54,11 +67,22 @@ fn encode_from_safetensors_checkpoint_and_subject_index() {
     // A folder holding only config.yaml + model.safetensors.
     let d = tempfile::tempdir().unwrap();
     std::fs::copy(tiny().join("config.yaml"), d.path().join("config.yaml")).unwrap();
-    std::fs::copy(tiny().join("model.safetensors"), d.path().join("model.safetensors")).unwrap();
+    std::fs::copy(
+        tiny().join("model.safetensors"),
+        d.path().join("model.safetensors"),
+    )
+    .unwrap();
     let out_file = d.path().join("out.safetensors");
     Command::cargo_bin("tribe")
         .unwrap()
-        .args(["encode", "--subject-index", "0", "--device", "cpu", "--checkpoint"])
+        .args([
+            "encode",
+            "--subject-index",
+            "0",
+            "--device",
+            "cpu",
+            "--checkpoint",
+        ])
         .arg(d.path())
         .arg("--features")
         .arg(case("sparse_text"))
@@ -66,8 +90,14 @@ fn encode_from_safetensors_checkpoint_and_subject_index() {
         .arg(&out_file)
         .assert()
         .success();
-    let pred = candle_core::safetensors::load(&out_file, &Device::Cpu).unwrap().remove("prediction").unwrap();
-    let expected = candle_core::safetensors::load(case("sparse_text"), &Device::Cpu).unwrap().remove("expected").unwrap();
+    let pred = candle_core::safetensors::load(&out_file, &Device::Cpu)
+        .unwrap()
+        .remove("prediction")
+        .unwrap();
+    let expected = candle_core::safetensors::load(case("sparse_text"), &Device::Cpu)
+        .unwrap()
+        .remove("expected")
+        .unwrap();
     assert!(max_abs_diff(&pred, &expected) <= 2.5e-5);
 }
 
@@ -76,7 +106,11 @@ fn encode_refuses_bad_features_with_data_error_exit_code() {
     let d = tempfile::tempdir().unwrap();
     let bad = d.path().join("bad.safetensors");
     let x = Tensor::zeros((1, 2, 47, 20), candle_core::DType::F32, &Device::Cpu).unwrap();
-    candle_core::safetensors::save(&std::collections::HashMap::from([("text".to_string(), x)]), &bad).unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("text".to_string(), x)]),
+        &bad,
+    )
+    .unwrap();
     Command::cargo_bin("tribe")
         .unwrap()
         .args(["encode", "--checkpoint"])
@@ -88,7 +122,10 @@ fn encode_refuses_bad_features_with_data_error_exit_code() {
         .assert()
         .code(65)
         .stderr(predicates::str::contains("text"));
-    assert!(!d.path().join("o.safetensors").exists(), "no output on failure");
+    assert!(
+        !d.path().join("o.safetensors").exists(),
+        "no output on failure"
+    );
     // Not a safetensors file at all.
     std::fs::write(&bad, "hello").unwrap();
     Command::cargo_bin("tribe")
@@ -116,7 +153,12 @@ fn encode_refuses_bad_features_with_data_error_exit_code() {
 
 #[test]
 fn inspect_reports_config_tensors_and_checksum() {
-    let out = Command::cargo_bin("tribe").unwrap().arg("inspect").arg(tiny()).assert().success();
+    let out = Command::cargo_bin("tribe")
+        .unwrap()
+        .arg("inspect")
+        .arg(tiny())
+        .assert()
+        .success();
     let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     for needle in [
         "hidden 192, depth 2, heads 2",
@@ -141,7 +183,9 @@ fn inspect_reports_config_tensors_and_checksum() {
     // An inconsistent folder: the check fails, the report still prints, the exit code says so.
     let d = tempfile::tempdir().unwrap();
     std::fs::copy(tiny().join("best.ckpt"), d.path().join("best.ckpt")).unwrap();
-    let cfg = std::fs::read_to_string(tiny().join("config.yaml")).unwrap().replace("    hidden: 192\n", "    hidden: 96\n");
+    let cfg = std::fs::read_to_string(tiny().join("config.yaml"))
+        .unwrap()
+        .replace("    hidden: 192\n", "    hidden: 96\n");
     std::fs::write(d.path().join("config.yaml"), cfg).unwrap();
     Command::cargo_bin("tribe")
         .unwrap()

@@ -7,10 +7,17 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use tribe_bids::model::{ModelOptions, TribeModel};
-use tribe_bids::predict::segments::{RunFeatures, StimulusSpan, for_each_window, predict_run, window_starts};
+use tribe_bids::predict::segments::{
+    RunFeatures, StimulusSpan, for_each_window, predict_run, window_starts,
+};
 
 fn model() -> TribeModel {
-    TribeModel::load(&common::fixture("models-tiny/tribev2"), &Device::Cpu, ModelOptions::default()).unwrap()
+    TribeModel::load(
+        &common::fixture("models-tiny/tribev2"),
+        &Device::Cpu,
+        ModelOptions::default(),
+    )
+    .unwrap()
 }
 
 /// Deterministic features for every modality of the model, `n_bins` long.
@@ -21,10 +28,18 @@ fn features(m: &TribeModel, n_bins: usize, skip: Option<&str>) -> RunFeatures {
             continue;
         }
         let n = f.layers * f.dim * n_bins;
-        let v: Vec<f32> = (0..n).map(|j| ((j * 7919 + i * 104729) % 1000) as f32 / 500.0 - 1.0).collect();
-        modalities.insert(f.name.clone(), Tensor::from_vec(v, (f.layers, f.dim, n_bins), &Device::Cpu).unwrap());
+        let v: Vec<f32> = (0..n)
+            .map(|j| ((j * 7919 + i * 104729) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        modalities.insert(
+            f.name.clone(),
+            Tensor::from_vec(v, (f.layers, f.dim, n_bins), &Device::Cpu).unwrap(),
+        );
     }
-    RunFeatures { start: 0.0, modalities }
+    RunFeatures {
+        start: 0.0,
+        modalities,
+    }
 }
 
 /// What one window of the run must be: the model on bins [first, first+200), zero-padded.
@@ -36,18 +51,42 @@ fn direct_window(m: &TribeModel, run: &RunFeatures, first: usize) -> Tensor {
             let n = x.dim(2).unwrap();
             let take = n.saturating_sub(first).min(200);
             let w = if take == 0 {
-                Tensor::zeros((x.dim(0).unwrap(), x.dim(1).unwrap(), 200), DType::F32, &Device::Cpu).unwrap()
+                Tensor::zeros(
+                    (x.dim(0).unwrap(), x.dim(1).unwrap(), 200),
+                    DType::F32,
+                    &Device::Cpu,
+                )
+                .unwrap()
             } else {
-                x.narrow(2, first, take).unwrap().pad_with_zeros(2, 0, 200 - take).unwrap()
+                x.narrow(2, first, take)
+                    .unwrap()
+                    .pad_with_zeros(2, 0, 200 - take)
+                    .unwrap()
             };
             (k.clone(), w.unsqueeze(0).unwrap())
         })
         .collect();
-    m.forward(&inputs).unwrap().squeeze(0).unwrap().t().unwrap().contiguous().unwrap()
+    m.forward(&inputs)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .t()
+        .unwrap()
+        .contiguous()
+        .unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn n_bins(seconds: f64) -> usize {
@@ -57,22 +96,49 @@ fn n_bins(seconds: f64) -> usize {
 #[test]
 fn row_counts_and_times_for_short_runs() {
     let m = model();
-    for (secs, windows, rows) in [(0.4, 1, 1), (99.9, 1, 100), (100.0, 1, 100), (100.1, 2, 101)] {
+    for (secs, windows, rows) in [
+        (0.4, 1, 1),
+        (99.9, 1, 100),
+        (100.0, 1, 100),
+        (100.1, 2, 101),
+    ] {
         let run = features(&m, n_bins(secs), None);
-        let span = StimulusSpan { start: 0.0, stop: secs };
-        assert_eq!(window_starts(span, m.timing().window_seconds()).len(), windows, "{secs} s");
+        let span = StimulusSpan {
+            start: 0.0,
+            stop: secs,
+        };
+        assert_eq!(
+            window_starts(span, m.timing().window_seconds()).len(),
+            windows,
+            "{secs} s"
+        );
         let p = predict_run(&m, &run, span).unwrap();
         assert_eq!(p.rows.dims(), &[rows, 20484], "{secs} s");
         let want: Vec<f64> = (0..rows).map(|j| j as f64).collect();
         assert_eq!(p.stimulus_times, want, "{secs} s: row j covers [j, j+1)");
         let bold: Vec<f64> = want.iter().map(|t| t + 5.0).collect();
-        assert_eq!(p.bold_times, bold, "{secs} s: row j estimates BOLD at j + 5 s");
+        assert_eq!(
+            p.bold_times, bold,
+            "{secs} s: row j estimates BOLD at j + 5 s"
+        );
         // Every kept row equals the model on that window, padded tail included.
         let w0 = direct_window(&m, &run, 0);
-        assert_eq!(max_abs_diff(&p.rows.narrow(0, 0, rows.min(100)).unwrap(), &w0.narrow(0, 0, rows.min(100)).unwrap()), 0.0);
+        assert_eq!(
+            max_abs_diff(
+                &p.rows.narrow(0, 0, rows.min(100)).unwrap(),
+                &w0.narrow(0, 0, rows.min(100)).unwrap()
+            ),
+            0.0
+        );
         if windows == 2 {
             let w1 = direct_window(&m, &run, 200);
-            assert_eq!(max_abs_diff(&p.rows.narrow(0, 100, 1).unwrap(), &w1.narrow(0, 0, 1).unwrap()), 0.0);
+            assert_eq!(
+                max_abs_diff(
+                    &p.rows.narrow(0, 100, 1).unwrap(),
+                    &w1.narrow(0, 0, 1).unwrap()
+                ),
+                0.0
+            );
         }
     }
 }
@@ -83,10 +149,28 @@ fn row_counts_and_times_for_short_runs() {
 fn padded_tail_is_fed_to_attention() {
     let m = model();
     let run = features(&m, 1, None);
-    let p = predict_run(&m, &run, StimulusSpan { start: 0.0, stop: 0.4 }).unwrap();
-    let unpadded: HashMap<String, Tensor> = run.modalities.iter().map(|(k, x)| (k.clone(), x.unsqueeze(0).unwrap())).collect();
+    let p = predict_run(
+        &m,
+        &run,
+        StimulusSpan {
+            start: 0.0,
+            stop: 0.4,
+        },
+    )
+    .unwrap();
+    let unpadded: HashMap<String, Tensor> = run
+        .modalities
+        .iter()
+        .map(|(k, x)| (k.clone(), x.unsqueeze(0).unwrap()))
+        .collect();
     // T = 1 pools to 100 copies of the single step; compare its first step with the kept row.
-    let y = m.forward(&unpadded).unwrap().squeeze(0).unwrap().t().unwrap();
+    let y = m
+        .forward(&unpadded)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .t()
+        .unwrap();
     let d = max_abs_diff(&p.rows, &y.narrow(0, 0, 1).unwrap());
     assert!(d > 1e-3, "padding must change the row (max diff {d})");
 }
@@ -95,7 +179,15 @@ fn padded_tail_is_fed_to_attention() {
 fn absent_modality_stays_absent() {
     let m = model();
     let run = features(&m, 150, Some("video"));
-    let p = predict_run(&m, &run, StimulusSpan { start: 0.0, stop: 75.0 }).unwrap();
+    let p = predict_run(
+        &m,
+        &run,
+        StimulusSpan {
+            start: 0.0,
+            stop: 75.0,
+        },
+    )
+    .unwrap();
     let w = direct_window(&m, &run, 0);
     assert_eq!(p.rows.dim(0).unwrap(), 75);
     assert_eq!(max_abs_diff(&p.rows, &w.narrow(0, 0, 75).unwrap()), 0.0);
@@ -106,14 +198,23 @@ fn span_not_at_zero_shifts_windows_and_times() {
     let m = model();
     // Features on a grid from 0; the stimulus starts at 10 s (bin 20) and lasts 120 s.
     let run = features(&m, 300, None);
-    let span = StimulusSpan { start: 10.0, stop: 130.0 };
+    let span = StimulusSpan {
+        start: 10.0,
+        stop: 130.0,
+    };
     let p = predict_run(&m, &run, span).unwrap();
     assert_eq!(p.rows.dim(0).unwrap(), 120);
     assert_eq!(p.stimulus_times[0], 10.0);
     assert_eq!(p.stimulus_times[119], 129.0);
     assert_eq!(p.bold_times[100], 115.0);
     let w1 = direct_window(&m, &run, 220);
-    assert_eq!(max_abs_diff(&p.rows.narrow(0, 100, 20).unwrap(), &w1.narrow(0, 0, 20).unwrap()), 0.0);
+    assert_eq!(
+        max_abs_diff(
+            &p.rows.narrow(0, 100, 20).unwrap(),
+            &w1.narrow(0, 0, 20).unwrap()
+        ),
+        0.0
+    );
 }
 
 /// An hour streams window by window: 36 windows, 3600 rows, times continuous; a middle window
@@ -126,39 +227,80 @@ fn one_hour_streams_in_windows() {
     let mut rows = 0;
     let mut last_t = -1.0;
     let mut window17 = None;
-    for_each_window(&m, &run, StimulusSpan { start: 0.0, stop: 3600.0 }, |w| {
-        assert_eq!(w.index, windows);
-        assert_eq!(w.start, 100.0 * windows as f64);
-        assert_eq!(w.rows.dims(), &[100, 20484]);
-        for (t, b) in w.stimulus_times.iter().zip(&w.bold_times) {
-            assert_eq!(*t, last_t + 1.0);
-            assert_eq!(*b, t + 5.0);
-            last_t = *t;
-        }
-        if w.index == 17 {
-            window17 = Some(w.rows.clone());
-        }
-        windows += 1;
-        rows += w.rows.dim(0)?;
-        Ok(())
-    })
+    for_each_window(
+        &m,
+        &run,
+        StimulusSpan {
+            start: 0.0,
+            stop: 3600.0,
+        },
+        |w| {
+            assert_eq!(w.index, windows);
+            assert_eq!(w.start, 100.0 * windows as f64);
+            assert_eq!(w.rows.dims(), &[100, 20484]);
+            for (t, b) in w.stimulus_times.iter().zip(&w.bold_times) {
+                assert_eq!(*t, last_t + 1.0);
+                assert_eq!(*b, t + 5.0);
+                last_t = *t;
+            }
+            if w.index == 17 {
+                window17 = Some(w.rows.clone());
+            }
+            windows += 1;
+            rows += w.rows.dim(0)?;
+            Ok(())
+        },
+    )
     .unwrap();
     assert_eq!((windows, rows), (36, 3600));
-    assert_eq!(max_abs_diff(&window17.unwrap(), &direct_window(&m, &run, 3400)), 0.0);
+    assert_eq!(
+        max_abs_diff(&window17.unwrap(), &direct_window(&m, &run, 3400)),
+        0.0
+    );
 }
 
 #[test]
 fn bad_run_features_are_refused() {
     let m = model();
     let mut run = features(&m, 10, None);
-    run.modalities.insert("text".into(), Tensor::zeros((2, 64), DType::F32, &Device::Cpu).unwrap());
-    let e = predict_run(&m, &run, StimulusSpan { start: 0.0, stop: 5.0 }).unwrap_err();
+    run.modalities.insert(
+        "text".into(),
+        Tensor::zeros((2, 64), DType::F32, &Device::Cpu).unwrap(),
+    );
+    let e = predict_run(
+        &m,
+        &run,
+        StimulusSpan {
+            start: 0.0,
+            stop: 5.0,
+        },
+    )
+    .unwrap_err();
     assert!(matches!(e, tribe_bids::Error::FeatureShape { .. }), "{e}");
     let mut run = features(&m, 10, None);
-    run.modalities.insert("audio".into(), Tensor::zeros((2, 31, 10), DType::F32, &Device::Cpu).unwrap());
-    let e = predict_run(&m, &run, StimulusSpan { start: 0.0, stop: 5.0 }).unwrap_err();
+    run.modalities.insert(
+        "audio".into(),
+        Tensor::zeros((2, 31, 10), DType::F32, &Device::Cpu).unwrap(),
+    );
+    let e = predict_run(
+        &m,
+        &run,
+        StimulusSpan {
+            start: 0.0,
+            stop: 5.0,
+        },
+    )
+    .unwrap_err();
     assert!(matches!(e, tribe_bids::Error::FeatureShape { .. }), "{e}");
     // An empty span predicts nothing.
-    let p = predict_run(&m, &features(&m, 10, None), StimulusSpan { start: 3.0, stop: 3.0 }).unwrap();
+    let p = predict_run(
+        &m,
+        &features(&m, 10, None),
+        StimulusSpan {
+            start: 3.0,
+            stop: 3.0,
+        },
+    )
+    .unwrap();
     assert_eq!(p.rows.dims(), &[0, 20484]);
 }

@@ -369,8 +369,16 @@ fn attention_cpu(
                 let vm = faer::MatRef::from_row_major_slice_with_stride(&all[vbase..], t, dh, hd3);
                 let mut scores = vec![0f32; t * t];
                 let dst = faer::MatMut::from_row_major_slice_mut(&mut scores, t, t);
-                faer_matmul(dst, faer::Accum::Replace, qm, km.transpose(), faer::Par::Seq);
-                scores.chunks_exact_mut(t).for_each(|row| softmax_row(row, scale as f32));
+                faer_matmul(
+                    dst,
+                    faer::Accum::Replace,
+                    qm,
+                    km.transpose(),
+                    faer::Par::Seq,
+                );
+                scores
+                    .chunks_exact_mut(t)
+                    .for_each(|row| softmax_row(row, scale as f32));
                 // faer 0.24 / private-gemm-x86 0.1.22 segfaults when the destination is a
                 // row-major view with row stride > ncols, so each head is written packed.
                 let mut head_out = vec![0f32; t * dh];
@@ -446,53 +454,135 @@ pub fn adaptive_avg_pool_time(x: &Tensor, n: usize) -> Result<Tensor> {
     Ok(Tensor::cat(&bins, 1)?)
 }
 
+/// Pool `w` columns of a (T rows, row stride `stride`) block over time into `dst`, which holds
+/// `w` output rows of `n` steps: `dst[c * n + j]` = mean of `src[t * stride + c]` over bin j.
+/// Each bin is summed in time order and divided by its size, as torch's AdaptiveAvgPool1d does.
+fn pool_block(
+    src: &[f32],
+    stride: usize,
+    t: usize,
+    w: usize,
+    n: usize,
+    acc: &mut [f32],
+    dst: &mut [f32],
+) {
+    let acc = &mut acc[..w];
+    for j in 0..n {
+        let (start, end) = (j * t / n, ((j + 1) * t).div_ceil(n));
+        let row = |ti: usize| &src[ti * stride..ti * stride + w];
+        acc.copy_from_slice(row(start));
+        for ti in start + 1..end {
+            for (a, x) in acc.iter_mut().zip(row(ti)) {
+                *a += *x;
+            }
+        }
+        let cnt = (end - start) as f32;
+        for (k, a) in acc.iter().enumerate() {
+            dst[k * n + j] = if end - start == 1 { *a } else { *a / cnt };
+        }
+    }
+}
+
+/// Output columns handled per task by the fused CPU kernels below.
+const COLUMN_BLOCK: usize = 512;
+
 /// `adaptive_avg_pool_time` followed by a transpose to (B, C, n): the model's output layout.
 /// On the CPU one parallel pass over column blocks does both (candle's strided transpose of the
-/// 20,484 x 100 output was 5% of a window and single-threaded). Each bin is summed in time
-/// order and divided by its size, as torch's AdaptiveAvgPool1d does.
+/// 20,484 x 100 output was 5% of a window and single-threaded).
 pub fn pool_time_transposed(y: &Tensor, n: usize, kern: Kernels) -> Result<Tensor> {
     let (b, t, c) = y.dims3()?;
     if kern.fast(y) && y.is_contiguous() {
-        const BLOCK: usize = 512;
         let out = with_f32(y, |v| {
             let mut out = vec![0f32; b * c * n];
-            out.par_chunks_mut(BLOCK * n).enumerate().for_each(|(blk, dst)| {
-                // dst holds output rows (bi, c0..c0+w) for one batch element (BLOCK divides
-                // nothing in particular, so a block may straddle two batch elements: handle rows
-                // one batch element at a time).
-                let first_row = blk * BLOCK;
-                let rows = dst.len() / n;
-                let mut acc = vec![0f32; BLOCK];
-                let mut r = 0;
-                while r < rows {
-                    let (bi, c0) = ((first_row + r) / c, (first_row + r) % c);
-                    let w = (c - c0).min(rows - r);
-                    for j in 0..n {
-                        let (start, end) = (j * t / n, ((j + 1) * t).div_ceil(n));
-                        let acc = &mut acc[..w];
-                        let src = |ti: usize| &v[(bi * t + ti) * c + c0..(bi * t + ti) * c + c0 + w];
-                        acc.copy_from_slice(src(start));
-                        for ti in start + 1..end {
-                            for (a, x) in acc.iter_mut().zip(src(ti)) {
-                                *a += *x;
-                            }
-                        }
-                        let cnt = (end - start) as f32;
-                        for (k, a) in acc.iter().enumerate() {
-                            dst[(r + k) * n + j] = if end - start == 1 { *a } else { *a / cnt };
-                        }
-                    }
-                    r += w;
-                }
-            });
+            for (bi, out_b) in out.chunks_exact_mut(c * n).enumerate() {
+                let src = &v[bi * t * c..(bi + 1) * t * c];
+                out_b
+                    .par_chunks_mut(COLUMN_BLOCK * n)
+                    .enumerate()
+                    .for_each(|(blk, dst)| {
+                        let c0 = blk * COLUMN_BLOCK;
+                        let mut acc = vec![0f32; COLUMN_BLOCK];
+                        pool_block(&src[c0..], c, t, dst.len() / n, n, &mut acc, dst);
+                    });
+            }
             out
         });
         if let Some(out) = out {
             return Ok(Tensor::from_vec(out, (b, c, n), &Device::Cpu)?);
         }
     }
-    let pooled = if t == n { y.clone() } else { adaptive_avg_pool_time(y, n)? };
+    let pooled = if t == n {
+        y.clone()
+    } else {
+        adaptive_avg_pool_time(y, n)?
+    };
     Ok(pooled.transpose(1, 2)?.contiguous()?)
+}
+
+/// The exact head's last two steps in one: `pool(z @ w + b)` laid out (B, N, n), for z (B, T,
+/// K) and w (K, N). On the CPU each task multiplies z by one block of 512 predictor columns
+/// (a single-threaded GEMM; blocks run in parallel, which beat faer's own threading on this
+/// 200 x 2048 x 20,484 shape) and pools the block straight into the output, so the (T, N)
+/// pre-pool matrix is never materialised. Same sums as the unfused path, same order per element.
+pub fn matmul_pool_transposed(
+    z: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    n: usize,
+    kern: Kernels,
+) -> Result<Tensor> {
+    let (b, t, k) = z.dims3()?;
+    let cols = w.dim(1)?;
+    if kern.fast(z) && kern.fast(w) && bias.is_none_or(|b| kern.fast(b)) {
+        let (z, w) = (z.contiguous()?, w.contiguous()?);
+        let bias = match bias {
+            Some(b) => Some(b.flatten_all()?.contiguous()?),
+            None => None,
+        };
+        let out = with_f32(&z, |zv| {
+            with_f32(&w, |wv| {
+                let bv: Option<Vec<f32>> = bias.as_ref().and_then(|b| with_f32(b, <[f32]>::to_vec));
+                let mut out = vec![0f32; b * cols * n];
+                for (bi, out_b) in out.chunks_exact_mut(cols * n).enumerate() {
+                    let lhs =
+                        faer::MatRef::from_row_major_slice(&zv[bi * t * k..(bi + 1) * t * k], t, k);
+                    out_b
+                        .par_chunks_mut(COLUMN_BLOCK * n)
+                        .enumerate()
+                        .for_each(|(blk, dst)| {
+                            let c0 = blk * COLUMN_BLOCK;
+                            let wd = dst.len() / n;
+                            let mut local = vec![0f32; t * wd];
+                            let accum = match &bv {
+                                Some(bv) => {
+                                    local
+                                        .chunks_exact_mut(wd)
+                                        .for_each(|r| r.copy_from_slice(&bv[c0..c0 + wd]));
+                                    faer::Accum::Add
+                                }
+                                None => faer::Accum::Replace,
+                            };
+                            let rhs = faer::MatRef::from_row_major_slice_with_stride(
+                                &wv[c0..],
+                                k,
+                                wd,
+                                cols,
+                            );
+                            let dst_m = faer::MatMut::from_row_major_slice_mut(&mut local, t, wd);
+                            faer_matmul(dst_m, accum, lhs, rhs, faer::Par::Seq);
+                            let mut acc = vec![0f32; wd];
+                            pool_block(&local, wd, t, wd, n, &mut acc, dst);
+                        });
+                }
+                out
+            })
+        })
+        .flatten();
+        if let Some(out) = out {
+            return Ok(Tensor::from_vec(out, (b, cols, n), &Device::Cpu)?);
+        }
+    }
+    pool_time_transposed(&matmul(z, w, bias, kern)?, n, kern)
 }
 
 #[cfg(test)]
@@ -500,7 +590,16 @@ mod tests {
     use super::*;
 
     fn maxdiff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     /// The faer path agrees with candle's matmul over many shapes, both weight layouts, with and
@@ -531,10 +630,17 @@ mod tests {
     #[test]
     fn fast_attention_matches_portable() {
         let d = Device::Cpu;
-        for &(b, t, heads, dh) in &[(1usize, 1usize, 1usize, 64usize), (2, 7, 3, 64), (1, 33, 2, 96), (2, 20, 4, 40)] {
+        for &(b, t, heads, dh) in &[
+            (1usize, 1usize, 1usize, 64usize),
+            (2, 7, 3, 64),
+            (1, 33, 2, 96),
+            (2, 20, 4, 40),
+        ] {
             let hd = heads * dh;
             let rd = (dh / 2).max(32).min(dh);
-            let inv: Vec<f32> = (0..rd / 2).map(|j| 1.0 / 10000f32.powf(2.0 * j as f32 / rd as f32)).collect();
+            let inv: Vec<f32> = (0..rd / 2)
+                .map(|j| 1.0 / 10000f32.powf(2.0 * j as f32 / rd as f32))
+                .collect();
             let inv = Tensor::from_vec(inv, rd / 2, &d).unwrap();
             let freqs = rotary_freqs(&inv, t).unwrap();
             let qkv = Tensor::randn(0f32, 1.0, (b, t, 3 * hd), &d).unwrap();
@@ -554,7 +660,10 @@ mod tests {
             for x in [x, x * 1000.0] {
                 let (a, b) = (erf_f32(x), candle_core::cpu::erf::erf_f32(x));
                 let ulps = (a.to_bits() as i64 - b.to_bits() as i64).abs();
-                assert!(ulps <= 2 && (a - b).abs() <= 1.2e-7, "erf({x}): {a} vs libm {b}");
+                assert!(
+                    ulps <= 2 && (a - b).abs() <= 1.2e-7,
+                    "erf({x}): {a} vs libm {b}"
+                );
                 worst = worst.max((a - b).abs());
             }
         }
@@ -569,14 +678,22 @@ mod tests {
         let w = Tensor::randn(0f32, 0.3, (100, 64), &d).unwrap();
         let b = Tensor::randn(0f32, 1.0, 100, &d).unwrap();
         let f = linear_gelu(&x, &w, Some(&b), Kernels::Auto).unwrap();
-        let p = linear(&x, &w, Some(&b), Kernels::Portable).unwrap().gelu_erf().unwrap();
+        let p = linear(&x, &w, Some(&b), Kernels::Portable)
+            .unwrap()
+            .gelu_erf()
+            .unwrap();
         assert!(maxdiff(&f, &p) < 1e-5);
     }
 
     #[test]
     fn fused_pool_transpose_matches_portable() {
         let d = Device::Cpu;
-        for &(b, t, c, n) in &[(1usize, 200usize, 1300usize, 100usize), (2, 27, 700, 10), (3, 5, 1025, 5), (1, 2, 9, 4)] {
+        for &(b, t, c, n) in &[
+            (1usize, 200usize, 1300usize, 100usize),
+            (2, 27, 700, 10),
+            (3, 5, 1025, 5),
+            (1, 2, 9, 4),
+        ] {
             let y = Tensor::randn(0f32, 1.0, (b, t, c), &d).unwrap();
             let f = pool_time_transposed(&y, n, Kernels::Auto).unwrap();
             let p = pool_time_transposed(&y, n, Kernels::Portable).unwrap();
@@ -586,15 +703,53 @@ mod tests {
     }
 
     #[test]
+    fn fused_head_matches_portable() {
+        let d = Device::Cpu;
+        for &(b, t, k, c, n) in &[
+            (1usize, 200usize, 64usize, 1300usize, 100usize),
+            (2, 27, 32, 700, 10),
+            (1, 3, 8, 513, 5),
+        ] {
+            let z = Tensor::randn(0f32, 1.0, (b, t, k), &d).unwrap();
+            let w = Tensor::randn(0f32, 0.2, (k, c), &d).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, c, &d).unwrap();
+            for bb in [None, Some(&bias)] {
+                let f = matmul_pool_transposed(&z, &w, bb, n, Kernels::Auto).unwrap();
+                let p = matmul_pool_transposed(&z, &w, bb, n, Kernels::Portable).unwrap();
+                assert_eq!(f.dims(), &[b, c, n]);
+                assert!(maxdiff(&f, &p) < 1e-5, "{b} {t} {k} {c} {n}");
+            }
+        }
+    }
+
+    #[test]
     fn adaptive_pool_bins() {
         // T = 5 -> 3 bins: [0,1], [1,2,3], [3,4]
-        let x = Tensor::arange(0f32, 5.0, &Device::Cpu).unwrap().reshape((1, 5, 1)).unwrap();
-        let y: Vec<f32> = adaptive_avg_pool_time(&x, 3).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let x = Tensor::arange(0f32, 5.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 5, 1))
+            .unwrap();
+        let y: Vec<f32> = adaptive_avg_pool_time(&x, 3)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(y, vec![0.5, 2.0, 3.5]);
-        let y: Vec<f32> = adaptive_avg_pool_time(&x, 5).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = adaptive_avg_pool_time(&x, 5)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(y, vec![0., 1., 2., 3., 4.]);
         // T smaller than the output: bins repeat.
-        let y: Vec<f32> = adaptive_avg_pool_time(&x.narrow(1, 0, 2).unwrap(), 4).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = adaptive_avg_pool_time(&x.narrow(1, 0, 2).unwrap(), 4)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(y, vec![0., 0., 1., 1.]);
     }
 }

@@ -77,7 +77,9 @@ pub fn window_starts(span: StimulusSpan, window_seconds: f64) -> Vec<f64> {
         return Vec::new();
     }
     let n = (dur / window_seconds - 1e-9).ceil().max(1.0) as usize;
-    (0..n).map(|k| span.start + k as f64 * window_seconds).collect()
+    (0..n)
+        .map(|k| span.start + k as f64 * window_seconds)
+        .collect()
 }
 
 /// Bins [first, first + len) of `x` (L, D, n_bins) as (1, L, D, len), zero where `x` has no data.
@@ -91,7 +93,9 @@ fn window_slice(x: &Tensor, first: i64, len: usize) -> Result<Tensor> {
     let w = if taken == 0 {
         Tensor::zeros((l, d, len), DType::F32, x.device())?
     } else {
-        x.narrow(2, lo, taken)?.to_dtype(DType::F32)?.pad_with_zeros(2, pad_front, pad_back)?
+        x.narrow(2, lo, taken)?
+            .to_dtype(DType::F32)?
+            .pad_with_zeros(2, pad_front, pad_back)?
     };
     Ok(w.unsqueeze(0)?)
 }
@@ -126,7 +130,10 @@ pub fn for_each_window(
     }
     let bins = timing.window_bins();
     let freq = timing.feature_frequency;
-    for (k, &start) in window_starts(span, timing.window_seconds()).iter().enumerate() {
+    for (k, &start) in window_starts(span, timing.window_seconds())
+        .iter()
+        .enumerate()
+    {
         let first = crate::util::round_half_even((start - features.start) * freq);
         let inputs: HashMap<String, Tensor> = features
             .modalities
@@ -138,9 +145,23 @@ pub fn for_each_window(
             .map(|j| start + j as f64 * timing.tr_seconds)
             .take_while(|&t| t < span.stop)
             .collect();
-        let rows = out.squeeze(0)?.t()?.narrow(0, 0, stimulus_times.len())?.contiguous()?.to_device(&Device::Cpu)?;
-        let bold_times = stimulus_times.iter().map(|t| t + timing.bold_offset).collect();
-        sink(WindowRows { index: k, start, rows, stimulus_times, bold_times })?;
+        let rows = out
+            .squeeze(0)?
+            .t()?
+            .narrow(0, 0, stimulus_times.len())?
+            .contiguous()?
+            .to_device(&Device::Cpu)?;
+        let bold_times = stimulus_times
+            .iter()
+            .map(|t| t + timing.bold_offset)
+            .collect();
+        sink(WindowRows {
+            index: k,
+            start,
+            rows,
+            stimulus_times,
+            bold_times,
+        })?;
     }
     Ok(())
 }
@@ -148,7 +169,11 @@ pub fn for_each_window(
 /// Predict a whole run: (n_rows, n_outputs) with each row's stimulus and BOLD time. The rows
 /// are collected in memory (n_rows x n_outputs x 4 bytes: 295 MB for an hour at fsaverage5);
 /// use [`for_each_window`] to stream instead.
-pub fn predict_run(model: &TribeModel, features: &RunFeatures, span: StimulusSpan) -> Result<RunPrediction> {
+pub fn predict_run(
+    model: &TribeModel,
+    features: &RunFeatures,
+    span: StimulusSpan,
+) -> Result<RunPrediction> {
     let mut rows = Vec::new();
     let mut stimulus_times = Vec::new();
     let mut bold_times = Vec::new();
@@ -163,7 +188,11 @@ pub fn predict_run(model: &TribeModel, features: &RunFeatures, span: StimulusSpa
     } else {
         Tensor::cat(&rows, 0)?
     };
-    Ok(RunPrediction { rows, stimulus_times, bold_times })
+    Ok(RunPrediction {
+        rows,
+        stimulus_times,
+        bold_times,
+    })
 }
 
 #[cfg(test)]
@@ -171,7 +200,10 @@ mod tests {
     use super::*;
 
     fn span(d: f64) -> StimulusSpan {
-        StimulusSpan { start: 0.0, stop: d }
+        StimulusSpan {
+            start: 0.0,
+            stop: d,
+        }
     }
 
     #[test]
@@ -182,14 +214,27 @@ mod tests {
         assert_eq!(window_starts(span(100.1), 100.0), vec![0.0, 100.0]);
         assert_eq!(window_starts(span(3600.0), 100.0).len(), 36);
         assert!(window_starts(span(0.0), 100.0).is_empty());
-        let s = StimulusSpan { start: 2.5, stop: 250.0 };
+        let s = StimulusSpan {
+            start: 2.5,
+            stop: 250.0,
+        };
         assert_eq!(window_starts(s, 100.0), vec![2.5, 102.5, 202.5]);
     }
 
     #[test]
     fn slices_pad_with_zeros() {
-        let x = Tensor::arange(0f32, 6.0, &Device::Cpu).unwrap().reshape((1, 1, 6)).unwrap();
-        let v = |first, len| window_slice(&x, first, len).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let x = Tensor::arange(0f32, 6.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 6))
+            .unwrap();
+        let v = |first, len| {
+            window_slice(&x, first, len)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
         assert_eq!(v(0, 4), vec![0., 1., 2., 3.]);
         assert_eq!(v(4, 4), vec![4., 5., 0., 0.]);
         assert_eq!(v(-2, 4), vec![0., 0., 0., 1.]);
