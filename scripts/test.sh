@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-test-env.sh
 export TRIBE_TEST_PYTHON="$PWD/${TRIBE_TEST_VENV:-.venv-test}/bin/python"
-cargo test "$@"
+cargo test --no-fail-fast "$@"

@@ -512,7 +512,7 @@ impl TribeModel {
         } else {
             x
         };
-        let y = match &self.head {
+        let (z, weight, bias) = match &self.head {
             Head::LowRank {
                 low_rank,
                 weight,
@@ -523,19 +523,19 @@ impl TribeModel {
                     None => x,
                 };
                 trace.record("low_rank", &z);
-                ops::matmul(&z, weight, bias.as_ref(), kern)?
+                (z, weight, bias)
             }
-            Head::Folded { weight, bias } => ops::matmul(&x, weight, bias.as_ref(), kern)?,
+            Head::Folded { weight, bias } => (x, weight, bias),
         };
-        let y = if pooled_first {
-            y
+        // (B, T or n, K) @ (K, N) + bias, pooled to n steps and laid out (B, N, n) as the
+        // reference returns it.
+        let out = if trace.enabled() && !pooled_first {
+            let y = ops::matmul(&z, weight, bias.as_ref(), kern)?;
+            trace.record("pre_pool", &y.transpose(1, 2)?.contiguous()?);
+            ops::pool_time_transposed(&y, n, kern)?
         } else {
-            if trace.enabled() {
-                trace.record("pre_pool", &y.transpose(1, 2)?.contiguous()?);
-            }
-            ops::adaptive_avg_pool_time(&y, n)?
+            ops::matmul_pool_transposed(&z, weight, bias.as_ref(), n, kern)?
         };
-        let out = y.transpose(1, 2)?.contiguous()?;
         trace.record("expected", &out);
         Ok(out)
     }

@@ -67,7 +67,7 @@ impl Encoder {
             // Feed-forward sublayer: x = FF(ScaleNorm(x)) + x * residual_scale.
             let h = ops::scale_norm(&x, &ff.norm_g, SCALE_NORM_EPS)?;
             trace.record(&format!("enc.layers.{iff}.ff.normed"), &h);
-            let hidden = ops::gelu_erf(ops::linear(&h, &ff.w1, Some(&ff.b1), kern)?, kern)?;
+            let hidden = ops::linear_gelu(&h, &ff.w1, Some(&ff.b1), kern)?;
             let branch = ops::linear(&hidden, &ff.w2, Some(&ff.b2), kern)?;
             trace.record(&format!("enc.layers.{iff}.ff.branch"), &branch);
             x = (branch + x.broadcast_mul(&ff.residual_scale)?)?;
