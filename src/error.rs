@@ -23,6 +23,9 @@ pub mod exit {
     /// sysexits EX_CANTCREAT: the output location itself is refused (inside the raw dataset).
     pub const OUTPUT_REFUSED: i32 = 73;
     pub const OUTPUT_NOT_WRITABLE: i32 = 74;
+    /// sysexits EX_TEMPFAIL: the disk (or quota) is full. Nothing finished is lost and a rerun
+    /// after freeing space resumes, so a scheduler may retry it.
+    pub const OUTPUT_DISK_FULL: i32 = 75;
     /// sysexits EX_NOPERM: a path tried to leave the dataset (stim_file with `..`, symlink out).
     pub const PATH_ESCAPE: i32 = 77;
     /// sysexits EX_CONFIG: a model folder or checkpoint is unknown, incomplete or inconsistent.
@@ -214,6 +217,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("{}: cannot write output: the disk or quota is full ({source})\n  fix: free space on that filesystem (or point OUTPUT_DIR / --work-dir elsewhere) and rerun: finished runs are kept and skipped", path.display())]
+    OutputDiskFull {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -274,6 +283,7 @@ impl Error {
             | Tokenizer { .. } => exit::MODEL_ERROR,
             OutputInsideInput { .. } => exit::OUTPUT_REFUSED,
             OutputNotWritable { .. } => exit::OUTPUT_NOT_WRITABLE,
+            OutputDiskFull { .. } => exit::OUTPUT_DISK_FULL,
             Interrupted => exit::INTERRUPTED,
             Candle(_) | Other(_) => exit::RUNTIME,
             // ---- bids
@@ -282,6 +292,21 @@ impl Error {
             // ---- analysis
             UnknownCondition { .. } | ContrastSyntax { .. } => exit::USAGE,
             SingularDesign { .. } | AnalysisInput { .. } => exit::DATA_ERROR,
+        }
+    }
+
+    /// Writing an output failed: a full disk or quota (ENOSPC, EDQUOT) gets its own variant and
+    /// exit code, because its fix (free space, then rerun) differs from a permission problem.
+    pub fn output_write(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        let full = matches!(
+            source.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        );
+        if full {
+            Error::OutputDiskFull { path, source }
+        } else {
+            Error::OutputNotWritable { path, source }
         }
     }
 

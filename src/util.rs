@@ -21,10 +21,7 @@ where
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let not_writable = |source| Error::OutputNotWritable {
-        path: path.to_path_buf(),
-        source,
-    };
+    let not_writable = |source| Error::output_write(path.to_path_buf(), source);
     std::fs::create_dir_all(dir).map_err(not_writable)?;
     let name = path
         .file_name()

@@ -77,7 +77,13 @@ fn slurm_example_is_valid_bash_and_uses_a_shared_work_dir() {
     let (ok, text) = run(Command::new("bash").arg("-n").arg(&script));
     assert!(ok, "bash -n failed:\n{text}");
     let body = std::fs::read_to_string(&script).unwrap();
-    for needle in ["--cleanenv", "--nv", "-w /work", "SLURM_ARRAY_TASK_ID", ":/data:ro"] {
+    for needle in [
+        "--cleanenv",
+        "--nv",
+        "-w /work",
+        "SLURM_ARRAY_TASK_ID",
+        ":/data:ro",
+    ] {
         assert!(body.contains(needle), "the sbatch example lost {needle}");
     }
 }

@@ -258,10 +258,8 @@ pub fn init_output_dataset(
     raw_description: &Value,
     prov: &Provenance,
 ) -> Result<()> {
-    std::fs::create_dir_all(out.join("logs")).map_err(|source| Error::OutputNotWritable {
-        path: out.to_path_buf(),
-        source,
-    })?;
+    std::fs::create_dir_all(out.join("logs"))
+        .map_err(|source| Error::output_write(out.to_path_buf(), source))?;
     write_if_changed(
         &out.join("dataset_description.json"),
         &json_bytes(&dataset_description(raw_dir, raw_description, prov)),

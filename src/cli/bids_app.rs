@@ -611,13 +611,20 @@ pub fn run(cfg: &RunConfig) -> Result<()> {
             let (table, code) = crate::cli::participant::summary(&outcomes);
             eprint!("{table}");
             let log = format!("{}\n{table}", cfg.command_line.join(" "));
-            crate::cli::participant::write_log(&cfg.output_dir, &log)?;
+            // A log that cannot be written (full or read-only disk) must not hide the run's own
+            // error, which names the output that failed; it only fails a job that otherwise worked.
+            let logged = crate::cli::participant::write_log(&cfg.output_dir, &log);
             match outcomes.into_iter().find_map(|(_, o)| match o {
                 crate::cli::participant::Outcome::Failed(e) => Some(e),
                 _ => None,
             }) {
-                Some(e) if code != 0 => Err(e),
-                _ => Ok(()),
+                Some(e) if code != 0 => {
+                    if let Err(le) = logged {
+                        tracing::warn!("the log was not written: {le}");
+                    }
+                    Err(e)
+                }
+                _ => logged,
             }
         }
         AnalysisLevel::Group => Err(Error::Usage(

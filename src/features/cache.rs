@@ -146,10 +146,8 @@ pub struct FeatureCache {
 impl FeatureCache {
     pub fn new(work_dir: &Path) -> Result<Self> {
         let root = work_dir.join("features");
-        std::fs::create_dir_all(&root).map_err(|source| Error::OutputNotWritable {
-            path: root.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&root)
+            .map_err(|source| Error::output_write(root.clone(), source))?;
         Ok(FeatureCache {
             root,
             hits: AtomicUsize::new(0),
@@ -183,24 +181,17 @@ impl FeatureCache {
             return Ok(a);
         }
         let dir = path.parent().expect("entry has a parent");
-        std::fs::create_dir_all(dir).map_err(|source| Error::OutputNotWritable {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| Error::output_write(dir.to_path_buf(), source))?;
         let lock_path = path.with_extension("lock");
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|source| Error::OutputNotWritable {
-                path: lock_path.clone(),
-                source,
-            })?;
-        lock.lock().map_err(|source| Error::OutputNotWritable {
-            path: lock_path.clone(),
-            source,
-        })?;
+            .map_err(|source| Error::output_write(lock_path.clone(), source))?;
+        lock.lock()
+            .map_err(|source| Error::output_write(lock_path.clone(), source))?;
         // Someone may have finished it while we waited for the lock.
         if let Some(a) = read_entry(&path)? {
             self.hits.fetch_add(1, Ordering::Relaxed);

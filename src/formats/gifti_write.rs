@@ -42,10 +42,7 @@ impl AtomicOutput {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let not_writable = |source| Error::OutputNotWritable {
-            path: path.to_path_buf(),
-            source,
-        };
+        let not_writable = |source| Error::output_write(path.to_path_buf(), source);
         std::fs::create_dir_all(dir).map_err(not_writable)?;
         let name = path
             .file_name()
@@ -84,10 +81,7 @@ impl AtomicOutput {
     }
 
     pub(crate) fn not_writable(&self, source: std::io::Error) -> Error {
-        Error::OutputNotWritable {
-            path: self.path.clone(),
-            source,
-        }
+        Error::output_write(self.path.clone(), source)
     }
 
     pub(crate) fn commit(self) -> Result<()> {
@@ -97,10 +91,7 @@ impl AtomicOutput {
         let path = self.path.clone();
         self.tmp
             .persist(&path)
-            .map_err(|e| Error::OutputNotWritable {
-                path,
-                source: e.error,
-            })?;
+            .map_err(|e| Error::output_write(path, e.error))?;
         Ok(())
     }
 }
@@ -344,10 +335,7 @@ impl<W: Write> GiftiWriter<W> {
             s.push_str("   </LabelTable>\n");
         }
         out.write_all(s.as_bytes())
-            .map_err(|e| Error::OutputNotWritable {
-                path: path.to_path_buf(),
-                source: e,
-            })?;
+            .map_err(|e| Error::output_write(path.to_path_buf(), e))?;
         Ok(GiftiWriter {
             out,
             path: path.to_path_buf(),
@@ -380,10 +368,7 @@ impl<W: Write> GiftiWriter<W> {
     fn put(&mut self, xml: &str) -> Result<()> {
         self.out
             .write_all(xml.as_bytes())
-            .map_err(|e| Error::OutputNotWritable {
-                path: self.path.clone(),
-                source: e,
-            })?;
+            .map_err(|e| Error::output_write(self.path.clone(), e))?;
         self.written += 1;
         Ok(())
     }
@@ -469,10 +454,7 @@ impl<W: Write> GiftiWriter<W> {
         self.out
             .write_all(b"</GIFTI>\n")
             .and_then(|_| self.out.flush())
-            .map_err(|e| Error::OutputNotWritable {
-                path: self.path.clone(),
-                source: e,
-            })?;
+            .map_err(|e| Error::output_write(self.path.clone(), e))?;
         Ok(self.out)
     }
 }
