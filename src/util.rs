@@ -27,7 +27,16 @@ where
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
+    let mut builder = tempfile::Builder::new();
+    // Outputs are shared results: the usual mode of a new file (0666 less the umask), not
+    // tempfile's private 0600, which the rename would otherwise keep (a lab's group could not
+    // read the sidecars).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
         .tempfile_in(dir)
@@ -59,6 +68,20 @@ mod tests {
         assert_eq!(round_half_even(2.5), 2);
         assert_eq!(round_half_even(-0.5), 0);
         assert_eq!(round_half_even(2.6), 3);
+    }
+
+    /// Atomic outputs get the same mode as a file the user creates by hand (umask applies).
+    #[cfg(unix)]
+    #[test]
+    fn atomic_write_uses_the_normal_file_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let plain = d.path().join("plain.json");
+        std::fs::write(&plain, b"{}").unwrap();
+        let ours = d.path().join("ours.json");
+        write_atomic(&ours, b"{}").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&ours), mode(&plain));
     }
 
     #[test]

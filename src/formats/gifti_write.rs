@@ -49,12 +49,12 @@ impl AtomicOutput {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut builder = tempfile::Builder::new();
-        // Outputs are shared results: world-readable like any file a tool writes (the temp file
-        // would otherwise keep tempfile's private 0600 mode after the rename).
+        // Outputs are shared results: the usual mode of a new file (0666 less the umask), not
+        // tempfile's private 0600, which the rename would otherwise keep.
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o644));
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
         }
         let tmp = builder
             .prefix(".tmp-")
