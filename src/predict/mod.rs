@@ -1,5 +1,6 @@
 //! From features to predicted BOLD: 100 s segments and alignment to the acquisition.
 
+pub mod overlap;
 pub mod segments;
 
 use crate::cli::toolbox::PredictArgs;

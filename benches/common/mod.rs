@@ -1,0 +1,2 @@
+//! Code shared by the benches.
+pub mod full_model;
