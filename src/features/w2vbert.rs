@@ -262,28 +262,99 @@ impl Linear {
     }
 }
 
+/// torch's `nn.LayerNorm` over the last dimension.
+///
+/// Not candle's `ops::layer_norm`: that takes the variance as `E[x²] − mean²` in float32, which
+/// cancels catastrophically when a row is nearly constant. The model's first LayerNorm sees
+/// exactly such rows: a digitally silent filterbank frame is the same floor value in every mel
+/// bin, so after CMVN its 160 inputs differ only by ~2e-3 around −0.98 (variance ~5e-6, below
+/// `eps`). There the one-pass formula lost ~2 % of the variance and moved the projection output
+/// by 3.3e-2 on the e2e movie. torch computes the moments properly (Welford); we take a two-pass
+/// mean and centred variance in float64 and then apply torch's float32 formula
+/// `(x·rstd + (−mean·rstd))·γ + β`.
 struct LayerNorm {
     w: Tensor,
     b: Tensor,
+    /// γ and β on the host, for the CPU kernel.
+    w_host: Vec<f32>,
+    b_host: Vec<f32>,
     eps: f32,
 }
 
 impl LayerNorm {
     fn load(w: &Weights, name: &str, dim: usize, eps: f64) -> Result<Self> {
+        let wt = w.get(&format!("{name}.weight"), &[dim])?;
+        let bt = w.get(&format!("{name}.bias"), &[dim])?;
+        let host = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_device(&Device::Cpu)?
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?)
+        };
         Ok(LayerNorm {
-            w: w.get(&format!("{name}.weight"), &[dim])?,
-            b: w.get(&format!("{name}.bias"), &[dim])?,
+            w_host: host(&wt)?,
+            b_host: host(&bt)?,
+            w: wt,
+            b: bt,
             eps: eps as f32,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm(
-            &x.contiguous()?,
-            &self.w,
-            &self.b,
-            self.eps,
-        )?)
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            self.forward_cpu(x)
+        } else {
+            self.forward_generic(x)
+        }
+    }
+
+    fn forward_cpu(&self, x: &Tensor) -> Result<Tensor> {
+        use rayon::prelude::*;
+        let dims = x.dims().to_vec();
+        let d = *dims.last().unwrap_or(&0);
+        if d != self.w_host.len() {
+            return Err(Error::FeatureShape {
+                modality: "audio".into(),
+                message: format!("LayerNorm over {} features got {d}", self.w_host.len()),
+            });
+        }
+        let mut v = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        v.par_chunks_mut(d.max(1) * 64).for_each(|rows| {
+            for row in rows.chunks_mut(d) {
+                let mean = row.iter().map(|a| *a as f64).sum::<f64>() / d as f64;
+                let var = row
+                    .iter()
+                    .map(|a| {
+                        let c = *a as f64 - mean;
+                        c * c
+                    })
+                    .sum::<f64>()
+                    / d as f64;
+                let rstd = 1.0 / (var as f32 + self.eps).sqrt();
+                let (mean, bias) = (mean as f32, 0f32);
+                let bias = bias - mean * rstd;
+                for ((a, g), b) in row.iter_mut().zip(&self.w_host).zip(&self.b_host) {
+                    *a = (*a * rstd + bias) * g + b;
+                }
+            }
+        });
+        Ok(Tensor::from_vec(v, dims, &Device::Cpu)?)
+    }
+
+    /// The same two-pass moments with tensor ops, for any device.
+    fn forward_generic(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let last = x.rank() - 1;
+        let mean = x.mean_keepdim(last)?;
+        let centred = x.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(last)?;
+        let rstd = (var + self.eps as f64)?.sqrt()?.recip()?;
+        let y = x
+            .broadcast_mul(&rstd)?
+            .broadcast_sub(&mean.mul(&rstd)?)?
+            .broadcast_mul(&self.w.to_dtype(DType::F32)?)?
+            .broadcast_add(&self.b.to_dtype(DType::F32)?)?;
+        Ok(y.to_dtype(dtype)?)
     }
 }
 
