@@ -7,8 +7,9 @@
 //! (this rounding is part of the reference), the power `|X|²` taken in f64; 80 Kaldi mel filters
 //! (triangles in mel space over 20 Hz..8 kHz, no normalisation), floor 1.192092955078125e-07,
 //! natural log, then float32. Then per-mel-bin CMVN over the chunk with the unbiased variance, in
-//! float32 with numpy's (pairwise, per mel bin) reduction order; an odd frame count gets one frame of `padding_value`; and
-//! consecutive frame pairs are concatenated into 160-dim rows (stride 2).
+//! float32 with numpy's (pairwise, per mel bin) reduction order; an odd frame count gets one
+//! frame of `padding_value`; and consecutive frame pairs are concatenated into 160-dim rows
+//! (stride 2). Given the same waveform the output is bit-identical to transformers'.
 
 use std::path::Path;
 
