@@ -227,7 +227,7 @@ fn e2e_matches_reference_predictions() {
     }
     eprintln!("e2e: max |ours - reference| = {max_diff:.3e} (max |reference| = {max_ref:.3})");
     // The fixture's tolerance (README: torch 2.6 vs 2.15 already moves predictions by 9.4e-4).
-    // Measured: 1.5e-5.
+    // Measured: 1.1e-5 (5.7e-3 before the audio LayerNorm and CMVN fixes).
     assert!(
         max_diff <= 1e-3,
         "e2e predictions differ from the reference by {max_diff:.3e} > 1e-3"
@@ -267,7 +267,7 @@ fn check_e2e_features(work: &Path) {
             .zip(&theirs)
             .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         eprintln!("e2e {modality} features: max |d| = {max_diff:.3e} (max |ref| = {max_ref:.3})");
-        // Measured: text 8.6e-6, video 1.7e-6, audio 3.7e-5 (max |ref| 19.5, 2.4, 4.3). The
+        // Measured: text 8.6e-6, video 1.7e-6, audio 2.9e-5 (max |ref| 19.5, 2.4, 4.3). The
         // audio path is the sensitive one: silent frames reach the model's first LayerNorm with a
         // spread below its eps, so it depends on CMVN's summation order and on a properly
         // computed variance (see `features::fbank::cmvn_f32` and the w2vbert LayerNorm).
