@@ -7,8 +7,9 @@
 //! (this rounding is part of the reference), the power `|X|²` taken in f64; 80 Kaldi mel filters
 //! (triangles in mel space over 20 Hz..8 kHz, no normalisation), floor 1.192092955078125e-07,
 //! natural log, then float32. Then per-mel-bin CMVN over the chunk with the unbiased variance, in
-//! float32 with numpy's reduction order; an odd frame count gets one frame of `padding_value`; and
-//! consecutive frame pairs are concatenated into 160-dim rows (stride 2).
+//! float32 with numpy's (pairwise, per mel bin) reduction order; an odd frame count gets one
+//! frame of `padding_value`; and consecutive frame pairs are concatenated into 160-dim rows
+//! (stride 2). Given the same waveform the output is bit-identical to transformers'.
 
 use std::path::Path;
 
@@ -259,25 +260,63 @@ fn pairwise_sum(a: &[f64]) -> f64 {
     }
 }
 
-/// Per-column `(x - mean) / sqrt(var(ddof=1) + 1e-7)` in float32, summing rows in order as numpy
-/// does when reducing a C-ordered (frames, mels) array over axis 0.
+/// numpy's float32 pairwise summation (`FLOAT_pairwise_sum`): 8 float32 partial sums over blocks
+/// of up to 128 elements, larger runs split in halves at a multiple of 8. Used for the CMVN
+/// statistics, where the summation order is not a detail: see [`cmvn_f32`].
+fn pairwise_sum_f32(a: &[f32]) -> f32 {
+    let n = a.len();
+    if n < 8 {
+        a.iter().fold(0.0, |s, v| s + v)
+    } else if n <= 128 {
+        let mut r = [0f32; 8];
+        r.copy_from_slice(&a[..8]);
+        let mut i = 8;
+        while i + 8 <= n {
+            for k in 0..8 {
+                r[k] += a[i + k];
+            }
+            i += 8;
+        }
+        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        while i < n {
+            res += a[i];
+            i += 1;
+        }
+        res
+    } else {
+        let mut n2 = n / 2;
+        n2 -= n2 % 8;
+        pairwise_sum_f32(&a[..n2]) + pairwise_sum_f32(&a[n2..])
+    }
+}
+
+/// Per-column `(x - mean) / sqrt(var(ddof=1) + 1e-7)` in float32, with numpy's reduction order.
+///
+/// The extractor's filterbank is the transpose of a C-ordered `(mels, frames)` array, so numpy's
+/// `x.mean(0)` and `x.var(0)` reduce along memory-contiguous columns, i.e. with pairwise summation
+/// per mel bin, not a running sum over frames. The order matters far beyond float32 noise: the
+/// rows of a digitally silent frame are the same floor value in every mel bin, so after CMVN they
+/// differ only through the per-bin statistics (spread ~2e-3 across the 160 inputs), and the
+/// model's input LayerNorm divides by that spread (~250× amplification). On the e2e movie a running
+/// sum moves the raw means by 2.9e-4, the silent rows by 2.6e-5, and the 2 Hz features by 4.9e-3
+/// (torch's own model on both inputs); numpy's order reproduces the reference bit for bit.
 fn cmvn_f32(x: &mut [f32], rows: usize, cols: usize) {
-    let mut sum = vec![0f32; cols];
-    for r in x.chunks(cols) {
-        for (s, v) in sum.iter_mut().zip(r) {
-            *s += v;
-        }
-    }
-    let mean: Vec<f32> = sum.iter().map(|s| s / rows as f32).collect();
-    let mut sq = vec![0f32; cols];
-    for r in x.chunks(cols) {
-        for ((s, v), m) in sq.iter_mut().zip(r).zip(&mean) {
-            let d = v - m;
-            *s += d * d;
-        }
-    }
+    let mut col = vec![0f32; rows];
+    let mut mean = vec![0f32; cols];
+    let mut scale = vec![0f32; cols];
     let denom = (rows.saturating_sub(1)).max(1) as f32;
-    let scale: Vec<f32> = sq.iter().map(|s| (s / denom + 1e-7f32).sqrt()).collect();
+    for c in 0..cols {
+        for (dst, r) in col.iter_mut().zip(x.chunks(cols)) {
+            *dst = r[c];
+        }
+        let m = pairwise_sum_f32(&col) / rows as f32;
+        for v in col.iter_mut() {
+            let d = *v - m;
+            *v = d * d;
+        }
+        mean[c] = m;
+        scale[c] = (pairwise_sum_f32(&col) / denom + 1e-7f32).sqrt();
+    }
     for r in x.chunks_mut(cols) {
         for ((v, m), s) in r.iter_mut().zip(&mean).zip(&scale) {
             *v = (*v - m) / s;
@@ -404,6 +443,39 @@ impl Fft512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CMVN against numpy bit for bit: `x = a.T` for a C-ordered (3, 1500) float32 array (the
+    /// extractor's layout), `(x - x.mean(0)) / np.sqrt(x.var(0, ddof=1) + 1e-7)`. Values: 40 %
+    /// floor (-15.942385), the rest `u·30 − 5` from a 64-bit LCG. A running sum over frames
+    /// gives different means for columns 0 and 2, so this fails without numpy's pairwise order.
+    #[test]
+    fn cmvn_matches_numpy_bits() {
+        let (rows, cols) = (1500, 3);
+        let mut s: u64 = 12345;
+        let mut x = vec![0f32; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (s >> 40) as f64 / (1u64 << 24) as f64;
+                x[r * cols + c] = if u < 0.4 {
+                    -15.942385
+                } else {
+                    (u * 30.0 - 5.0) as f32
+                };
+            }
+        }
+        cmvn_f32(&mut x, rows, cols);
+        let bits = |r: usize| -> Vec<u32> {
+            x[r * cols..(r + 1) * cols]
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        assert_eq!(bits(0), vec![0xbf9a5ca0, 0xbf9986e4, 0x3f8f4670]);
+        assert_eq!(bits(777), vec![0x3f64ac5b, 0xbf9986e4, 0xbf9b7bda]);
+    }
 
     /// The FFT against a direct DFT.
     #[test]

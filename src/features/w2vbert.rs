@@ -262,28 +262,101 @@ impl Linear {
     }
 }
 
+/// torch's `nn.LayerNorm` over the last dimension.
+///
+/// Not candle's `ops::layer_norm`: that takes the variance as `E[x²] − mean²` in float32, which
+/// cancels catastrophically when a row is nearly constant. The model's first LayerNorm sees
+/// exactly such rows: a digitally silent filterbank frame is the same floor value in every mel
+/// bin, so after CMVN its 160 inputs differ only by ~2e-3 around −0.98 (variance ~5e-6, below
+/// `eps`). There the one-pass formula lost ~2 % of the variance and moved the projection output
+/// by 3.3e-2 on the e2e movie. torch computes the moments properly (Welford); on CPU we take a
+/// two-pass mean and centred variance in float64 and then apply torch's float32 output formula
+/// `fma((x − mean)·rstd, γ, β)` (bit-exact to torch 2.15 given its mean and rstd; its vectorised
+/// Welford moments differ from ours in the last bit of rstd, ~6e-6 on the outputs).
 struct LayerNorm {
     w: Tensor,
     b: Tensor,
+    /// γ and β on the host, for the CPU kernel.
+    w_host: Vec<f32>,
+    b_host: Vec<f32>,
     eps: f32,
 }
 
 impl LayerNorm {
     fn load(w: &Weights, name: &str, dim: usize, eps: f64) -> Result<Self> {
+        let wt = w.get(&format!("{name}.weight"), &[dim])?;
+        let bt = w.get(&format!("{name}.bias"), &[dim])?;
+        let host = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_device(&Device::Cpu)?
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?)
+        };
         Ok(LayerNorm {
-            w: w.get(&format!("{name}.weight"), &[dim])?,
-            b: w.get(&format!("{name}.bias"), &[dim])?,
+            w_host: host(&wt)?,
+            b_host: host(&bt)?,
+            w: wt,
+            b: bt,
             eps: eps as f32,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm(
-            &x.contiguous()?,
-            &self.w,
-            &self.b,
-            self.eps,
-        )?)
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            self.forward_cpu(x)
+        } else {
+            self.forward_generic(x)
+        }
+    }
+
+    fn forward_cpu(&self, x: &Tensor) -> Result<Tensor> {
+        use rayon::prelude::*;
+        let dims = x.dims().to_vec();
+        let d = *dims.last().unwrap_or(&0);
+        if d != self.w_host.len() {
+            return Err(Error::FeatureShape {
+                modality: "audio".into(),
+                message: format!("LayerNorm over {} features got {d}", self.w_host.len()),
+            });
+        }
+        let mut v = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        v.par_chunks_mut(d.max(1) * 64).for_each(|rows| {
+            for row in rows.chunks_mut(d) {
+                let mean = row.iter().map(|a| *a as f64).sum::<f64>() / d as f64;
+                let var = row
+                    .iter()
+                    .map(|a| {
+                        let c = *a as f64 - mean;
+                        c * c
+                    })
+                    .sum::<f64>()
+                    / d as f64;
+                let rstd = 1.0 / (var as f32 + self.eps).sqrt();
+                let mean = mean as f32;
+                for ((a, g), b) in row.iter_mut().zip(&self.w_host).zip(&self.b_host) {
+                    // fma(c, γ, β): the product is exact in f64, so one rounding of the sum.
+                    let c = (*a - mean) * rstd;
+                    *a = (c as f64 * *g as f64 + *b as f64) as f32;
+                }
+            }
+        });
+        Ok(Tensor::from_vec(v, dims, &Device::Cpu)?)
+    }
+
+    /// The same moments with tensor ops, for any device (float32 only on some GPUs): shifted by
+    /// each row's first value so that the float32 sums see the small deviations, not the offset.
+    fn forward_generic(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let last = x.rank() - 1;
+        let shifted = x.broadcast_sub(&x.narrow(last, 0, 1)?)?;
+        let centred = shifted.broadcast_sub(&shifted.mean_keepdim(last)?)?;
+        let var = centred.sqr()?.mean_keepdim(last)?;
+        let rstd = (var + self.eps as f64)?.sqrt()?.recip()?;
+        let y = centred
+            .broadcast_mul(&rstd)?
+            .broadcast_mul(&self.w.to_dtype(DType::F32)?)?
+            .broadcast_add(&self.b.to_dtype(DType::F32)?)?;
+        Ok(y.to_dtype(dtype)?)
     }
 }
 
@@ -846,6 +919,63 @@ fn depthwise_causal_conv(x: &Tensor, w: &Tensor, kernels: Kernels) -> Result<Ten
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_norm(d: usize) -> LayerNorm {
+        let w: Vec<f32> = (0..d).map(|i| 1.0 + 0.01 * i as f32).collect();
+        let b: Vec<f32> = (0..d).map(|i| 0.1 - 0.002 * i as f32).collect();
+        LayerNorm {
+            w: Tensor::from_vec(w.clone(), d, &Device::Cpu).unwrap(),
+            b: Tensor::from_vec(b.clone(), d, &Device::Cpu).unwrap(),
+            w_host: w,
+            b_host: b,
+            eps: 1e-5,
+        }
+    }
+
+    /// Rows like a silent filterbank frame after CMVN (−0.98 ± 2e-3, variance below eps):
+    /// both kernels agree with float64 to float32 precision, where candle's one-pass
+    /// `E[x²] − mean²` is off by ~1e-2.
+    #[test]
+    fn layer_norm_is_accurate_on_nearly_constant_rows() {
+        let (t, d) = (7, 160);
+        let x: Vec<f32> = (0..t * d)
+            .map(|k| -0.98 + 2e-3 * ((k * 37 % 101) as f32 / 50.0 - 1.0) + 0.01 * (k / d) as f32)
+            .collect();
+        let ln = test_norm(d);
+        let xt = Tensor::from_vec(x.clone(), (t, d), &Device::Cpu).unwrap();
+        let exact: Vec<f64> = x
+            .chunks(d)
+            .flat_map(|row| {
+                let m = row.iter().map(|v| *v as f64).sum::<f64>() / d as f64;
+                let var = row.iter().map(|v| (*v as f64 - m).powi(2)).sum::<f64>() / d as f64;
+                let r = 1.0 / (var + 1e-5).sqrt();
+                row.iter()
+                    .enumerate()
+                    .map(|(i, v)| (*v as f64 - m) * r * ln.w_host[i] as f64 + ln.b_host[i] as f64)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let err = |y: Tensor| -> f64 {
+            y.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .zip(&exact)
+                .map(|(a, b)| (*a as f64 - b).abs())
+                .fold(0.0, f64::max)
+        };
+        let cpu = err(ln.forward_cpu(&xt).unwrap());
+        let generic = err(ln.forward_generic(&xt).unwrap());
+        let candle = err(candle_nn::ops::layer_norm(&xt, &ln.w, &ln.b, 1e-5).unwrap());
+        println!("max |error|: cpu {cpu:.2e}, generic {generic:.2e}, candle one-pass {candle:.2e}");
+        assert!(cpu < 5e-5, "cpu kernel: {cpu:e}");
+        assert!(generic < 5e-5, "generic kernel: {generic:e}");
+        assert!(
+            candle > 1e-3,
+            "the one-pass formula is no longer inaccurate here ({candle:e}): is this test still meaningful?"
+        );
+    }
 
     #[test]
     fn fast_exp_is_accurate() {
