@@ -135,16 +135,27 @@ print(json.dumps({
     assert!(side["Resolution"].is_string());
     assert!(side["SpatialReference"].is_object());
     assert_eq!(side["SubcorticalMask"]["Voxels"], 8694);
-    assert_eq!(side["SubcorticalMask"]["Labels"].as_array().unwrap().len(), 16);
+    assert_eq!(
+        side["SubcorticalMask"]["Labels"].as_array().unwrap().len(),
+        16
+    );
     let sha = tribe_bids::model::checkpoint::file_sha256(&ckpt.join("best.ckpt")).unwrap();
     assert_eq!(side["Model"]["Sha256"], sha.as_str());
     assert_ne!(side["Model"]["Sha256"], gifti_side["Model"]["Sha256"]);
-    assert_eq!(side["TribeBidsFingerprint"], gifti_side["TribeBidsFingerprint"]);
-    assert_eq!(side["VolumeAcquisitionTimes"], gifti_side["VolumeAcquisitionTimes"]);
+    assert_eq!(
+        side["TribeBidsFingerprint"],
+        gifti_side["TribeBidsFingerprint"]
+    );
+    assert_eq!(
+        side["VolumeAcquisitionTimes"],
+        gifti_side["VolumeAcquisitionTimes"]
+    );
     assert!(
-        std::fs::read_dir(nii.parent().unwrap())
+        std::fs::read_dir(nii.parent().unwrap()).unwrap().all(|e| !e
             .unwrap()
-            .all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp")),
+            .file_name()
+            .to_string_lossy()
+            .contains(".tmp")),
         "no temp file left"
     );
 
@@ -172,12 +183,21 @@ print(json.dumps({
     let before = std::fs::read(&nii).unwrap();
     let o = run_app(&out, &work, &ckpt);
     let log = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success() && log.contains("0 done, 1 skipped"), "{log}");
+    assert!(
+        o.status.success() && log.contains("0 done, 1 skipped"),
+        "{log}"
+    );
     std::fs::remove_file(&nii).unwrap();
     let o = run_app(&out, &work, &ckpt);
     let log = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success() && log.contains("1 done, 0 skipped"), "{log}");
-    assert!(std::fs::read(&nii).unwrap() == before, "recomputed NIfTI is byte-identical");
+    assert!(
+        o.status.success() && log.contains("1 done, 0 skipped"),
+        "{log}"
+    );
+    assert!(
+        std::fs::read(&nii).unwrap() == before,
+        "recomputed NIfTI is byte-identical"
+    );
 }
 
 #[test]
@@ -186,12 +206,19 @@ fn checkpoint_that_does_not_fit_the_mask_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
     // The cortical tiny checkpoint: 20,484 outputs for an 8,694-voxel mask.
-    let o = run_app(&out, &d.path().join("work"), &fixture("models-tiny/tribev2"));
+    let o = run_app(
+        &out,
+        &d.path().join("work"),
+        &fixture("models-tiny/tribev2"),
+    );
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(78), "model error exit code: {err}");
     assert!(err.contains("predicts 20484 outputs"), "{err}");
     assert!(err.contains("8694 voxels"), "{err}");
-    assert!(err.contains("subcortical_mask.nii.gz"), "names the fix: {err}");
+    assert!(
+        err.contains("subcortical_mask.nii.gz"),
+        "names the fix: {err}"
+    );
     assert!(
         !out.join("sub-02").exists(),
         "nothing is predicted with a mismatched checkpoint"
@@ -202,4 +229,36 @@ fn checkpoint_that_does_not_fit_the_mask_is_refused() {
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(66), "{err}");
     assert!(err.contains("--subcortical-checkpoint"), "{err}");
+}
+
+/// Output k lands on the k-th mask voxel in numpy C order (`data[mask > 0]`), as SPEC §9 orders
+/// the subcortical model's outputs: written by our streaming writer, read back by nibabel.
+#[test]
+fn output_k_is_the_kth_mask_voxel_in_numpy_c_order() {
+    use tribe_bids::predict::subcortical::{MaskedNiftiWriter, SubcorticalMask};
+    let mask = SubcorticalMask::bundled().unwrap();
+    let n = mask.n_voxels();
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("order.nii.gz");
+    let mut w = MaskedNiftiWriter::create(&path, &mask, 2, 0.8).unwrap();
+    w.push(&(1..=n).map(|k| k as f32).collect::<Vec<_>>())
+        .unwrap();
+    w.push(&(1..=n).map(|k| -(k as f32)).collect::<Vec<_>>())
+        .unwrap();
+    w.finish().unwrap();
+    let mask_path = root().join("assets/subcortical/mask-HarvardOxford-sub-thr50-2mm.nii.gz");
+    let r = common::run_python(
+        r#"
+import sys
+import numpy as np, nibabel as nb
+d = np.asarray(nb.load(sys.argv[1]).dataobj)
+m = np.asarray(nb.load(sys.argv[2]).dataobj) > 0
+v = d[m]
+n = int(m.sum())
+ok = (v[:, 0] == np.arange(1, n + 1)).all() and (v[:, 1] == -np.arange(1, n + 1)).all()
+print(n, bool(ok), round(float(nb.load(sys.argv[1]).header.get_zooms()[3]), 6))
+"#,
+        &[path.to_str().unwrap(), mask_path.to_str().unwrap()],
+    );
+    assert_eq!(r.trim(), format!("{n} True 0.8"));
 }

@@ -416,7 +416,16 @@ pub fn run_participants(
         }
         interrupt::check()?;
         pb.set_message(id.clone());
-        match predict_and_write(p, cfg, &model, &model_sha, &mut ex, &cache, window_s, sub.as_ref()) {
+        match predict_and_write(
+            p,
+            cfg,
+            &model,
+            &model_sha,
+            &mut ex,
+            &cache,
+            window_s,
+            sub.as_ref(),
+        ) {
             Ok(()) => {
                 outcomes.push((id, Outcome::Done));
                 fault_injection_point(

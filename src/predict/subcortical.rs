@@ -108,9 +108,19 @@ impl SubcorticalMask {
                 "the bundled mask must be a complete uint8 image",
             ));
         }
-        let labels: Vec<f32> = raw[start..start + n].iter().map(|&b| f32::from(b)).collect();
+        let labels: Vec<f32> = raw[start..start + n]
+            .iter()
+            .map(|&b| f32::from(b))
+            .collect();
         let affine = h.affine().map_err(|e| mask_err(&path, e))?;
-        Self::from_labels(dims, affine, &labels, "bundled".into(), sha256(BUNDLED_MASK), &path)
+        Self::from_labels(
+            dims,
+            affine,
+            &labels,
+            "bundled".into(),
+            sha256(BUNDLED_MASK),
+            &path,
+        )
     }
 
     /// A label or binary image from a file; non-zero voxels are the mask. It must sit on the
@@ -278,7 +288,11 @@ impl SubcorticalHead {
                 message: format!(
                     "the subcortical checkpoint predicts {} outputs but the subcortical mask ({}) has {} voxels, so its outputs cannot be placed in the volume",
                     model.n_outputs(),
-                    if mask.source == "bundled" { "bundled Harvard-Oxford thr50 2 mm" } else { mask.source.as_str() },
+                    if mask.source == "bundled" {
+                        "bundled Harvard-Oxford thr50 2 mm"
+                    } else {
+                        mask.source.as_str()
+                    },
                     mask.n_voxels()
                 ),
                 fix: format!(
@@ -400,12 +414,7 @@ pub struct MaskedNiftiWriter<'a> {
 }
 
 impl<'a> MaskedNiftiWriter<'a> {
-    pub fn create(
-        path: &Path,
-        mask: &'a SubcorticalMask,
-        n_vols: usize,
-        tr: f64,
-    ) -> Result<Self> {
+    pub fn create(path: &Path, mask: &'a SubcorticalMask, n_vols: usize, tr: f64) -> Result<Self> {
         let not_writable = |source| Error::OutputNotWritable {
             path: path.to_path_buf(),
             source,
@@ -511,9 +520,8 @@ impl<'a> MaskedNiftiWriter<'a> {
 /// qform and sform both MNI_152 (code 4) from the mask's affine, mm + s units, pixdim[4] = TR.
 fn nifti1_header(mask: &SubcorticalMask, n_vols: usize, tr: f64) -> Vec<u8> {
     let mut b = vec![0u8; 352];
-    let put = |b: &mut Vec<u8>, at: usize, bytes: &[u8]| {
-        b[at..at + bytes.len()].copy_from_slice(bytes)
-    };
+    let put =
+        |b: &mut Vec<u8>, at: usize, bytes: &[u8]| b[at..at + bytes.len()].copy_from_slice(bytes);
     put(&mut b, 0, &348i32.to_le_bytes());
     b[38] = b'r';
     let dims = [
@@ -573,7 +581,11 @@ mod tests {
     fn bundled_mask_is_the_documented_one() {
         let m = SubcorticalMask::bundled().unwrap();
         assert_eq!(m.dims, GRID_DIMS);
-        assert_eq!(m.n_voxels(), 8694, "assets/subcortical/README.md states 8,694");
+        assert_eq!(
+            m.n_voxels(),
+            8694,
+            "assets/subcortical/README.md states 8,694"
+        );
         // Sixteen labels: ventricles, thalamus, caudate, putamen, pallidum, hippocampus,
         // amygdala, accumbens on each side; never cortex, white matter or brain stem.
         let values: Vec<u32> = m.label_counts.iter().map(|(v, _)| *v).collect();
