@@ -94,7 +94,8 @@ pub struct RawArgs {
     /// Text context: exact (the reference, per-word contexts) or fast (strided windows).
     #[arg(long = "text-context", alias = "text_context", default_value = "exact")]
     pub text_context: String,
-    /// A second TRIBE checkpoint predicting the 8,802 subcortical voxels.
+    /// A second TRIBE checkpoint whose outputs are the voxels of the subcortical mask (SPEC §9);
+    /// written as a 4-D NIfTI on the 2 mm MNI grid next to the GIFTI outputs.
     #[arg(
         long = "subcortical-checkpoint",
         alias = "subcortical_checkpoint",

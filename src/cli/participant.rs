@@ -26,6 +26,7 @@ use crate::predict::alignment::{ALIGNMENT_RULE, HEMODYNAMIC_OFFSET_S};
 use crate::predict::run::{
     Extractors, FfmpegProbe, RunSchedule, check_feature_dims, predict_volumes, timeline_has,
 };
+use crate::predict::subcortical::{self, SubcorticalHead};
 use crate::stimulus::timeline::{StimEvent, Timeline};
 
 /// What happened to one run.
@@ -138,6 +139,7 @@ fn fingerprint(
     cfg: &RunConfig,
     model_sha: &str,
     ex: &Extractors,
+    sub: Option<&SubcorticalHead>,
 ) -> Result<String> {
     let mut k = crate::features::cache::CacheKey::new("run-outputs");
     k.add_str("version", crate::VERSION)
@@ -162,6 +164,9 @@ fn fingerprint(
     );
     k.add_str("subject-index", &format!("{:?}", cfg.subject_index));
     k.add_str("cifti", if cfg.cifti_output { "1" } else { "0" });
+    if let Some(s) = sub {
+        k.add_str("subcortical", &s.identity());
+    }
     if let Some(p) = &run.events_path {
         k.add_file("events", p)?;
     }
@@ -284,6 +289,10 @@ pub fn run_participants(
         },
     )?;
     let model_sha = crate::model::checkpoint::file_sha256(model.weights_path())?;
+    let sub = match &cfg.subcortical_checkpoint {
+        Some(dir) => Some(SubcorticalHead::load(dir, &device, &model)?),
+        None => None,
+    };
     let keep = |m: Modality, p: Option<std::path::PathBuf>| {
         if cfg.modalities.contains(&m) { p } else { None }
     };
@@ -311,7 +320,8 @@ pub fn run_participants(
             }
             let n = volume_count(run, &timeline)?;
             let sched = RunSchedule::new(&timeline, volume_times(run, n)?);
-            let fingerprint = fingerprint(run, &timeline, &sched, cfg, &model_sha, &ex)?;
+            let fingerprint =
+                fingerprint(run, &timeline, &sched, cfg, &model_sha, &ex, sub.as_ref())?;
             let mut outputs = Vec::new();
             for hemi in ["L", "R"] {
                 let name = out_name(run, hemi);
@@ -323,6 +333,12 @@ pub fn run_participants(
                 let c = cifti_name(run);
                 let dir = cfg.output_dir.join(c.folder("func"));
                 outputs.push(dir.join(c.file_name()));
+            }
+            if sub.is_some() {
+                let s = subcortical::out_name(run);
+                let dir = cfg.output_dir.join(s.folder("func"));
+                outputs.push(dir.join(s.file_name()));
+                outputs.push(dir.join(s.sidecar_name()));
             }
             Ok(Some(PlannedRun {
                 run,
@@ -400,7 +416,16 @@ pub fn run_participants(
         }
         interrupt::check()?;
         pb.set_message(id.clone());
-        match predict_and_write(p, cfg, &model, &model_sha, &mut ex, &cache, window_s) {
+        match predict_and_write(
+            p,
+            cfg,
+            &model,
+            &model_sha,
+            &mut ex,
+            &cache,
+            window_s,
+            sub.as_ref(),
+        ) {
             Ok(()) => {
                 outcomes.push((id, Outcome::Done));
                 fault_injection_point(
@@ -456,6 +481,7 @@ fn predict_and_write(
     ex: &mut Extractors,
     cache: &FeatureCache,
     window_s: f64,
+    sub: Option<&SubcorticalHead>,
 ) -> Result<()> {
     let run = p.run;
     let used: Vec<Modality> = cfg
@@ -508,6 +534,7 @@ fn predict_and_write(
             fix: "use a cortical TRIBE v2 checkpoint (subcortical ones go to --subcortical-checkpoint)".into(),
         });
     }
+    let sub_feats = sub.map(|_| feats.clone());
     let mut all = if cfg.cifti_output {
         Some(Vec::with_capacity(n_vol * model.n_outputs()))
     } else {
@@ -539,6 +566,10 @@ fn predict_and_write(
             &cfg.output_dir.join(c.folder("func")).join(c.sidecar_name()),
             &json_bytes(&side),
         )?;
+    }
+    if let (Some(s), Some(f)) = (sub, sub_feats) {
+        let side = sidecar_json(p, cfg, "L", model, model_sha, ex, &used);
+        s.predict_and_write(run, &cfg.output_dir, f, &p.sched, tr, side)?;
     }
     // Sidecars last: their presence with a matching fingerprint marks the run finished.
     for (hemi, name) in [("L", &name_l), ("R", &name_r)] {

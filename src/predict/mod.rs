@@ -93,3 +93,4 @@ pub fn predict_cli(args: &PredictArgs) -> Result<()> {
 
 pub mod alignment;
 pub mod run;
+pub mod subcortical;
