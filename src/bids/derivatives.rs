@@ -166,7 +166,9 @@ pub const BIDSIGNORE: &[&str] = &[
     "*.html",
     "figures/",
     "logs/",
-    "group/",
+    // The group level's folder. Not "group/": with that pattern bids-validator 3.0.2 ignores the
+    // files but still reports the folder itself as NOT_INCLUDED (tested).
+    "group",
 ];
 
 /// How the app was run, for `GeneratedBy` and for every sidecar.
