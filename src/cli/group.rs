@@ -229,12 +229,17 @@ fn subject_list(members: &[&Found]) -> Vec<String> {
     s
 }
 
+/// Entities of a name, in the order found.
+type EntityList = Vec<(String, String)>;
+/// Runs that share a stimulus: each with its predicted BOLD sidecar.
+type Members<'a> = Vec<(&'a Found, Value)>;
+
 /// Group-average predicted BOLD. Returns the number of averages written or up to date.
 fn write_averages(cfg: &RunConfig, bold: &[Found]) -> Result<usize> {
     let out = &cfg.output_dir;
     let group_dir = out.join("group");
     // Group the runs by what makes volume-by-volume averaging meaningful.
-    let mut groups: BTreeMap<String, (Value, Vec<(&Found, Value)>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, (Value, Members)> = BTreeMap::new();
     for f in bold {
         let side_path = f
             .dir
@@ -265,8 +270,8 @@ fn write_averages(cfg: &RunConfig, bold: &[Found]) -> Result<usize> {
     }
     // Names: the shared entities; groups that would collide get the identity's first 8 hex
     // digits in `desc` (`desc-mean1a2b3c4d`).
-    let mut named: Vec<(Vec<(String, String)>, String, &Vec<(&Found, Value)>)> = Vec::new();
-    for (_, (key, members)) in &groups {
+    let mut named: Vec<(EntityList, String, &Members)> = Vec::new();
+    for (key, members) in groups.values() {
         if members.len() < 2 {
             continue;
         }
@@ -480,8 +485,7 @@ fn write_group_contrasts(cfg: &RunConfig, effects: &[Found]) -> Result<usize> {
             .collect();
         per_unit.entry(key).or_default().push(f);
     }
-    let mut per_group: BTreeMap<Vec<(String, String)>, BTreeMap<String, Vec<&Found>>> =
-        BTreeMap::new();
+    let mut per_group: BTreeMap<EntityList, BTreeMap<String, Vec<&Found>>> = BTreeMap::new();
     for (key, maps) in &per_unit {
         let chosen = match maps.iter().find(|m| m.get("run").is_none()) {
             Some(m) => *m,
