@@ -203,6 +203,16 @@ pub enum Error {
     },
     // ---- end analysis
 
+    // ---- analysis-app
+    /// A BIDS Stats Model given with `-m` that this app cannot use (wrong schema, F tests, ...).
+    #[error("{}: not a usable BIDS Stats Model: {message}\n  fix: {fix}", path.display())]
+    StatsModelInvalid {
+        path: PathBuf,
+        message: String,
+        fix: String,
+    },
+    // ---- end analysis-app
+
     // ---- outputs ------------------------------------------------------------------------
     #[error("{}: the output folder may not be inside the input dataset (only BIDS_DIR/derivatives/<name> is allowed)\n  fix: choose {} or a folder outside {}", output.display(), suggestion.display(), input.display())]
     OutputInsideInput {
@@ -292,6 +302,8 @@ impl Error {
             // ---- analysis
             UnknownCondition { .. } | ContrastSyntax { .. } => exit::USAGE,
             SingularDesign { .. } | AnalysisInput { .. } => exit::DATA_ERROR,
+            // ---- analysis-app
+            StatsModelInvalid { .. } => exit::MODEL_ERROR,
         }
     }
 

@@ -137,6 +137,10 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         "BOLD time series predicted by the TRIBE v2 brain-encoding model from the run's stimuli (not measured data), aligned to the run's acquisition times",
     ),
     (
+        "mean",
+        "Group level: predicted BOLD averaged over the runs that share a stimulus (same stimulus content and timing, volume times, model and features)",
+    ),
+    (
         "ICA",
         "Independent components of the TRIBE v2 model's cortical readout (FastICA), labelled by in-silico probe stimuli",
     ),
@@ -155,11 +159,16 @@ pub const BIDSIGNORE: &[&str] = &[
     "*_components.*",
     "*_decomposition.json",
     "*_design.tsv",
+    // The design matrix's sidecar: without it the validator reports NOT_INCLUDED and
+    // SIDECAR_WITHOUT_DATAFILE, since `design` is no BIDS suffix (FitLins convention).
+    "*_design.json",
     "*_bold.json",
     "*.html",
     "figures/",
     "logs/",
-    "group/",
+    // The group level's folder. Not "group/": with that pattern bids-validator 3.0.2 ignores the
+    // files but still reports the folder itself as NOT_INCLUDED (tested).
+    "group",
 ];
 
 /// How the app was run, for `GeneratedBy` and for every sidecar.

@@ -23,7 +23,7 @@ then the brain model) and writes BIDS-Derivatives: predicted BOLD on fsaverage5 
 CIFTI-2 and subcortical NIfTI, contrast and ICA maps, and an HTML report. Never talks to the network.",
     after_help = "Exit codes: 0 success, 1 runtime failure, 2 usage error, 16 input dataset invalid, 17 unknown \
 analysis level, 18 filters matched no data, 65 malformed input data, 66 input missing or unreadable, 73 output \
-folder refused, 74 output not writable, 77 path escapes the dataset, 78 model folder or checkpoint error, 130 interrupted."
+folder refused, 74 output not writable, 77 path escapes the dataset, 78 model folder, checkpoint or stats model (-m) error, 130 interrupted."
 )]
 pub struct RawArgs {
     /// The root of the BIDS dataset (read only; never modified).
@@ -601,6 +601,10 @@ mod tests {
 /// Run a validated configuration.
 pub fn run(cfg: &RunConfig) -> Result<()> {
     let (layout, runs) = crate::cli::plan::select_runs(cfg)?;
+    if cfg.level == AnalysisLevel::Participant {
+        // Contrast typos and bad stats models fail here, before any model loads.
+        crate::cli::first_level::check_requests(cfg, &runs)?;
+    }
     if cfg.dry_run {
         print!("{}", crate::cli::plan::plan_table(cfg, &runs));
         return Ok(());
@@ -628,8 +632,6 @@ pub fn run(cfg: &RunConfig) -> Result<()> {
                 _ => logged,
             }
         }
-        AnalysisLevel::Group => Err(Error::Usage(
-            "the group level is not built yet: run the participant level".into(),
-        )),
+        AnalysisLevel::Group => crate::cli::group::run_group(cfg),
     }
 }

@@ -4,6 +4,8 @@
 //! stderr and an exit code from the contract table.
 
 pub mod bids_app;
+pub mod first_level;
+pub mod group;
 pub mod interrupt;
 pub mod participant;
 pub mod plan;

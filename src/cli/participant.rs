@@ -444,6 +444,9 @@ pub fn run_participants(
         pb.inc(1);
     }
     pb.finish_and_clear();
+    // Predicted contrasts (first-level GLM); only failures are added to the table.
+    let failed = crate::cli::first_level::write_first_level(cfg, runs, &outcomes)?;
+    outcomes.extend(failed);
     Ok(outcomes)
 }
 
@@ -572,8 +575,10 @@ fn predict_and_write(
         s.predict_and_write(run, &cfg.output_dir, f, &p.sched, tr, side)?;
     }
     // Sidecars last: their presence with a matching fingerprint marks the run finished.
+    let stimulus = crate::cli::group::stimulus_provenance(&cfg.bids_dir, &p.timeline)?;
     for (hemi, name) in [("L", &name_l), ("R", &name_r)] {
-        let side = sidecar_json(p, cfg, hemi, model, model_sha, ex, &used);
+        let mut side = sidecar_json(p, cfg, hemi, model, model_sha, ex, &used);
+        side["Stimulus"] = stimulus.clone();
         crate::util::write_atomic(&dir.join(name.sidecar_name()), &json_bytes(&side))?;
     }
     Ok(())
