@@ -5,6 +5,7 @@
 
 pub mod bids_app;
 pub mod interrupt;
+pub mod networks;
 pub mod participant;
 pub mod plan;
 pub mod progress;
