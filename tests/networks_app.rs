@@ -80,7 +80,7 @@ from sklearn.decomposition import FastICA
 warnings.simplefilter("ignore")
 x_path, nl, nv, k, gl, gr, out = sys.argv[1:8]
 nl, nv, k = int(nl), int(nv), int(k)
-X = np.fromfile(x_path, dtype="<f4").reshape(nl, nv)
+X = np.fromfile(x_path, dtype="<f4").reshape(nl, nv).astype(np.float64)  # we compute in f64
 ica = FastICA(n_components=k, random_state=0)
 ica.fit(X)
 maps = []
@@ -211,6 +211,11 @@ fn group_and_run_ica_outputs() {
             c["CandidateLabel"], c["Score"], c["WeakEvidenceReason"]
         );
         assert_eq!(c["ProbeScores"].as_object().unwrap().len(), 8);
+        // the tiny model's readout is random: its maps are spatially white on the cortex, so
+        // no component may be named, however well it happens to correlate with a probe
+        let moran = c["SpatialAutocorrelation"].as_f64().unwrap();
+        assert!(moran.abs() < 0.1, "{name}: Moran's I {moran}");
+        assert_ne!(ev, "strong", "{name}: a random readout must not give a confident label");
         match ev {
             "strong" => {
                 assert_eq!(label, c["CandidateLabel"].as_str().unwrap());
@@ -232,7 +237,7 @@ fn group_and_run_ica_outputs() {
     }
 
     // ---- run level, next to a (synthetic) predicted BOLD run
-    let (bold, planted) = synthetic_run(60);
+    let (bold, planted) = synthetic_run(200);
     let name = DerivName::new(
         [("sub", "01"), ("task", "movie"), ("run", "1")],
         "bold",
@@ -263,7 +268,7 @@ fn group_and_run_ica_outputs() {
             "Description": "synthetic stand-in for predicted BOLD"});
         std::fs::write(dir.join(n.sidecar_name()), derivatives::json_bytes(&side)).unwrap();
     }
-    let run_files = write_run_ica(&out, &name.clone().with("hemi", "L"), &bold, 60, 3, None).unwrap();
+    let run_files = write_run_ica(&out, &name.clone().with("hemi", "L"), &bold, 200, 3, None).unwrap();
     let run_names: Vec<String> = run_files
         .iter()
         .map(|f| f.strip_prefix(&out).unwrap().to_string_lossy().into_owned())
@@ -301,9 +306,15 @@ fn group_and_run_ica_outputs() {
     eprintln!("run ICA: planted maps recovered with min |r| = {worst:.6}");
     assert!(worst > 0.95, "{worst}");
     let tsv = std::fs::read_to_string(&run_files[4]).unwrap();
-    assert_eq!(tsv.lines().count(), 61);
+    assert_eq!(tsv.lines().count(), 201);
     let rj: Value = serde_json::from_slice(&std::fs::read(&run_files[5]).unwrap()).unwrap();
-    assert_eq!(rj["NumberOfSamples"], 60);
+    assert_eq!(rj["NumberOfSamples"], 200);
+    for k in 0..3 {
+        let m = rj["Components"][format!("ICA_{k:02}")]["SpatialAutocorrelation"]
+            .as_f64()
+            .unwrap();
+        assert!(m > 0.9, "planted blobs are smooth on the mesh: Moran's I {m}");
+    }
     assert_eq!(rj["Components"]["ICA_00"]["Label"], "unlabelled");
     assert_eq!(rj["Components"]["ICA_00"]["Evidence"], "none");
 
@@ -333,13 +344,35 @@ fn group_and_run_ica_outputs() {
 /// with non-Gaussian time courses, plus a little noise.
 fn synthetic_run(n: usize) -> (Vec<f32>, Vec<Vec<f64>>) {
     let nv = 2 * N_HEMI;
+    // blobs on the fsaverage5 sphere (geodesically smooth, so they are smooth on the mesh)
+    let coords: Vec<Vec<f32>> = ["left", "right"]
+        .iter()
+        .map(|h| {
+            let g = tribe_bids::formats::read_gifti(
+                &Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join(format!("assets/fsaverage5/sphere_{h}.gii.gz")),
+            )
+            .unwrap();
+            g.arrays_with_intent(tribe_bids::formats::Intent::POINTSET)
+                .next()
+                .unwrap()
+                .data
+                .as_f32()
+                .unwrap()
+                .to_vec()
+        })
+        .collect();
     let maps: Vec<Vec<f64>> = (0..3)
         .map(|c| {
-            let centre = 1500.0 + 3000.0 * c as f64;
+            let centre = 1500 + 3000 * c;
             (0..nv)
                 .map(|v| {
-                    let d = ((v % N_HEMI) as f64 - centre) / 600.0;
-                    (-0.5 * d * d).exp() * if v < N_HEMI { 1.0 } else { 0.7 }
+                    let (h, i) = (v / N_HEMI, v % N_HEMI);
+                    let xyz = &coords[h];
+                    let d2: f64 = (0..3)
+                        .map(|a| (xyz[3 * i + a] as f64 - xyz[3 * centre + a] as f64).powi(2))
+                        .sum();
+                    (-0.5 * d2 / (35.0f64 * 35.0)).exp() * if h == 0 { 1.0 } else { 0.7 }
                 })
                 .collect()
         })

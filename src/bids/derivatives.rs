@@ -159,7 +159,9 @@ pub const BIDSIGNORE: &[&str] = &[
     "*.html",
     "figures/",
     "logs/",
-    "group/",
+    // Not "group/": bids-validator 3.0.2 then still reports the folder itself as NOT_INCLUDED
+    // (checked on OUT/group/ with the ICA outputs); the bare name silences folder and content.
+    "group",
 ];
 
 /// How the app was run, for `GeneratedBy` and for every sidecar.

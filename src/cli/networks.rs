@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use crate::analysis::ica::{IcaOptions, IcaResult, fast_ica};
 use crate::analysis::networks::{
     ComponentLabel, LabelThresholds, Probe, component_names, decomposition_json,
-    label_components, mixing_tsv,
+    flag_unstructured, label_components, mixing_tsv, morans_i,
 };
 use crate::analysis::probes::{self, PROBE_SECONDS, ProbeStimuli, ProbeText};
 use crate::bids::derivatives::{self, DerivName, json_bytes};
@@ -43,6 +43,90 @@ use crate::predict::run::{Extractors, RunSchedule, check_feature_dims, predict_v
 pub const ICA_SEED: u32 = 0;
 /// Folder of the model-level outputs inside OUTPUT_DIR.
 pub const GROUP_DIR: &str = "group";
+
+/// fsaverage5's triangles (the same for both hemispheres), bundled so that labelling needs no
+/// template download.
+static FSAVERAGE5_SPHERE: &[u8] = include_bytes!("../../assets/fsaverage5/sphere_left.gii.gz");
+/// Vertices per fsaverage5 hemisphere.
+pub const FSAVERAGE5_VERTICES: usize = 10242;
+
+/// The undirected edges of fsaverage5, both hemispheres, with right-hemisphere vertices offset by
+/// 10,242 (the model's left-then-right order).
+pub fn fsaverage5_edges() -> Result<Vec<(usize, usize)>> {
+    let img = crate::formats::read_gifti_bytes(
+        FSAVERAGE5_SPHERE,
+        Path::new("assets/fsaverage5/sphere_left.gii.gz"),
+        None,
+    )?;
+    let tri = img
+        .arrays_with_intent(Intent::TRIANGLE)
+        .next()
+        .and_then(|a| a.data.as_i32().map(<[i32]>::to_vec))
+        .ok_or_else(|| Error::Other("bundled fsaverage5 mesh has no int32 triangles".into()))?;
+    let mut edges = std::collections::BTreeSet::new();
+    for t in tri.chunks_exact(3) {
+        for (a, b) in [(t[0], t[1]), (t[1], t[2]), (t[2], t[0])] {
+            let (a, b) = (a.min(b) as usize, a.max(b) as usize);
+            edges.insert((a, b));
+        }
+    }
+    let left: Vec<(usize, usize)> = edges.into_iter().collect();
+    let right = left
+        .iter()
+        .map(|&(a, b)| (a + FSAVERAGE5_VERTICES, b + FSAVERAGE5_VERTICES));
+    Ok(left.iter().copied().chain(right).collect())
+}
+
+/// Moran's I of each component map on fsaverage5 (None for other vertex counts).
+fn spatial_autocorrelation(result: &IcaResult) -> Result<Option<Vec<f64>>> {
+    if result.n_features != 2 * FSAVERAGE5_VERTICES {
+        return Ok(None);
+    }
+    let edges = fsaverage5_edges()?;
+    Ok(Some(
+        (0..result.n_components)
+            .map(|k| morans_i(result.map(k), &edges))
+            .collect(),
+    ))
+}
+
+/// Label (when there are probes), demote spatially unstructured maps, and record both.
+fn label_and_record(
+    result: &IcaResult,
+    probes: &[Probe],
+    decomp_input: &str,
+    opts: &IcaOptions,
+) -> Result<Value> {
+    let thresholds = LabelThresholds::default();
+    let moran = spatial_autocorrelation(result)?;
+    let mut labels = if probes.is_empty() {
+        None
+    } else {
+        Some(label_components(
+            &result.maps,
+            result.n_components,
+            probes,
+            thresholds,
+        )?)
+    };
+    if let (Some(l), Some(m)) = (labels.as_mut(), moran.as_ref()) {
+        flag_unstructured(l, m, thresholds.min_spatial_autocorrelation);
+    }
+    let mut decomp = decomposition_json(result, opts, decomp_input, labels.as_deref());
+    honest_labels(&mut decomp, labels.as_deref());
+    if let Some(m) = &moran {
+        for (name, v) in component_names(result.n_components).iter().zip(m) {
+            decomp["Components"][name]["SpatialAutocorrelation"] = json!(v);
+        }
+        decomp["SpatialAutocorrelationNote"] = json!("Moran's I of each component map over the edges of the fsaverage5 mesh (binary weights, both hemispheres): about 0 for spatially white maps, near 1 for smooth ones");
+    }
+    decomp["LabelThresholds"] = json!({
+        "MinScore": thresholds.min_score,
+        "MinMargin": thresholds.min_margin,
+        "MinSpatialAutocorrelation": thresholds.min_spatial_autocorrelation,
+    });
+    Ok(decomp)
+}
 
 /// The predictor readout: `n_latent x n_vertices`, row-major (latent rows are ICA samples).
 #[derive(Debug, Clone)]
@@ -508,31 +592,20 @@ pub fn write_group_ica_files(cfg: &RunConfig, out: &Path) -> Result<Vec<PathBuf>
         let mut ex = Extractors::new(text, audio, video, cfg.text_context, device.clone())?;
         run_probes(&model, &mut ex, &cache, &stimuli, &available)?
     };
-    let labels = if outcome.probes.is_empty() {
-        None
-    } else {
-        Some(label_components(
-            &result.maps,
-            result.n_components,
-            &outcome.probes,
-            LabelThresholds::default(),
-        )?)
-    };
     let ckpt_name = readout
         .weights
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut decomp = decomposition_json(
+    let mut decomp = label_and_record(
         &result,
-        &opts,
+        &outcome.probes,
         &format!(
             "predictor.weights[{}] of {ckpt_name} ({} latent rows x {} vertices): the model's cortical readout",
             readout.row, readout.n_latent, readout.n_vertices
         ),
-        labels.as_deref(),
-    );
-    honest_labels(&mut decomp, labels.as_deref());
+        &opts,
+    )?;
     decomp["Model"] = json!({
         "Name": "TRIBE v2 (FmriEncoder)",
         "Checkpoint": ckpt_name,
@@ -544,10 +617,6 @@ pub fn write_group_ica_files(cfg: &RunConfig, out: &Path) -> Result<Vec<PathBuf>
     decomp["Samples"] = json!("latent dimensions of the readout (rows of desc-ICA_mixing.tsv)");
     decomp["Features"] = json!("fsaverage5 vertices, left hemisphere (10,242) then right");
     decomp["ExplainedVarianceNote"] = json!("fraction of the centred readout's sum of squares carried by each component alone; the components are not orthogonal, so the fractions need not add up to the total");
-    decomp["LabelThresholds"] = json!({
-        "MinScore": LabelThresholds::default().min_score,
-        "MinMargin": LabelThresholds::default().min_margin,
-    });
     decomp["Probes"] = probe_design_json(&outcome, &cfg.bids_dir);
     decomp["GeneratedBy"] = json!({
         "Name": derivatives::PIPELINE_NAME,
@@ -611,15 +680,6 @@ pub fn write_run_ica(
         },
         other => other,
     })?;
-    let labels = match probes {
-        Some(p) if !p.is_empty() => Some(label_components(
-            &result.maps,
-            result.n_components,
-            p,
-            LabelThresholds::default(),
-        )?),
-        _ => None,
-    };
     let base = DerivName {
         suffix: "components".into(),
         extension: ".func.gii".into(),
@@ -639,15 +699,12 @@ pub fn write_run_ica(
             )
         })
         .collect();
-    let mut decomp = decomposition_json(
+    let mut decomp = label_and_record(
         &result,
+        probes.unwrap_or(&[]),
+        &format!("predicted BOLD of this run ({n_volumes} volumes x {n_vertices} vertices)"),
         &opts,
-        &format!(
-            "predicted BOLD of this run ({n_volumes} volumes x {n_vertices} vertices)"
-        ),
-        labels.as_deref(),
-    );
-    honest_labels(&mut decomp, labels.as_deref());
+    )?;
     decomp["Samples"] = json!("volumes of the run (rows of the _mixing.tsv, in acquisition order)");
     decomp["Features"] = json!("fsaverage5 vertices, left hemisphere then right");
     decomp["Sources"] = json!(sources);
