@@ -162,7 +162,13 @@ fn group_and_run_ica_outputs() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect())
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
         .collect();
     // one-to-one matching by the best |r| of each of ours (greedy is exact when |r| ~ 1)
     let mut used = vec![false; 5];
@@ -197,8 +203,15 @@ fn group_and_run_ica_outputs() {
         .filter(|c| c["Formed"] == true)
         .map(|c| c["Name"].as_str().unwrap())
         .collect();
-    eprintln!("probe contrasts formed: {formed:?}; notes {}", probes["Notes"]);
-    assert_eq!(formed.len(), 8, "every probe runs with the tiny models and a speech file");
+    eprintln!(
+        "probe contrasts formed: {formed:?}; notes {}",
+        probes["Notes"]
+    );
+    assert_eq!(
+        formed.len(),
+        8,
+        "every probe runs with the tiny models and a speech file"
+    );
     assert_eq!(
         probes["Stimuli"]["Speech"],
         "bids:raw:stimuli/story/librivox_0870.wav"
@@ -215,7 +228,10 @@ fn group_and_run_ica_outputs() {
         // no component may be named, however well it happens to correlate with a probe
         let moran = c["SpatialAutocorrelation"].as_f64().unwrap();
         assert!(moran.abs() < 0.1, "{name}: Moran's I {moran}");
-        assert_ne!(ev, "strong", "{name}: a random readout must not give a confident label");
+        assert_ne!(
+            ev, "strong",
+            "{name}: a random readout must not give a confident label"
+        );
         match ev {
             "strong" => {
                 assert_eq!(label, c["CandidateLabel"].as_str().unwrap());
@@ -226,7 +242,11 @@ fn group_and_run_ica_outputs() {
         }
     }
     let mixing = String::from_utf8(first[&files[4]].clone()).unwrap();
-    assert_eq!(mixing.lines().count(), 33, "header + one row per latent dim");
+    assert_eq!(
+        mixing.lines().count(),
+        33,
+        "header + one row per latent dim"
+    );
     assert!(mixing.starts_with("ICA_00\tICA_01\tICA_02\tICA_03\tICA_04\n"));
 
     // rerun: same bytes (the feature cache now serves the probes)
@@ -268,7 +288,8 @@ fn group_and_run_ica_outputs() {
             "Description": "synthetic stand-in for predicted BOLD"});
         std::fs::write(dir.join(n.sidecar_name()), derivatives::json_bytes(&side)).unwrap();
     }
-    let run_files = write_run_ica(&out, &name.clone().with("hemi", "L"), &bold, 200, 3, None).unwrap();
+    let run_files =
+        write_run_ica(&out, &name.clone().with("hemi", "L"), &bold, 200, 3, None).unwrap();
     let run_names: Vec<String> = run_files
         .iter()
         .map(|f| f.strip_prefix(&out).unwrap().to_string_lossy().into_owned())
@@ -313,7 +334,10 @@ fn group_and_run_ica_outputs() {
         let m = rj["Components"][format!("ICA_{k:02}")]["SpatialAutocorrelation"]
             .as_f64()
             .unwrap();
-        assert!(m > 0.9, "planted blobs are smooth on the mesh: Moran's I {m}");
+        assert!(
+            m > 0.9,
+            "planted blobs are smooth on the mesh: Moran's I {m}"
+        );
     }
     assert_eq!(rj["Components"]["ICA_00"]["Label"], "unlabelled");
     assert_eq!(rj["Components"]["ICA_00"]["Evidence"], "none");
@@ -389,7 +413,13 @@ fn synthetic_run(n: usize) -> (Vec<f32>, Vec<Vec<f64>>) {
         .map(|c| {
             (0..n)
                 .map(|t| match c {
-                    0 => if (t / 6) % 2 == 0 { 1.0 } else { -1.0 },
+                    0 => {
+                        if (t / 6) % 2 == 0 {
+                            1.0
+                        } else {
+                            -1.0
+                        }
+                    }
                     1 => -unit().ln() - 1.0,
                     _ => (t as f64 * 0.37).sin().powi(3) * 2.0,
                 })

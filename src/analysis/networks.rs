@@ -531,7 +531,9 @@ mod tests {
         let smooth: Vec<f64> = (0..n)
             .map(|i| (2.0 * std::f64::consts::PI * i as f64 / n as f64).sin())
             .collect();
-        let alt: Vec<f64> = (0..n).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let alt: Vec<f64> = (0..n)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
         assert!(morans_i(&smooth, &edges) > 0.99);
         assert!(morans_i(&alt, &edges) < -0.99);
         let mut labels = vec![ComponentLabel {

@@ -230,7 +230,12 @@ pub fn write_probe_stimuli(dir: &Path, speech: Option<(PathBuf, f64)>) -> Result
     write_wav_pcm16(&tones, &tone_pips(n, AUDIO_RATE), AUDIO_RATE)?;
 
     let blank = dir.join("probe-blank.png");
-    write_png(&blank, FRAME_SIZE, FRAME_SIZE, &vec![128u8; FRAME_SIZE * FRAME_SIZE * 3])?;
+    write_png(
+        &blank,
+        FRAME_SIZE,
+        FRAME_SIZE,
+        &vec![128u8; FRAME_SIZE * FRAME_SIZE * 3],
+    )?;
     let mut static_gratings = Vec::new();
     for (i, &deg) in GRATING_ORIENTATIONS_DEG.iter().enumerate() {
         let p = dir.join(format!("probe-grating-{i}.png"));
@@ -244,10 +249,18 @@ pub fn write_probe_stimuli(dir: &Path, speech: Option<(PathBuf, f64)>) -> Result
     let moving_gratings = dir.join("probe-moving-gratings.mkv");
     let n_frames = PROBE_SECONDS * VIDEO_FPS as usize;
     let segment = n_frames / GRATING_ORIENTATIONS_DEG.len();
-    encode_gray_video(&moving_gratings, FRAME_SIZE, FRAME_SIZE, VIDEO_FPS, n_frames, |i| {
-        let deg = GRATING_ORIENTATIONS_DEG[(i / segment).min(GRATING_ORIENTATIONS_DEG.len() - 1)];
-        grating_frame(deg, i as f64 / VIDEO_FPS as f64)
-    })?;
+    encode_gray_video(
+        &moving_gratings,
+        FRAME_SIZE,
+        FRAME_SIZE,
+        VIDEO_FPS,
+        n_frames,
+        |i| {
+            let deg =
+                GRATING_ORIENTATIONS_DEG[(i / segment).min(GRATING_ORIENTATIONS_DEG.len() - 1)];
+            grating_frame(deg, i as f64 / VIDEO_FPS as f64)
+        },
+    )?;
     let mut images = Vec::new();
     for i in 0..N_IMAGES {
         let p = dir.join(format!("probe-image-{i}.png"));
@@ -378,7 +391,7 @@ pub fn contrast_maps(
 
 /// A speech recording in a BIDS dataset's `stimuli/` folder: the first (in path order) sound file
 /// with a word transcript next to it (`<name>_words.tsv`, DESIGN.md §4), which is how the
-/// dataset says it is speech. Returns the path and its duration, decoded.
+/// dataset says it is speech.
 pub fn find_speech_recording(bids_dir: &Path) -> Option<PathBuf> {
     let root = bids_dir.join("stimuli");
     if !root.is_dir() {
@@ -667,7 +680,10 @@ pub fn encode_gray_video(
             let data = vf.data_mut(0);
             for y in 0..height {
                 let row = &mut data[y * stride..y * stride + 4 * width];
-                for (px, &g) in row.chunks_exact_mut(4).zip(&grey[y * width..(y + 1) * width]) {
+                for (px, &g) in row
+                    .chunks_exact_mut(4)
+                    .zip(&grey[y * width..(y + 1) * width])
+                {
                     px.copy_from_slice(&[g, g, g, 0]);
                 }
             }
@@ -682,11 +698,10 @@ pub fn encode_gray_video(
         octx.write_trailer()
             .map_err(|e| media(format!("write trailer: {e}")))?;
     }
-    tmp.persist(path)
-        .map_err(|e| Error::OutputNotWritable {
-            path: path.to_path_buf(),
-            source: e.error,
-        })?;
+    tmp.persist(path).map_err(|e| Error::OutputNotWritable {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
     Ok(())
 }
 
@@ -698,7 +713,10 @@ mod tests {
     fn transcript_fits_the_condition() {
         let w = transcript();
         assert!(w.len() >= 30, "{}", w.len());
-        assert!(w.iter().all(|w| w.onset + w.duration <= PROBE_SECONDS as f64));
+        assert!(
+            w.iter()
+                .all(|w| w.onset + w.duration <= PROBE_SECONDS as f64)
+        );
         assert_eq!(w[0].text, "The");
     }
 
@@ -756,14 +774,25 @@ mod tests {
             (&a.moving_gratings, &b.moving_gratings),
             (&a.images[0], &b.images[0]),
         ] {
-            assert_eq!(std::fs::read(x).unwrap(), std::fs::read(y).unwrap(), "{x:?}");
+            assert_eq!(
+                std::fs::read(x).unwrap(),
+                std::fs::read(y).unwrap(),
+                "{x:?}"
+            );
         }
         // the video decodes to the frames we encoded (FFV1 is lossless)
         let info = crate::stimulus::video::probe::VideoInfo::open(&a.moving_gratings).unwrap();
         assert_eq!(info.n_frames(), PROBE_SECONDS * VIDEO_FPS as usize);
-        assert!((info.duration - PROBE_SECONDS as f64).abs() < 0.1, "{}", info.duration);
+        assert!(
+            (info.duration - PROBE_SECONDS as f64).abs() < 0.1,
+            "{}",
+            info.duration
+        );
         let c = conditions();
-        assert!(condition_timeline(&c[2], &a).is_none(), "speech without a recording");
+        assert!(
+            condition_timeline(&c[2], &a).is_none(),
+            "speech without a recording"
+        );
         let t = condition_timeline(&c[6], &a).unwrap();
         assert_eq!(t.visual.len(), N_IMAGES);
         assert_eq!(t.audio.len(), 1);

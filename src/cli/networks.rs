@@ -24,8 +24,8 @@ use serde_json::{Value, json};
 
 use crate::analysis::ica::{IcaOptions, IcaResult, fast_ica};
 use crate::analysis::networks::{
-    ComponentLabel, LabelThresholds, Probe, component_names, decomposition_json,
-    flag_unstructured, label_components, mixing_tsv, morans_i,
+    ComponentLabel, LabelThresholds, Probe, component_names, decomposition_json, flag_unstructured,
+    label_components, mixing_tsv, morans_i,
 };
 use crate::analysis::probes::{self, PROBE_SECONDS, ProbeStimuli, ProbeText};
 use crate::bids::derivatives::{self, DerivName, json_bytes};
@@ -118,7 +118,9 @@ fn label_and_record(
         for (name, v) in component_names(result.n_components).iter().zip(m) {
             decomp["Components"][name]["SpatialAutocorrelation"] = json!(v);
         }
-        decomp["SpatialAutocorrelationNote"] = json!("Moran's I of each component map over the edges of the fsaverage5 mesh (binary weights, both hemispheres): about 0 for spatially white maps, near 1 for smooth ones");
+        decomp["SpatialAutocorrelationNote"] = json!(
+            "Moran's I of each component map over the edges of the fsaverage5 mesh (binary weights, both hemispheres): about 0 for spatially white maps, near 1 for smooth ones"
+        );
     }
     decomp["LabelThresholds"] = json!({
         "MinScore": thresholds.min_score,
@@ -155,7 +157,10 @@ pub fn read_readout(brain_dir: &Path, subject_index: Option<usize>) -> Result<Re
         });
     }
     let row = match subject_index {
-        None => cfg.brain.default_subject_row().min(dims[0].saturating_sub(1)),
+        None => cfg
+            .brain
+            .default_subject_row()
+            .min(dims[0].saturating_sub(1)),
         Some(i) if i < dims[0] => i,
         Some(i) => {
             return Err(Error::Usage(format!(
@@ -260,7 +265,10 @@ pub fn run_probes(
                         message: "the brain model has no input for this modality".into(),
                     })?;
                 let n = sched.n_bins(window_s);
-                FeatureArray::new(vec![fd.layers, fd.dim, n], vec![0.0; fd.layers * fd.dim * n])
+                FeatureArray::new(
+                    vec![fd.layers, fd.dim, n],
+                    vec![0.0; fd.layers * fd.dim * n],
+                )
             } else {
                 ex.features(
                     cache,
@@ -296,8 +304,9 @@ pub fn run_probes(
     }
     let (probes, missing) = probes::contrast_maps(&out.responses, &probes::contrast_defs());
     for m in missing {
-        out.notes
-            .push(format!("probe contrast '{m}' not formed: a condition did not run"));
+        out.notes.push(format!(
+            "probe contrast '{m}' not formed: a condition did not run"
+        ));
     }
     out.probes = probes;
     Ok(out)
@@ -382,7 +391,10 @@ fn component_gifti(
     let mut img = GiftiImage::for_hemisphere(hemi);
     img.meta.insert("Description", description);
     for (k, name) in component_names(maps.n_components).iter().enumerate() {
-        let values: Vec<f32> = maps.map(k)[range.clone()].iter().map(|v| *v as f32).collect();
+        let values: Vec<f32> = maps.map(k)[range.clone()]
+            .iter()
+            .map(|v| *v as f32)
+            .collect();
         img.arrays.push(
             DataArray::vertex_map(Intent::SHAPE, values)
                 .with_meta("Name", name.as_str())
@@ -519,8 +531,8 @@ pub fn write_group_ica_files(cfg: &RunConfig, out: &Path) -> Result<Vec<PathBuf>
         readout.n_vertices,
         opts.n_components
     );
-    let result = fast_ica(&readout.values, readout.n_latent, readout.n_vertices, &opts)
-        .map_err(|e| match e {
+    let result = fast_ica(&readout.values, readout.n_latent, readout.n_vertices, &opts).map_err(
+        |e| match e {
             Error::AnalysisInput { what, message, .. } => Error::AnalysisInput {
                 what,
                 message: format!("{message} (the readout of {})", readout.weights.display()),
@@ -530,7 +542,8 @@ pub fn write_group_ica_files(cfg: &RunConfig, out: &Path) -> Result<Vec<PathBuf>
                 ),
             },
             other => other,
-        })?;
+        },
+    )?;
 
     // Probes.
     let device = cfg.device.to_device()?;
@@ -582,7 +595,11 @@ pub fn write_group_ica_files(cfg: &RunConfig, out: &Path) -> Result<Vec<PathBuf>
             })?;
         let speech = match probes::find_speech_recording(&cfg.bids_dir) {
             Some(p) => {
-                let d = crate::stimulus::audio::decode_auto::<f32>(&p, 0.0, None)?.duration_s();
+                // The container's duration avoids decoding a long recording just to measure it.
+                let d = match crate::stimulus::audio::probe(&p)?.container_duration_s {
+                    Some(d) if d > 0.0 => d,
+                    _ => crate::stimulus::audio::decode_auto::<f32>(&p, 0.0, None)?.duration_s(),
+                };
                 Some((p, d))
             }
             None => None,
@@ -616,7 +633,9 @@ pub fn write_group_ica_files(cfg: &RunConfig, out: &Path) -> Result<Vec<PathBuf>
     });
     decomp["Samples"] = json!("latent dimensions of the readout (rows of desc-ICA_mixing.tsv)");
     decomp["Features"] = json!("fsaverage5 vertices, left hemisphere (10,242) then right");
-    decomp["ExplainedVarianceNote"] = json!("fraction of the centred readout's sum of squares carried by each component alone; the components are not orthogonal, so the fractions need not add up to the total");
+    decomp["ExplainedVarianceNote"] = json!(
+        "fraction of the centred readout's sum of squares carried by each component alone; the components are not orthogonal, so the fractions need not add up to the total"
+    );
     decomp["Probes"] = probe_design_json(&outcome, &cfg.bids_dir);
     decomp["GeneratedBy"] = json!({
         "Name": derivatives::PIPELINE_NAME,
@@ -657,10 +676,7 @@ pub fn write_run_ica(
     if n_volumes == 0 || !bold.len().is_multiple_of(n_volumes) {
         return Err(Error::AnalysisInput {
             what: format!("run ICA of {}", bold_name.file_name()),
-            message: format!(
-                "{} values are not {n_volumes} whole volumes",
-                bold.len()
-            ),
+            message: format!("{} values are not {n_volumes} whole volumes", bold.len()),
             fix: "pass every predicted volume, time-major".into(),
         });
     }
