@@ -171,7 +171,7 @@ fn group_and_run_ica_outputs() {
         })
         .collect();
     // one-to-one matching by the best |r| of each of ours (greedy is exact when |r| ~ 1)
-    let mut used = vec![false; 5];
+    let mut used = [false; 5];
     let mut min_abs_r = f64::INFINITY;
     for row in &r {
         let (j, best) = row

@@ -494,8 +494,8 @@ pub fn synthetic_image(seed: u64) -> Vec<u8> {
         let col = colour(&mut rng);
         let (cx, cy) = (rng.unit() * n as f64, rng.unit() * n as f64);
         let size = 12.0 + rng.unit() * 40.0;
-        let disc = rng.next() % 2 == 0;
-        let stripes = rng.next() % 3 == 0;
+        let disc = rng.next().is_multiple_of(2);
+        let stripes = rng.next().is_multiple_of(3);
         for y in 0..n {
             for x in 0..n {
                 let (dx, dy) = (x as f64 - cx, y as f64 - cy);
@@ -620,7 +620,7 @@ pub fn encode_gray_video(
             .map_err(|e| media(format!("cannot open the Matroska muxer: {e}")))?;
         // SAFETY: `octx` owns a valid AVFormatContext; setting a flag bit is all we do.
         unsafe {
-            (*octx.as_mut_ptr()).flags |= ff::ffi::AVFMT_FLAG_BITEXACT as i32;
+            (*octx.as_mut_ptr()).flags |= ff::ffi::AVFMT_FLAG_BITEXACT;
         }
         let codec = ff::encoder::find(ff::codec::Id::FFV1)
             .ok_or_else(|| media("this FFmpeg has no FFV1 encoder".into()))?;
