@@ -12,5 +12,6 @@ pub mod glm;
 pub mod hrf;
 pub mod ica;
 pub mod networks;
+pub mod probes;
 pub mod smdl;
 pub mod stats;

@@ -79,6 +79,11 @@ pub struct LabelThresholds {
     pub min_score: f64,
     /// Minimum lead over the runner-up.
     pub min_margin: f64,
+    /// Minimum spatial autocorrelation of a component map on the cortical mesh (Moran's I
+    /// over mesh edges, see [`morans_i`]). Brain networks are smooth on the cortex; a map with
+    /// no spatial structure (a random, untrained readout gives Moran's I ≈ 0) is not a network,
+    /// whatever probe it happens to correlate with.
+    pub min_spatial_autocorrelation: f64,
 }
 
 impl Default for LabelThresholds {
@@ -86,6 +91,7 @@ impl Default for LabelThresholds {
         LabelThresholds {
             min_score: 0.3,
             min_margin: 0.1,
+            min_spatial_autocorrelation: 0.2,
         }
     }
 }
@@ -125,6 +131,49 @@ pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
         0.0
     } else {
         sab / (saa * sbb).sqrt()
+    }
+}
+
+/// Moran's I of `map` with binary weights on the undirected `edges` of a mesh: about 0 for a
+/// spatially white map (exactly `-1/(n-1)` in expectation), near 1 for a smooth one.
+pub fn morans_i(map: &[f64], edges: &[(usize, usize)]) -> f64 {
+    let n = map.len() as f64;
+    if map.len() < 2 || edges.is_empty() {
+        return 0.0;
+    }
+    let mean = map.iter().sum::<f64>() / n;
+    let ss: f64 = map.iter().map(|v| (v - mean).powi(2)).sum();
+    if ss <= 0.0 {
+        return 0.0;
+    }
+    let cross: f64 = edges
+        .iter()
+        .filter(|(a, b)| *a < map.len() && *b < map.len())
+        .map(|&(a, b)| (map[a] - mean) * (map[b] - mean))
+        .sum();
+    // I = (n / W) * sum_ij w_ij z_i z_j / sum z^2, with W = 2 |edges| (each edge both ways)
+    (n / (2.0 * edges.len() as f64)) * (2.0 * cross) / ss
+}
+
+/// Demote labels of components whose maps have no spatial structure (see
+/// [`LabelThresholds::min_spatial_autocorrelation`]). `autocorrelation[k]` is component k's
+/// Moran's I.
+pub fn flag_unstructured(labels: &mut [ComponentLabel], autocorrelation: &[f64], min: f64) {
+    for l in labels.iter_mut() {
+        let Some(&i) = autocorrelation.get(l.component) else {
+            continue;
+        };
+        if i < min {
+            l.weak_evidence = true;
+            let why = format!(
+                "the map has no spatial structure on the cortex (Moran's I {i:.2} < {min:.2}): not a brain network, as with an untrained or random readout"
+            );
+            l.reason = if l.reason.is_empty() {
+                why
+            } else {
+                format!("{}; {why}", l.reason)
+            };
+        }
     }
 }
 
@@ -472,6 +521,32 @@ mod tests {
         );
         assert_eq!(labels[0].label, None);
         assert!(labels[0].weak_evidence);
+    }
+
+    #[test]
+    fn morans_i_separates_smooth_from_white() {
+        // a ring graph: a smooth map has I near 1, an alternating one near -1
+        let n = 200;
+        let edges: Vec<(usize, usize)> = (0..n).map(|i| (i, (i + 1) % n)).collect();
+        let smooth: Vec<f64> = (0..n)
+            .map(|i| (2.0 * std::f64::consts::PI * i as f64 / n as f64).sin())
+            .collect();
+        let alt: Vec<f64> = (0..n)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        assert!(morans_i(&smooth, &edges) > 0.99);
+        assert!(morans_i(&alt, &edges) < -0.99);
+        let mut labels = vec![ComponentLabel {
+            component: 0,
+            label: Some(Network::Visual),
+            score: 0.9,
+            weak_evidence: false,
+            reason: String::new(),
+            network_scores: vec![],
+            probe_scores: vec![],
+        }];
+        flag_unstructured(&mut labels, &[0.01], 0.2);
+        assert!(labels[0].weak_evidence && labels[0].reason.contains("Moran"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod bids_app;
 pub mod first_level;
 pub mod group;
 pub mod interrupt;
+pub mod networks;
 pub mod participant;
 pub mod plan;
 pub mod progress;
