@@ -15,6 +15,7 @@ fn summary() -> ReportSummary {
     ReportSummary {
         subject: "01".into(),
         summary: vec![("Runs".into(), "1".into()), ("Space".into(), "fsaverage5".into())],
+        overview: vec![vec!["task-movie run-1".into(), "done".into()]],
         runs: vec![RunSummary {
             name: "task-movie run-1".into(),
             n_volumes: 300,

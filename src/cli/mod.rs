@@ -8,6 +8,7 @@ pub mod interrupt;
 pub mod participant;
 pub mod plan;
 pub mod progress;
+pub mod report;
 pub mod toolbox;
 
 use clap::Parser;

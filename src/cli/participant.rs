@@ -419,6 +419,8 @@ pub fn run_participants(
         pb.inc(1);
     }
     pb.finish_and_clear();
+    // Per-subject HTML reports, from what OUT now holds (keep this last: it shows every output).
+    crate::cli::report::write_reports(cfg, runs, &mut outcomes);
     Ok(outcomes)
 }
 

@@ -252,16 +252,16 @@ fn draw_colorbar(img: &mut RgbImage, x: u32, y: u32, h: u32, style: &MapStyle) {
     }
 }
 
-/// Write an image as PNG, with the path in any error.
+/// Write an image as PNG, atomically (temp file then rename: a killed job never leaves a
+/// truncated figure), with the path in any error.
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
-    img.save_with_format(path, image::ImageFormat::Png)
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, image::ImageFormat::Png)
         .map_err(|e| Error::OutputNotWritable {
             path: path.to_path_buf(),
-            source: match e {
-                image::ImageError::IoError(io) => io,
-                other => std::io::Error::other(other.to_string()),
-            },
-        })
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    crate::util::write_atomic(path, buf.get_ref())
 }
 
 #[cfg(test)]
