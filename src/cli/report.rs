@@ -374,16 +374,45 @@ fn abs_quantile(v: &[f32], q: f32) -> f32 {
 }
 
 /// The mean prediction: symmetric limits at the 99th percentile of |value| (TRIBE's own plots
-/// use `norm_percentile=99`), colour fading in over the weakest half so the sulcal pattern shows
-/// through where the prediction is near zero.
+/// use `norm_percentile=99`), no threshold, and colour fading in over the weakest half so the
+/// sulcal pattern shows through where the prediction is near zero.
 fn mean_style(data: &[f32]) -> MapStyle {
     let hi = abs_quantile(data, 0.99);
     let mut s = MapStyle::signed(data, None, "mean");
     if hi > 0.0 {
         s.vmin = -hi;
         s.vmax = hi;
+        s.fade = Some(0.5 * hi);
     }
     s
+}
+
+/// The contrast figure exactly as the report draws it: `cold_hot`, symmetric limits at
+/// ±max|z| (at least 1.5 × the threshold, so a map where nothing passes by much still has a
+/// readable scale), |z| < [`Z_THRESHOLD`] showing the sulcal background. Public so the figure
+/// regression test renders the same thing.
+pub fn render_contrast_figure(
+    left: &HemiSurface,
+    right: &HemiSurface,
+    z: &[f32],
+    title: &str,
+) -> Result<(image::RgbImage, MapStyle)> {
+    let mut style = MapStyle::signed(z, Some(Z_THRESHOLD), "z");
+    if style.vmax < Z_THRESHOLD * 1.5 {
+        style.vmax = Z_THRESHOLD * 1.5;
+        style.vmin = -style.vmax;
+    }
+    let img = render_surface_figure(
+        left,
+        right,
+        z,
+        &style,
+        &FigureOptions {
+            title: Some(title.to_string()),
+            ..FigureOptions::default()
+        },
+    )?;
+    Ok((img, style))
 }
 
 /// The figure name of a run: `sub-01_task-x_run-1[_space-fsaverage5]_desc-<desc>_bold.png`.
@@ -606,7 +635,8 @@ fn events_summary(path: &Path) -> Option<String> {
         format!(" ({}{more})", shown.join(", "))
     };
     Some(format!(
-        "{n} events{kinds}, from {first:.1} s to {last:.1} s"
+        "{n} event{}{kinds}, from {first:.1} s to {last:.1} s",
+        if n == 1 { "" } else { "s" }
     ))
 }
 
@@ -777,8 +807,10 @@ pub fn write_subject_report(out: &Path, subject: &str, ctx: &ReportContext) -> R
             path: rel(out, &p),
             caption: format!(
                 "Mean predicted BOLD over the run's {t} volumes on the half-inflated fsaverage5 surface (left and right \
-                 hemispheres, lateral and medial views). Colour limits ±{} (99th percentile of |mean|).",
-                crate::report::figure::format_tick(style.vmax)
+                 hemispheres, lateral and medial views). Colour limits ±{} (99th percentile of |mean|); colour fades \
+                 into the sulcal background below ±{}, so near-zero values show the folding pattern.",
+                crate::report::figure::format_tick(style.vmax),
+                crate::report::figure::format_tick(style.fade.unwrap_or(0.0))
             ),
         });
         overview.push(vec![
@@ -838,24 +870,9 @@ pub fn write_subject_report(out: &Path, subject: &str, ctx: &ReportContext) -> R
                     })
             })
             .unwrap_or_default();
-        let mut style = MapStyle::signed(&z, Some(Z_THRESHOLD), "z");
-        if style.vmax < Z_THRESHOLD * 1.5 {
-            // keep the colour scale meaningful when no vertex passes by much
-            style.vmax = Z_THRESHOLD * 1.5;
-            style.vmin = -style.vmax;
-        }
         let n_shown = z.iter().filter(|v| v.abs() >= Z_THRESHOLD).count();
         let title = format!("sub-{subject} {} contrast {name}: z", scope.join(" "));
-        let img = render_surface_figure(
-            &left,
-            &right,
-            &z,
-            &style,
-            &FigureOptions {
-                title: Some(title),
-                ..FigureOptions::default()
-            },
-        )?;
+        let (img, style) = render_contrast_figure(&left, &right, &z, &title)?;
         let p = fig_dir.join(DerivName::new(c.entities.clone(), "statmap", ".png").file_name());
         save_png(&img, &p)?;
         let mut outputs: Vec<String> = Vec::new();

@@ -171,8 +171,10 @@ fn draw_colorbar(img: &mut RgbImage, x: u32, y: u32, h: u32, style: &MapStyle) {
     let val_at = |row: u32| style.vmax - (style.vmax - style.vmin) * (row as f32 + 0.5) / h as f32;
     for r in 0..h {
         let v = val_at(r);
+        // blended over the same mid grey as the brain's background, so a faded map's bar
+        // matches what the surface shows
         let c = style
-            .color(v)
+            .blended(v, [0.78, 0.78, 0.78])
             .map(|c| c.map(|x| (x * 255.0).round() as u8))
             .unwrap_or([200, 200, 200]);
         for dx in 0..bw {
@@ -255,13 +257,27 @@ fn draw_colorbar(img: &mut RgbImage, x: u32, y: u32, h: u32, style: &MapStyle) {
 /// Write an image as PNG, atomically (temp file then rename: a killed job never leaves a
 /// truncated figure), with the path in any error.
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut buf, image::ImageFormat::Png)
+    crate::util::write_atomic(path, &png_bytes(img, path)?)
+}
+
+/// PNG encoding with the best compression: figures are mostly flat white and grey, so this
+/// roughly halves the files for a few milliseconds more per figure.
+pub fn png_bytes(img: &RgbImage, path: &Path) -> Result<Vec<u8>> {
+    use image::ImageEncoder;
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    let mut buf = Vec::new();
+    PngEncoder::new_with_quality(&mut buf, CompressionType::Best, FilterType::Adaptive)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
         .map_err(|e| Error::OutputNotWritable {
             path: path.to_path_buf(),
             source: std::io::Error::other(e.to_string()),
         })?;
-    crate::util::write_atomic(path, buf.get_ref())
+    Ok(buf)
 }
 
 #[cfg(test)]
