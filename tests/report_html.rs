@@ -50,6 +50,7 @@ fn summary() -> ReportSummary {
             software: vec![("TRIBE v2 checkpoint".into(), "facebook/tribev2".into())],
             checksums: vec![("best.ckpt".into(), "ab12".into())],
             methods: analysis_methods("glover", 0.01, "ar1", Some(5), 0),
+            references: vec!["d'Ascoli et al. (2026) <TRIBE v2>".into()],
         },
         errors: vec![],
     }

@@ -694,7 +694,7 @@ fn methods_text(
          from each run's stimuli as listed in its BIDS events file. TRIBE v2 (d'Ascoli et al., 2026, \"A Foundation Model \
          of Vision, Audition, and Language for In-Silico Neuroscience\", Meta FAIR) encodes text, audio and video with pretrained \
          foundation models on a 2 Hz grid and maps them with a transformer onto the fsaverage5 cortical surface \
-         (FreeSurfer; 20,484 vertices), predicting the response of an average (unseen) subject.",
+         (FreeSurfer's fsaverage, Fischl et al., 1999; 20,484 vertices), predicting the response of an average (unseen) subject.",
         crate::VERSION
     );
     if !features.is_empty() {
@@ -721,7 +721,7 @@ fn methods_text(
     }
     if ica {
         s.push_str(
-            " Cortical networks were estimated by FastICA (equivalent to scikit-learn) on the model's cortical readout, \
+            " Cortical networks were estimated by FastICA (Hyvärinen & Oja, 2000; equivalent to scikit-learn's) on the model's cortical readout, \
              with vertices as features, and labelled by the model's responses to in-silico probe stimuli.",
         );
     }
@@ -729,6 +729,34 @@ fn methods_text(
         " Figures show maps on the half-inflated fsaverage5 surface with sulcal-depth shading, rendered by tribe-bids.",
     );
     s
+}
+
+/// The works the methods paragraph cites.
+fn references(glm: bool, ica: bool) -> Vec<String> {
+    let mut r = vec![
+        "d'Ascoli, S., et al. (2026). A Foundation Model of Vision, Audition, and Language for In-Silico Neuroscience \
+         (TRIBE v2). Meta FAIR. https://ai.meta.com/research/publications/a-foundation-model-of-vision-audition-and-language-for-in-silico-neuroscience/ \
+         (weights: https://huggingface.co/facebook/tribev2, CC BY-NC 4.0)."
+            .to_string(),
+        "Fischl, B., Sereno, M. I., Tootell, R. B., & Dale, A. M. (1999). High-resolution intersubject averaging and a \
+         coordinate system for the cortical surface. Human Brain Mapping, 8(4), 272-284 (fsaverage)."
+            .to_string(),
+    ];
+    if glm {
+        r.push(
+            "Abraham, A., Pedregosa, F., Eickenberg, M., et al. (2014). Machine learning for neuroimaging with \
+             scikit-learn. Frontiers in Neuroinformatics, 8, 14 (nilearn)."
+                .to_string(),
+        );
+    }
+    if ica {
+        r.push(
+            "Hyvärinen, A., & Oja, E. (2000). Independent component analysis: algorithms and applications. Neural \
+             Networks, 13(4-5), 411-430 (FastICA)."
+                .to_string(),
+        );
+    }
+    r
 }
 
 /// Build `OUT/sub-<subject>.html` and its figures from what `out` holds.
@@ -990,6 +1018,7 @@ pub fn write_subject_report(out: &Path, subject: &str, ctx: &ReportContext) -> R
         date: utc_now(),
         software: ctx.settings.clone(),
         checksums: models.into_iter().collect(),
+        references: references(!report.contrasts.is_empty(), !report.networks.is_empty()),
         methods: methods_text(
             &extractors,
             &features,

@@ -64,6 +64,8 @@ pub struct Provenance {
     pub checksums: Vec<(String, String)>,
     /// Boilerplate users can paste into a paper.
     pub methods: String,
+    /// Full references for the works the methods text cites.
+    pub references: Vec<String>,
 }
 
 /// Everything the page shows.
@@ -284,6 +286,13 @@ pub fn render_html(r: &ReportSummary) -> String {
     let p = &r.provenance;
     h.push_str("<section id=\"about\">\n<h2>About</h2>\n<h3>Methods</h3>\n");
     h.push_str(&format!("<p>{}</p>\n", escape(&p.methods)));
+    if !p.references.is_empty() {
+        h.push_str("<h4>References</h4>\n<ol class=\"refs\">\n");
+        for r in &p.references {
+            h.push_str(&format!("<li>{}</li>\n", escape(r)));
+        }
+        h.push_str("</ol>\n");
+    }
     h.push_str("<h3>Reproducibility and provenance</h3>\n");
     let mut rows = vec![
         ("tribe-bids version".to_string(), p.version.clone()),
