@@ -193,6 +193,10 @@ fn check_links(out: &Path, html: &str) -> Vec<String> {
 
 fn chromium() -> PathBuf {
     if let Ok(p) = std::env::var("TRIBE_CHROMIUM") {
+        assert!(
+            Path::new(&p).is_file(),
+            "TRIBE_CHROMIUM={p} does not exist.\n  fix: sudo apt-get install -y chromium, or point TRIBE_CHROMIUM at a Chromium binary"
+        );
         return PathBuf::from(p);
     }
     for c in ["chromium", "chromium-browser", "google-chrome"] {
@@ -466,4 +470,45 @@ fn figure_matches_stored_png() {
     );
     // sanity: the map is visible where it was put (warm in L lateral, cool in R lateral)
     assert!(colourful_pixels(&img) > 3000);
+}
+
+/// A corrupt map costs its own section, not the page: the report is still written, lists the
+/// problem under Errors, and the call returns an error naming the file (so the job fails).
+#[test]
+fn broken_map_is_reported_not_fatal() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path();
+    let func = out.join("sub-07/func");
+    std::fs::create_dir_all(&func).unwrap();
+    for h in ["L", "R"] {
+        std::fs::write(
+            func.join(format!(
+                "sub-07_task-x_hemi-{h}_space-fsaverage5_contrast-a_stat-z_statmap.func.gii"
+            )),
+            b"not a gifti",
+        )
+        .unwrap();
+    }
+    let ctx = tribe_bids::cli::report::ReportContext {
+        command_line: vec![
+            "tribe-bids".into(),
+            "in".into(),
+            "out".into(),
+            "participant".into(),
+        ],
+        ..Default::default()
+    };
+    let e = tribe_bids::cli::report::write_subject_report(out, "sub-07", &ctx).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("sub-07_task-x_hemi-L_space-fsaverage5_contrast-a_stat-z_statmap.func.gii"),
+        "{msg}"
+    );
+    let html = std::fs::read_to_string(out.join("sub-07.html")).unwrap();
+    assert!(html.contains("No runs with predicted BOLD"));
+    assert!(
+        html.contains("class=\"error\"") && html.contains("contrast map"),
+        "{html}"
+    );
+    check_links(out, &html);
 }

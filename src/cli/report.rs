@@ -39,6 +39,9 @@ pub const Z_THRESHOLD: f32 = 3.1;
 /// the published re-analyses of TRIBE v2's readout, SPEC §11).
 pub const ICA_TOP_FRACTION: f32 = 0.10;
 
+/// Stimuli listed by name per run; the rest are counted.
+const MAX_LISTED_STIMULI: usize = 16;
+
 /// What the report needs that is not on disk: how this invocation was run.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReportContext {
@@ -443,6 +446,7 @@ fn fmt_seconds(s: f64) -> String {
 /// dataset is still where `DatasetLinks.raw` says).
 struct RunInfo {
     summary: RunSummary,
+    n_stimuli: usize,
     models: Vec<(String, String)>,
     extractors: Vec<String>,
     features: Vec<String>,
@@ -492,6 +496,16 @@ fn run_info(
         })
         .map(|s| s.strip_prefix("bids:raw:").unwrap_or(s).to_string())
         .collect();
+    // a run can show thousands of images: list the first few, count the rest
+    let n_stimuli = stimuli.len();
+    let mut stimuli = stimuli;
+    if n_stimuli > MAX_LISTED_STIMULI {
+        stimuli.truncate(MAX_LISTED_STIMULI);
+        stimuli.push(format!(
+            "… and {} more (the sidecar's Sources lists all)",
+            n_stimuli - MAX_LISTED_STIMULI
+        ));
+    }
     let mut facts = Vec::new();
     if let Some(s) = status {
         facts.push(("Status (this invocation)".to_string(), s.clone()));
@@ -584,6 +598,7 @@ fn run_info(
             figures: Vec::new(),
             outputs,
         },
+        n_stimuli,
         models,
         extractors,
         features,
@@ -779,59 +794,63 @@ pub fn write_subject_report(out: &Path, subject: &str, ctx: &ReportContext) -> R
     let mut sessions = BTreeSet::new();
     let mut overview: Vec<Vec<String>> = Vec::new();
 
+    // A broken file costs its own section, not the page: problems are listed under Errors and
+    // make the report count as failed in the job summary.
+    let mut problems: Vec<String> = Vec::new();
     for run in &runs {
-        let (t, y) = read_pair(&run.left, &run.right)?;
-        let id = run.id();
-        let mut info = run_info(out, run, t, raw.as_deref(), ctx.run_status.get(&id));
-        for (k, v) in info.models.drain(..) {
-            models.insert(k, v);
-        }
-        extractors.extend(info.extractors.drain(..));
-        features.extend(info.features.drain(..));
-        if let Some(s) = entity(&run.entities, "ses") {
-            sessions.insert(s.to_string());
-        }
-        let title = info.summary.name.clone();
-        // carpet
-        if t >= 2 {
-            let img = render_carpet(
-                &y,
-                t,
-                nv,
-                fsaverage::N_VERTICES,
-                &CarpetOptions {
-                    tr: info.summary.tr.is_finite().then_some(info.summary.tr),
-                    title: Some(format!("sub-{subject} {title}: predicted BOLD")),
-                    ..CarpetOptions::default()
-                },
-            )?;
-            let p = fig_dir.join(run_figure_name(run, "carpet", false));
-            save_png(&img, &p)?;
-            info.summary.figures.push(FigureRef {
+        let res = (|| -> Result<()> {
+            let (t, y) = read_pair(&run.left, &run.right)?;
+            let id = run.id();
+            let mut info = run_info(out, run, t, raw.as_deref(), ctx.run_status.get(&id));
+            for (k, v) in info.models.drain(..) {
+                models.insert(k, v);
+            }
+            extractors.extend(info.extractors.drain(..));
+            features.extend(info.features.drain(..));
+            if let Some(s) = entity(&run.entities, "ses") {
+                sessions.insert(s.to_string());
+            }
+            let title = info.summary.name.clone();
+            // carpet
+            if t >= 2 {
+                let img = render_carpet(
+                    &y,
+                    t,
+                    nv,
+                    fsaverage::N_VERTICES,
+                    &CarpetOptions {
+                        tr: info.summary.tr.is_finite().then_some(info.summary.tr),
+                        title: Some(format!("sub-{subject} {title}: predicted BOLD")),
+                        ..CarpetOptions::default()
+                    },
+                )?;
+                let p = fig_dir.join(run_figure_name(run, "carpet", false));
+                save_png(&img, &p)?;
+                info.summary.figures.push(FigureRef {
                 path: rel(out, &p),
                 caption: "Carpet plot of the predicted BOLD: the mean over all vertices on top, then one row per \
                           vertex (evenly sampled, left hemisphere above right), each z-scored over time; grey scale \
                           clipped at the 2nd and 98th percentiles."
                     .into(),
             });
-        }
-        // mean prediction
-        let mean = temporal_mean(&y, t, nv);
-        drop(y);
-        let style = mean_style(&mean);
-        let img = render_surface_figure(
-            &left,
-            &right,
-            &mean,
-            &style,
-            &FigureOptions {
-                title: Some(format!("sub-{subject} {title}: mean predicted BOLD")),
-                ..FigureOptions::default()
-            },
-        )?;
-        let p = fig_dir.join(run_figure_name(run, "mean", true));
-        save_png(&img, &p)?;
-        info.summary.figures.push(FigureRef {
+            }
+            // mean prediction
+            let mean = temporal_mean(&y, t, nv);
+            drop(y);
+            let style = mean_style(&mean);
+            let img = render_surface_figure(
+                &left,
+                &right,
+                &mean,
+                &style,
+                &FigureOptions {
+                    title: Some(format!("sub-{subject} {title}: mean predicted BOLD")),
+                    ..FigureOptions::default()
+                },
+            )?;
+            let p = fig_dir.join(run_figure_name(run, "mean", true));
+            save_png(&img, &p)?;
+            info.summary.figures.push(FigureRef {
             path: rel(out, &p),
             caption: format!(
                 "Mean predicted BOLD over the run's {t} volumes on the half-inflated fsaverage5 surface (left and right \
@@ -841,22 +860,27 @@ pub fn write_subject_report(out: &Path, subject: &str, ctx: &ReportContext) -> R
                 crate::report::figure::format_tick(style.fade.unwrap_or(0.0))
             ),
         });
-        overview.push(vec![
-            info.summary.name.clone(),
-            ctx.run_status
-                .get(&id)
-                .cloned()
-                .unwrap_or_else(|| "from an earlier invocation".into()),
-            t.to_string(),
-            if info.summary.tr.is_finite() {
-                format!("{} s", info.summary.tr)
-            } else {
-                "n/a".into()
-            },
-            fmt_seconds(t as f64 * info.summary.tr),
-            info.summary.stimuli.len().to_string(),
-        ]);
-        report.runs.push(info.summary);
+            overview.push(vec![
+                info.summary.name.clone(),
+                ctx.run_status
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| "from an earlier invocation".into()),
+                t.to_string(),
+                if info.summary.tr.is_finite() {
+                    format!("{} s", info.summary.tr)
+                } else {
+                    "n/a".into()
+                },
+                fmt_seconds(t as f64 * info.summary.tr),
+                info.n_stimuli.to_string(),
+            ]);
+            report.runs.push(info.summary);
+            Ok(())
+        })();
+        if let Err(e) = res {
+            problems.push(format!("{}: {e}", run.id()));
+        }
     }
     // runs selected in this invocation that left nothing on disk (skipped or failed)
     let on_disk: BTreeSet<String> = runs.iter().map(FoundRun::id).collect();
@@ -876,50 +900,52 @@ pub fn write_subject_report(out: &Path, subject: &str, ctx: &ReportContext) -> R
     }
 
     for c in &contrasts {
-        let z = read_map(&c.left, &c.right, 0)?;
-        let name = entity(&c.entities, "contrast").unwrap_or("?").to_string();
-        let scope: Vec<String> = c
-            .entities
-            .iter()
-            .filter(|(k, _)| !["sub", "contrast", "stat", "space"].contains(&k.as_str()))
-            .map(|(k, v)| format!("{k}-{v}"))
-            .collect();
-        let side = read_json(&sidecar_of(&c.left)).unwrap_or(Value::Null);
-        let expression = ["Expression", "ContrastExpression", "Contrast", "Formula"]
-            .iter()
-            .find_map(|k| side[*k].as_str().map(str::to_string))
-            .or_else(|| {
-                ctx.settings
-                    .iter()
-                    .find(|(k, _)| k == "Contrasts")
-                    .and_then(|(_, v)| {
-                        v.split(", ")
-                            .find_map(|e| e.strip_prefix(&format!("{name}=")).map(str::to_string))
-                    })
-            })
-            .unwrap_or_default();
-        let n_shown = z.iter().filter(|v| v.abs() >= Z_THRESHOLD).count();
-        let title = format!("sub-{subject} {} contrast {name}: z", scope.join(" "));
-        let (img, style) = render_contrast_figure(&left, &right, &z, &title)?;
-        let p = fig_dir.join(DerivName::new(c.entities.clone(), "statmap", ".png").file_name());
-        save_png(&img, &p)?;
-        let mut outputs: Vec<String> = Vec::new();
-        for stat in ["effect", "variance", "t", "z"] {
-            for f in [&c.left, &c.right] {
-                let n = f
-                    .file_name()
-                    .map(|n| {
-                        n.to_string_lossy()
-                            .replace("_stat-z_", &format!("_stat-{stat}_"))
-                    })
-                    .unwrap_or_default();
-                let p = f.with_file_name(n);
-                if p.is_file() {
-                    outputs.push(rel(out, &p));
+        let res = (|| -> Result<()> {
+            let z = read_map(&c.left, &c.right, 0)?;
+            let name = entity(&c.entities, "contrast").unwrap_or("?").to_string();
+            let scope: Vec<String> = c
+                .entities
+                .iter()
+                .filter(|(k, _)| !["sub", "contrast", "stat", "space"].contains(&k.as_str()))
+                .map(|(k, v)| format!("{k}-{v}"))
+                .collect();
+            let side = read_json(&sidecar_of(&c.left)).unwrap_or(Value::Null);
+            let expression = ["Expression", "ContrastExpression", "Contrast", "Formula"]
+                .iter()
+                .find_map(|k| side[*k].as_str().map(str::to_string))
+                .or_else(|| {
+                    ctx.settings
+                        .iter()
+                        .find(|(k, _)| k == "Contrasts")
+                        .and_then(|(_, v)| {
+                            v.split(", ").find_map(|e| {
+                                e.strip_prefix(&format!("{name}=")).map(str::to_string)
+                            })
+                        })
+                })
+                .unwrap_or_default();
+            let n_shown = z.iter().filter(|v| v.abs() >= Z_THRESHOLD).count();
+            let title = format!("sub-{subject} {} contrast {name}: z", scope.join(" "));
+            let (img, style) = render_contrast_figure(&left, &right, &z, &title)?;
+            let p = fig_dir.join(DerivName::new(c.entities.clone(), "statmap", ".png").file_name());
+            save_png(&img, &p)?;
+            let mut outputs: Vec<String> = Vec::new();
+            for stat in ["effect", "variance", "t", "z"] {
+                for f in [&c.left, &c.right] {
+                    let n = f
+                        .file_name()
+                        .map(|n| {
+                            n.to_string_lossy()
+                                .replace("_stat-z_", &format!("_stat-{stat}_"))
+                        })
+                        .unwrap_or_default();
+                    let p = f.with_file_name(n);
+                    if p.is_file() {
+                        outputs.push(rel(out, &p));
+                    }
                 }
             }
-        }
-        report.contrasts.push(ContrastSummary {
+            report.contrasts.push(ContrastSummary {
             name: if scope.is_empty() {
                 name.clone()
             } else {
@@ -936,10 +962,15 @@ pub fn write_subject_report(out: &Path, subject: &str, ctx: &ReportContext) -> R
             }),
             outputs,
         });
+            Ok(())
+        })();
+        if let Err(e) = res {
+            problems.push(format!("contrast map {}: {e}", c.left.display()));
+        }
     }
 
-    if let Some((l, r, ents)) = &ica {
-        ica_section(
+    if let Some((l, r, ents)) = &ica
+        && let Err(e) = ica_section(
             out,
             subject,
             &fig_dir,
@@ -949,7 +980,9 @@ pub fn write_subject_report(out: &Path, subject: &str, ctx: &ReportContext) -> R
             r,
             ents,
             &mut report,
-        )?;
+        )
+    {
+        problems.push(format!("ICA maps {}: {e}", l.display()));
     }
 
     let n_done = ctx
@@ -1027,6 +1060,9 @@ pub fn write_subject_report(out: &Path, subject: &str, ctx: &ReportContext) -> R
         ),
     };
     report.errors = ctx.errors.clone();
+    report
+        .errors
+        .extend(problems.iter().map(|p| format!("report: {p}")));
 
     let page = html::render_html(&report);
     let missing = html::missing_links(&page, out);
@@ -1036,7 +1072,15 @@ pub fn write_subject_report(out: &Path, subject: &str, ctx: &ReportContext) -> R
             missing.join(", ")
         )));
     }
-    crate::util::write_atomic(&out.join(format!("sub-{subject}.html")), page.as_bytes())
+    crate::util::write_atomic(&out.join(format!("sub-{subject}.html")), page.as_bytes())?;
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Other(format!(
+            "sub-{subject}.html was written without some sections:\n  {}\n  fix: rerun with --force to rewrite the outputs named above",
+            problems.join("\n  ")
+        )))
+    }
 }
 
 /// DataArray `index` of both hemispheres as one 20,484-vertex map.
