@@ -190,10 +190,10 @@ impl FoundRun {
     }
 }
 
-/// One contrast z map found on disk.
+/// One pair of per-hemisphere maps found on disk (a contrast z map, or the group ICA maps).
 #[derive(Debug, Clone)]
-struct FoundContrast {
-    /// Entities without hemi (so with `contrast`, `stat`, `space`).
+struct MapPair {
+    /// Entities without hemi (for a contrast: with `contrast`, `stat`, `space`).
     entities: Vec<(String, String)>,
     left: PathBuf,
     right: PathBuf,
@@ -220,7 +220,7 @@ fn right_of(left: &Path) -> PathBuf {
 }
 
 /// Predicted BOLD and contrast maps of one subject, sorted by file name (session, task, run).
-fn scan_subject(out: &Path, subject: &str) -> (Vec<FoundRun>, Vec<FoundContrast>) {
+fn scan_subject(out: &Path, subject: &str) -> (Vec<FoundRun>, Vec<MapPair>) {
     let dir = out.join(format!("sub-{subject}"));
     let mut files: Vec<PathBuf> = walkdir::WalkDir::new(&dir)
         .max_depth(3)
@@ -266,7 +266,7 @@ fn scan_subject(out: &Path, subject: &str) -> (Vec<FoundRun>, Vec<FoundContrast>
                 right,
             });
         } else if name.suffix == "statmap" && entity(&ents, "stat") == Some("z") {
-            contrasts.push(FoundContrast {
+            contrasts.push(MapPair {
                 entities: without(&ents, &["hemi"]),
                 left: f,
                 right,
@@ -277,7 +277,7 @@ fn scan_subject(out: &Path, subject: &str) -> (Vec<FoundRun>, Vec<FoundContrast>
 }
 
 /// Group ICA component maps (`OUT/group/*_hemi-L_*desc-ICA_components.func.gii`), if any.
-fn scan_ica(out: &Path) -> Option<(PathBuf, PathBuf, Vec<(String, String)>)> {
+fn scan_ica(out: &Path) -> Option<MapPair> {
     let dir = out.join("group");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .ok()?
@@ -296,7 +296,11 @@ fn scan_ica(out: &Path) -> Option<(PathBuf, PathBuf, Vec<(String, String)>)> {
             && entity(&ents, "desc") == Some("ICA")
             && entity(&ents, "hemi") == Some("L");
         let right = right_of(&f);
-        (ok && right.is_file()).then(|| (f, right, without(&ents, &["hemi"])))
+        (ok && right.is_file()).then(|| MapPair {
+            entities: without(&ents, &["hemi"]),
+            left: f,
+            right,
+        })
     })
 }
 
@@ -969,7 +973,11 @@ pub fn write_subject_report(out: &Path, subject: &str, ctx: &ReportContext) -> R
         }
     }
 
-    if let Some((l, r, ents)) = &ica
+    if let Some(MapPair {
+        left: l,
+        right: r,
+        entities: ents,
+    }) = &ica
         && let Err(e) = ica_section(
             out,
             subject,
