@@ -960,7 +960,7 @@ pub fn write_subject_report(out: &Path, subject: &str, ctx: &ReportContext) -> R
                 path: rel(out, &p),
                 caption: format!(
                     "z map of contrast {name}, thresholded at |z| ≥ {Z_THRESHOLD} (p < 0.001 uncorrected; {n_shown} of {nv} vertices \
-                     shown); symmetric colour limits ±{}. Warm: first term larger; cool: smaller.",
+                     shown); symmetric colour limits ±{}. Warm: positive z (the contrast's positive terms larger); cool: negative z.",
                     crate::report::figure::format_tick(style.vmax)
                 ),
             }),

@@ -166,7 +166,7 @@ pub fn format_tick(v: f32) -> String {
 /// Vertical colour bar at (x, y), `h` pixels tall, vmax at the top. Values hidden by the
 /// threshold are drawn in the background grey, as nilearn does.
 fn draw_colorbar(img: &mut RgbImage, x: u32, y: u32, h: u32, style: &MapStyle) {
-    let bw = 16u32;
+    let bw = 20u32;
     let h = h.max(20);
     let val_at = |row: u32| style.vmax - (style.vmax - style.vmin) * (row as f32 + 0.5) / h as f32;
     for r in 0..h {
@@ -241,11 +241,16 @@ fn draw_colorbar(img: &mut RgbImage, x: u32, y: u32, h: u32, style: &MapStyle) {
         );
     }
     if !style.label.is_empty() {
-        // left-aligned with the bar and clear of the top tick label
-        let _ = text_width(&style.label, scale);
+        // centred on the bar when short ("z"), else left-aligned with it; clear of the top tick
+        let tw = text_width(&style.label, scale) as i32;
+        let lx = if tw <= bw as i32 + 8 {
+            x as i32 + (bw as i32 - tw) / 2
+        } else {
+            x as i32
+        };
         draw_text(
             img,
-            x as i32,
+            lx,
             y as i32 - text_height(scale) as i32 - 12,
             &style.label,
             scale,
