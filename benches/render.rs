@@ -1,15 +1,11 @@
 //! Figure rendering benchmark: one 4-view brain figure (340 x 260 per view, 2x supersampling)
 //! plus PNG encoding, on the real fsaverage5 half-inflated mesh.
-//!
-//! The meshes come from raw dumps (the GIFTI reader is not a dependency of the renderer):
-//!   /work/venv/bin/python -c "see tests/report_brain_figure.rs DUMP" or set TRIBE_FS5_DIR to a
-//!   folder with {pial,infl}_{left,right}.xyz (f32 LE), .tri (u32 LE) and sulc_{left,right}.f32.
+//! The surfaces are the ones the app embeds (`report::fsaverage`).
 //! Run: `cargo bench --bench render`.
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tribe_bids::report::figure::{FigureOptions, render_surface_figure};
-use tribe_bids::report::mesh::{HemiSurface, Mesh};
+use tribe_bids::report::figure::{FigureOptions, png_bytes, render_surface_figure};
+use tribe_bids::report::fsaverage;
 use tribe_bids::report::render::MapStyle;
 
 /// Process CPU seconds (user + system, all threads) from /proc/self/stat.
@@ -22,41 +18,13 @@ fn cpu_seconds() -> f64 {
     ticks / 100.0
 }
 
-fn f32s(p: &Path) -> Vec<f32> {
-    std::fs::read(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
-fn u32s(p: &Path) -> Vec<u32> {
-    std::fs::read(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .chunks_exact(4)
-        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
 fn main() {
-    let dir = PathBuf::from(std::env::var("TRIBE_FS5_DIR").unwrap_or_else(|_| "/tmp/fs5".into()));
-    let hemi = |h: &str| {
-        let pial = Mesh::from_arrays(
-            &f32s(&dir.join(format!("pial_{h}.xyz"))),
-            &u32s(&dir.join(format!("pial_{h}.tri"))),
-        )
-        .unwrap();
-        let infl = Mesh::from_arrays(
-            &f32s(&dir.join(format!("infl_{h}.xyz"))),
-            &u32s(&dir.join(format!("infl_{h}.tri"))),
-        )
-        .unwrap();
-        HemiSurface {
-            mesh: pial.blend(&infl, 0.5).unwrap(),
-            sulc: f32s(&dir.join(format!("sulc_{h}.f32"))),
-        }
-    };
-    let (left, right) = (hemi("left"), hemi("right"));
+    let t0 = Instant::now();
+    let (left, right) = fsaverage::load(fsaverage::DEFAULT_INFLATION).unwrap();
+    println!(
+        "fsaverage5 (embedded, decoded and half-inflated): {:.1} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     let data: Vec<f32> = left
         .mesh
         .vertices
@@ -81,8 +49,8 @@ fn main() {
         let img = render_surface_figure(&left, &right, &data, &style, &opts).unwrap();
         times.push(t0.elapsed().as_secs_f64() * 1e3);
         let t0 = Instant::now();
-        let mut buf = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut buf, image::ImageFormat::Png).unwrap();
+        let png = png_bytes(&img, std::path::Path::new("bench.png")).unwrap();
+        std::hint::black_box(png);
         png_times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     let cpu_ms = (cpu_seconds() - c0) * 1e3 / 6.0;
@@ -92,4 +60,26 @@ fn main() {
         "  figure: min {:.1} ms, median {:.1} ms wall; PNG encode: median {:.1} ms; CPU per figure incl. PNG: {cpu_ms:.0} ms",
         times[0], times[3], png_times[3]
     );
+
+    // carpet plot of a 600-volume run (20,484 vertices)
+    let (nt, nv) = (600usize, 20484usize);
+    let y: Vec<f32> = (0..nt * nv)
+        .map(|i| ((i % 7919) as f32 * 0.37).sin())
+        .collect();
+    let mut ct = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let img = tribe_bids::report::carpet::render_carpet(
+            &y,
+            nt,
+            nv,
+            nv / 2,
+            &tribe_bids::report::carpet::CarpetOptions::default(),
+        )
+        .unwrap();
+        std::hint::black_box(img);
+        ct.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    ct.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("  carpet (600 volumes): median {:.1} ms wall", ct[1]);
 }

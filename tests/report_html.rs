@@ -15,6 +15,7 @@ fn summary() -> ReportSummary {
     ReportSummary {
         subject: "01".into(),
         summary: vec![("Runs".into(), "1".into()), ("Space".into(), "fsaverage5".into())],
+        overview: vec![vec!["task-movie run-1".into(), "done".into()]],
         runs: vec![RunSummary {
             name: "task-movie run-1".into(),
             n_volumes: 300,
@@ -49,6 +50,7 @@ fn summary() -> ReportSummary {
             software: vec![("TRIBE v2 checkpoint".into(), "facebook/tribev2".into())],
             checksums: vec![("best.ckpt".into(), "ab12".into())],
             methods: analysis_methods("glover", 0.01, "ar1", Some(5), 0),
+            references: vec!["d'Ascoli et al. (2026) <TRIBE v2>".into()],
         },
         errors: vec![],
     }

@@ -11,6 +11,7 @@ pub mod networks;
 pub mod participant;
 pub mod plan;
 pub mod progress;
+pub mod report;
 pub mod toolbox;
 
 use clap::Parser;

@@ -447,6 +447,8 @@ pub fn run_participants(
     // Predicted contrasts (first-level GLM); only failures are added to the table.
     let failed = crate::cli::first_level::write_first_level(cfg, runs, &outcomes)?;
     outcomes.extend(failed);
+    // Per-subject HTML reports, from what OUT now holds (keep this last: it shows every output).
+    crate::cli::report::write_reports(cfg, runs, &mut outcomes);
     Ok(outcomes)
 }
 

@@ -179,13 +179,14 @@ pub fn render_carpet(
             [200, 80, 30],
         );
     }
+    // same size as the other labels (legible when the page scales the figure down)
     draw_text(
         &mut img,
-        4,
-        (title_h + trace_h / 2) as i32 - 7,
+        0,
+        (title_h + trace_h / 2) as i32 - text_height(2) as i32 / 2,
         "mean",
-        1,
-        INK,
+        2,
+        [90, 90, 90],
     );
 
     // time axis

@@ -64,6 +64,8 @@ pub struct Provenance {
     pub checksums: Vec<(String, String)>,
     /// Boilerplate users can paste into a paper.
     pub methods: String,
+    /// Full references for the works the methods text cites.
+    pub references: Vec<String>,
 }
 
 /// Everything the page shows.
@@ -72,6 +74,9 @@ pub struct ReportSummary {
     pub subject: String,
     /// (label, value) rows of the summary box.
     pub summary: Vec<(String, String)>,
+    /// One row per run for the overview table at the top of the Runs section: run, status,
+    /// volumes, repetition time, duration, number of stimuli.
+    pub overview: Vec<Vec<String>>,
     pub runs: Vec<RunSummary>,
     pub contrasts: Vec<ContrastSummary>,
     pub networks: Vec<NetworkSummary>,
@@ -179,7 +184,24 @@ pub fn render_html(r: &ReportSummary) -> String {
 
     h.push_str("<section id=\"runs\">\n<h2>Runs</h2>\n");
     if r.runs.is_empty() {
-        h.push_str("<p>No runs were processed.</p>\n");
+        h.push_str("<p>No runs with predicted BOLD.</p>\n");
+    }
+    if !r.overview.is_empty() {
+        h.push_str("<table>\n<tr><th>Run</th><th>Status</th><th>Volumes</th><th>Repetition time</th><th>Duration</th><th>Stimuli</th></tr>\n");
+        for row in &r.overview {
+            h.push_str("<tr>");
+            for (i, c) in row.iter().enumerate() {
+                // link the run name to its section when it has one
+                match r.runs.iter().position(|x| i == 0 && &x.name == c) {
+                    Some(k) => {
+                        h.push_str(&format!("<td><a href=\"#run-{k}\">{}</a></td>", escape(c)))
+                    }
+                    None => h.push_str(&format!("<td>{}</td>", escape(c))),
+                }
+            }
+            h.push_str("</tr>\n");
+        }
+        h.push_str("</table>\n");
     }
     for (i, run) in r.runs.iter().enumerate() {
         h.push_str(&format!(
@@ -264,6 +286,13 @@ pub fn render_html(r: &ReportSummary) -> String {
     let p = &r.provenance;
     h.push_str("<section id=\"about\">\n<h2>About</h2>\n<h3>Methods</h3>\n");
     h.push_str(&format!("<p>{}</p>\n", escape(&p.methods)));
+    if !p.references.is_empty() {
+        h.push_str("<h4>References</h4>\n<ol class=\"refs\">\n");
+        for r in &p.references {
+            h.push_str(&format!("<li>{}</li>\n", escape(r)));
+        }
+        h.push_str("</ol>\n");
+    }
     h.push_str("<h3>Reproducibility and provenance</h3>\n");
     let mut rows = vec![
         ("tribe-bids version".to_string(), p.version.clone()),

@@ -66,6 +66,10 @@ pub struct MapStyle {
     pub label: String,
     /// Signed maps hide |v| < threshold; one-sided maps hide v < threshold.
     pub two_sided: bool,
+    /// Opacity ramp for unthresholded maps: colour is blended over the sulcal background with
+    /// opacity |v| / fade (capped at 1), so weak values let the folding pattern show through
+    /// instead of painting the whole cortex (TRIBE's `alpha_cmap`, SPEC §12). None = opaque.
+    pub fade: Option<f32>,
 }
 
 impl MapStyle {
@@ -83,6 +87,7 @@ impl MapStyle {
             threshold,
             label: label.into(),
             two_sided: true,
+            fade: None,
         }
     }
 
@@ -101,7 +106,35 @@ impl MapStyle {
             threshold,
             label: label.into(),
             two_sided: false,
+            fade: None,
         }
+    }
+
+    /// Opacity of a value's colour over the background (1 without a fade ramp).
+    pub fn opacity(&self, v: f32) -> f32 {
+        match self.fade {
+            Some(f) if f > 0.0 => {
+                let a = if self.two_sided {
+                    v.abs()
+                } else {
+                    v - self.vmin
+                };
+                (a / f).clamp(0.0, 1.0)
+            }
+            _ => 1.0,
+        }
+    }
+
+    /// Colour of a value blended with opacity over `background`, or None where the background
+    /// alone should show.
+    pub fn blended(&self, v: f32, background: [f32; 3]) -> Option<[f32; 3]> {
+        let c = self.color(v)?;
+        let a = self.opacity(v);
+        Some([
+            a * c[0] + (1.0 - a) * background[0],
+            a * c[1] + (1.0 - a) * background[1],
+            a * c[2] + (1.0 - a) * background[2],
+        ])
     }
 
     /// Colour of a value, or None where the background should show.
@@ -288,11 +321,13 @@ pub fn render_view(
         let n = normalize(n);
         let diffuse = dot(n, to_light).max(0.0);
         let spec = dot(n, half).max(0.0).powi(24);
-        let base = if v_nan { None } else { style.color(v) };
-        let base = base.unwrap_or_else(|| {
-            let g = sulc_grey(s, slo, shi);
-            [g, g, g]
-        });
+        let g = sulc_grey(s, slo, shi);
+        let base = if v_nan {
+            None
+        } else {
+            style.blended(v, [g, g, g])
+        };
+        let base = base.unwrap_or([g, g, g]);
         let shade = 0.42 + 0.58 * diffuse;
         out[idx] = [
             (base[0] * shade + 0.12 * spec).min(1.0),
