@@ -172,8 +172,8 @@ fn bench_prep(path: &Path) {
         info.duration
     );
     println!(
-        "ours_frames_decoded={} ours_frames_preprocessed={} ours_max_buffered={}",
-        st.frames_decoded, st.frames_preprocessed, st.max_buffered_frames
+        "ours_frames_decoded={} ours_frames_skipped={} ours_frames_preprocessed={} ours_max_buffered={}",
+        st.frames_decoded, st.frames_skipped, st.frames_preprocessed, st.max_buffered_frames
     );
     report("ours_prep", &info, st.frames_decoded, wall, cpu);
     println!("ours_prep_peak_rss_mb={:.0}", peak_rss_mb());

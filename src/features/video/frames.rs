@@ -94,6 +94,8 @@ pub fn plan_video_clips(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AssemblerStats {
     pub frames_decoded: usize,
+    /// Frames no clip uses that were never decoded (H.264 non-reference frames).
+    pub frames_skipped: usize,
     pub frames_preprocessed: usize,
     pub max_buffered_frames: usize,
     /// How many times each physical frame came out of the decoder.
@@ -160,7 +162,15 @@ impl<'a> ClipAssembler<'a> {
                 .flat_map(|j| j.frames.iter().copied())
                 .min()
                 .unwrap_or(0);
-            self.decoder = Some(FrameDecoder::open(self.info, first)?);
+            let mut dec = FrameDecoder::open(self.info, first)?;
+            let mut needed = vec![false; self.info.n_frames()];
+            for &i in self.last_use.keys() {
+                if let Some(n) = needed.get_mut(i) {
+                    *n = true;
+                }
+            }
+            dec.set_needed_frames(needed);
+            self.decoder = Some(dec);
         }
         let dec = self.decoder.as_mut().expect("opened above");
         let plane = 3 * self.processor.crop_height * self.processor.crop_width;
@@ -187,6 +197,7 @@ impl<'a> ClipAssembler<'a> {
             }
         }
         self.stats.frames_decoded = dec.frames_decoded;
+        self.stats.frames_skipped = dec.frames_skipped;
         let mut clip = Vec::with_capacity(job.frames.len() * plane);
         advise_huge_pages(&mut clip);
         for idx in &job.frames {
