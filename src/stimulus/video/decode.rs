@@ -1,5 +1,11 @@
 //! Sequential decoding, each frame once, converted to RGB only when asked.
 //!
+//! A caller that knows which frames it will use says so ([`FrameDecoder::set_needed_frames`]);
+//! H.264 frames outside that set then go to the decoder with "discard if non-reference". A
+//! non-reference frame is, by the standard's definition, never used to predict another frame,
+//! so skipping it changes no other frame's pixels; it is simply never decoded (the B frames
+//! of a typical x264 encode are 40 % of the frames and of the decoding time).
+//!
 //! Conversion goes through the same libavfilter chain the reference's CLI builds
 //! (autorotation filters, then `scale=W:H` with `flags=bicubic`, then `format=rgb24`), so the
 //! RGB bytes are identical to what moviepy reads from the pipe, including the YUV matrix and
@@ -55,6 +61,12 @@ pub struct FrameDecoder<'a> {
     pub frames_decoded: usize,
     /// Frames converted to RGB.
     pub frames_converted: usize,
+    /// Frames never decoded because no caller needs them (see [`Self::set_needed_frames`]).
+    pub frames_skipped: usize,
+    /// Per frame: whether the caller uses it (`None`: every frame is needed).
+    needed: Option<Vec<bool>>,
+    /// Per frame: its packet went in with "discard if non-reference", so it may not come out.
+    sent_skippable: Vec<bool>,
 }
 
 impl<'a> FrameDecoder<'a> {
@@ -74,7 +86,29 @@ impl<'a> FrameDecoder<'a> {
             last_index: None,
             frames_decoded: 0,
             frames_converted: 0,
+            frames_skipped: 0,
+            needed: None,
+            sent_skippable: Vec::new(),
         })
+    }
+
+    /// Declare which frames the caller will use (`needed[i]` for frame `i`). Frames outside
+    /// the set may then be skipped instead of decoded: H.264 non-reference frames, which no
+    /// other frame depends on. They do not come out of [`Self::next_frame`]; every needed
+    /// frame still does, bit for bit as without this call.
+    pub fn set_needed_frames(&mut self, needed: Vec<bool>) {
+        if self.info.codec == "h264" && needed.len() == self.info.n_frames() {
+            self.sent_skippable = vec![false; needed.len()];
+            self.needed = Some(needed);
+        }
+    }
+
+    /// True when frames `range` all went to the decoder as skippable: their absence from the
+    /// output is the skip, not damage.
+    fn skipped(&self, range: std::ops::Range<usize>) -> bool {
+        range
+            .clone()
+            .all(|j| self.sent_skippable.get(j) == Some(&true))
     }
 
     /// Decode the next frame; returns its physical index (presentation order), or None at the
@@ -101,6 +135,11 @@ impl<'a> FrameDecoder<'a> {
                         continue;
                     }
                     if let Some(last) = self.last_index
+                        && idx > last + 1
+                        && self.skipped(last + 1..idx)
+                    {
+                        self.frames_skipped += idx - last - 1;
+                    } else if let Some(last) = self.last_index
                         && idx != last + 1
                     {
                         return Err(media_err(
@@ -122,7 +161,11 @@ impl<'a> FrameDecoder<'a> {
                 }
                 Err(ffmpeg::Error::Eof) => {
                     let got = self.last_index.map_or(0, |i| i + 1);
-                    if got < self.info.n_frames() {
+                    let n = self.info.n_frames();
+                    if got < n && self.last_index.is_some() && self.skipped(got..n) {
+                        self.frames_skipped += n - got;
+                        self.last_index = Some(n - 1);
+                    } else if got < n {
                         return Err(media_err(
                             &self.info.path,
                             MediaErrorKind::Truncated,
@@ -154,10 +197,16 @@ impl<'a> FrameDecoder<'a> {
 
     /// Send the next packet of our stream to the decoder (or EOF once packets run out).
     fn feed(&mut self) -> Result<()> {
-        let io = &mut self.io;
+        let Self {
+            io,
+            info,
+            needed,
+            sent_skippable,
+            ..
+        } = self;
         if io.eof_sent {
             return Err(media_err(
-                &self.info.path,
+                &info.path,
                 MediaErrorKind::Truncated,
                 "the decoder stopped without signalling the end",
             ));
@@ -166,16 +215,28 @@ impl<'a> FrameDecoder<'a> {
         while !io.packets_done {
             match packet.read(&mut io.ictx) {
                 Ok(()) => {
-                    if packet.stream() != self.info.stream_index {
+                    if packet.stream() != info.stream_index {
                         continue;
                     }
+                    let unneeded = needed.as_ref().and_then(|n| {
+                        let i = info.index_of_pts(packet.pts()?)?;
+                        (!n[i]).then_some(i)
+                    });
+                    // Read when the packet is submitted (frame threads copy it then).
+                    io.decoder.skip_frame(match unneeded {
+                        Some(i) => {
+                            sent_skippable[i] = true;
+                            ffmpeg::Discard::NonReference
+                        }
+                        None => ffmpeg::Discard::Default,
+                    });
                     match io.decoder.send_packet(&packet) {
                         // Damaged packets are skipped, as the CLI does; the frame count check
                         // at the end turns lost frames into an error.
                         Ok(()) | Err(ffmpeg::Error::InvalidData) => return Ok(()),
                         Err(e) => {
                             return Err(media_err(
-                                &self.info.path,
+                                &info.path,
                                 MediaErrorKind::Truncated,
                                 format!("decoding failed: {e}"),
                             ));
@@ -185,7 +246,7 @@ impl<'a> FrameDecoder<'a> {
                 Err(ffmpeg::Error::Eof) => io.packets_done = true,
                 Err(e) => {
                     return Err(media_err(
-                        &self.info.path,
+                        &info.path,
                         MediaErrorKind::Truncated,
                         format!(
                             "reading failed after frame {:?} ({e}); the file is cut off or damaged",
@@ -197,7 +258,7 @@ impl<'a> FrameDecoder<'a> {
         }
         io.decoder.send_eof().map_err(|e| {
             media_err(
-                &self.info.path,
+                &info.path,
                 MediaErrorKind::Truncated,
                 format!("decoder flush failed: {e}"),
             )
@@ -381,4 +442,68 @@ fn open_decoder(info: &VideoInfo, start: usize) -> Result<Opened> {
         eof_sent: false,
         packets_done: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    /// Decode every frame, or only the needed ones: (SHA-256 of each frame that came out,
+    /// frames skipped).
+    fn digests(info: &VideoInfo, needed: Option<Vec<bool>>) -> (Vec<Option<String>>, usize) {
+        let mut dec = FrameDecoder::open(info, 0).unwrap();
+        if let Some(m) = needed {
+            dec.set_needed_frames(m);
+        }
+        let mut out = vec![None; info.n_frames()];
+        while let Some(i) = dec.next_frame().unwrap() {
+            let rgb = dec.rgb().unwrap().to_packed();
+            out[i] = Some(hex::encode(Sha256::digest(&rgb)));
+        }
+        (out, dec.frames_skipped)
+    }
+
+    /// An H.264 file with B frames: skipping the unneeded non-reference frames leaves every
+    /// needed frame bit-identical, and each frame either comes out or is counted as skipped.
+    #[test]
+    fn skipping_unneeded_frames_changes_no_needed_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bframes.mp4");
+        let ok = std::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=d=3:s=128x96:r=24",
+            ])
+            .args(["-c:v", "libx264", "-preset", "veryfast", "-bf", "3"])
+            .args(["-pix_fmt", "yuv420p"])
+            .arg(&p)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ffmpeg could not make the test video");
+        let info = VideoInfo::open(&p).unwrap();
+        let n = info.n_frames();
+        let (all, skipped) = digests(&info, None);
+        assert_eq!(skipped, 0);
+        assert!(all.iter().all(Option::is_some));
+        // Two frames of every three, as 16 fps clips take from 24 fps video; none at the end.
+        let needed: Vec<bool> = (0..n).map(|i| i % 3 != 1 && i + 4 < n).collect();
+        let (some, skipped) = digests(&info, Some(needed.clone()));
+        assert!(skipped > 0, "the test video has no skippable frame");
+        for i in 0..n {
+            if needed[i] {
+                assert_eq!(some[i], all[i], "needed frame {i} differs");
+            } else if some[i].is_some() {
+                assert_eq!(some[i], all[i], "frame {i} differs");
+            }
+        }
+        assert_eq!(skipped + some.iter().flatten().count(), n);
+    }
 }
