@@ -91,6 +91,10 @@ fn example_end_to_end_resume_and_validity() {
         clean.keys().collect::<Vec<_>>()
     );
     for (k, v) in &clean {
+        if k.ends_with(".html") {
+            // Reports record the command line and how many runs were done or up to date.
+            continue;
+        }
         if k.ends_with(".json") {
             // Sidecars differ only in the command line (output folder) they record.
             let a: serde_json::Value = serde_json::from_slice(v).unwrap();

@@ -632,6 +632,18 @@ pub fn run(cfg: &RunConfig) -> Result<()> {
                 _ => logged,
             }
         }
-        AnalysisLevel::Group => crate::cli::group::run_group(cfg),
+        AnalysisLevel::Group => {
+            crate::cli::group::run_group(cfg)?;
+            // The subject reports show the group ICA networks, which exist only now: refresh them.
+            let mut outcomes = Vec::new();
+            crate::cli::report::write_reports(cfg, &runs, &mut outcomes);
+            match outcomes.into_iter().find_map(|(_, o)| match o {
+                crate::cli::participant::Outcome::Failed(e) => Some(e),
+                _ => None,
+            }) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }
     }
 }

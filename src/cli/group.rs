@@ -650,7 +650,8 @@ pub fn run_group(cfg: &RunConfig) -> Result<()> {
     })?;
     let averages = write_averages(cfg, &bold)?;
     let contrasts = write_group_contrasts(cfg, &effects)?;
-    // ICA: lead wires networks::write_group_ica here
+    // The model-level ICA networks (named by in-silico probes) go beside the group maps.
+    crate::cli::networks::write_group_ica(cfg, &cfg.output_dir)?;
     eprintln!(
         "group level: {averages} group-average predicted BOLD set(s), {contrasts} group contrast(s) in {}",
         cfg.output_dir.join("group").display()

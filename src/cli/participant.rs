@@ -26,6 +26,7 @@ use crate::predict::alignment::{ALIGNMENT_RULE, HEMODYNAMIC_OFFSET_S};
 use crate::predict::run::{
     Extractors, FfmpegProbe, RunSchedule, check_feature_dims, predict_volumes, timeline_has,
 };
+use crate::predict::overlap::overlapped;
 use crate::predict::subcortical::{self, SubcorticalHead};
 use crate::stimulus::timeline::{StimEvent, Timeline};
 
@@ -164,6 +165,9 @@ fn fingerprint(
     );
     k.add_str("subject-index", &format!("{:?}", cfg.subject_index));
     k.add_str("cifti", if cfg.cifti_output { "1" } else { "0" });
+    if cfg.run_ica {
+        k.add_str("run-ica", &cfg.ica_components.to_string());
+    }
     if let Some(s) = sub {
         k.add_str("subcortical", &s.identity());
     }
@@ -334,6 +338,10 @@ pub fn run_participants(
                 let dir = cfg.output_dir.join(c.folder("func"));
                 outputs.push(dir.join(c.file_name()));
             }
+            if cfg.run_ica {
+                let m = run_ica_mixing_name(run);
+                outputs.push(cfg.output_dir.join(m.folder("func")).join(m.file_name()));
+            }
             if sub.is_some() {
                 let s = subcortical::out_name(run);
                 let dir = cfg.output_dir.join(s.folder("func"));
@@ -478,6 +486,22 @@ fn cifti_name(run: &Run) -> DerivName {
         .with("desc", "predicted")
 }
 
+/// Predicted volumes waiting for the writer thread at most (80 KiB each): enough to absorb one
+/// 100 s window, small enough to keep memory flat on hour-long runs.
+const OUTPUT_QUEUE_VOLUMES: usize = 256;
+
+/// The per-run ICA's mixing table; its presence is part of "this run is finished".
+fn run_ica_mixing_name(run: &Run) -> DerivName {
+    DerivName {
+        suffix: "mixing".into(),
+        extension: ".tsv".into(),
+        ..out_name(run, "L")
+    }
+    .without("hemi")
+    .without("space")
+    .with("desc", "ICA")
+}
+
 fn predict_and_write(
     p: &PlannedRun,
     cfg: &RunConfig,
@@ -540,21 +564,43 @@ fn predict_and_write(
         });
     }
     let sub_feats = sub.map(|_| feats.clone());
-    let mut all = if cfg.cifti_output {
+    // Every volume is kept only for the outputs that need the whole run at once.
+    let mut all = if cfg.cifti_output || cfg.run_ica {
         Some(Vec::with_capacity(n_vol * model.n_outputs()))
     } else {
         None
     };
-    predict_volumes(model, feats, &p.sched, |_, v| {
-        wl.push_volumes(&v[..N_VERTICES_PER_HEMI])?;
-        wr.push_volumes(&v[N_VERTICES_PER_HEMI..])?;
-        if let Some(a) = all.as_mut() {
-            a.extend_from_slice(&v);
-        }
-        Ok(())
-    })?;
+    // The GIFTI writers (gzip + base64) run on their own thread while the model computes the
+    // next window; see predict::overlap.
+    overlapped(
+        OUTPUT_QUEUE_VOLUMES,
+        |v: Vec<f32>| {
+            wl.push_volumes(&v[..N_VERTICES_PER_HEMI])?;
+            wr.push_volumes(&v[N_VERTICES_PER_HEMI..])?;
+            if let Some(a) = all.as_mut() {
+                a.extend_from_slice(&v);
+            }
+            Ok(())
+        },
+        |send| predict_volumes(model, feats, &p.sched, |_, v| send(v)),
+    )?;
     wl.finish()?;
     wr.finish()?;
+    if cfg.run_ica
+        && let Some(data) = all.as_ref()
+    {
+        crate::cli::networks::write_run_ica(
+            &cfg.output_dir,
+            &name_l,
+            data,
+            n_vol,
+            cfg.ica_components,
+            None,
+        )?;
+    }
+    if !cfg.cifti_output {
+        all = None;
+    }
     if let Some(data) = all {
         let layout = crate::formats::cifti::CiftiDtseries::cortex_only(N_VERTICES_PER_HEMI, tr);
         let c = cifti_name(run);
