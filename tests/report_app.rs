@@ -320,8 +320,9 @@ fn app_report_links_resolve_and_render_in_chromium() {
     let page = out.join("sub-01.html");
     let html = std::fs::read_to_string(&page).expect("sub-01.html written at the output root");
     let images = check_links(&out, &html);
-    // 2 runs x (carpet + mean), 1 contrast, 2 ICA components
-    assert_eq!(images.len(), 7, "{images:?}");
+    // 2 runs x (carpet + mean); the planted facesVsPlaces and the first level's own default
+    // contrasts (face, object, place for the localizer, movie for the movie); 2 planted ICA maps
+    assert_eq!(images.len(), 11, "{images:?}");
     for i in &images {
         assert!(i.starts_with("sub-01/figures/sub-01_"), "{i}");
         let name = i.rsplit('/').next().unwrap();
@@ -336,6 +337,8 @@ fn app_report_links_resolve_and_render_in_chromium() {
         "sub-01_task-localizer_space-fsaverage5_desc-mean_bold.png",
         "sub-01_task-movie_desc-carpet_bold.png",
         "sub-01_task-localizer_space-fsaverage5_contrast-facesVsPlaces_stat-z_statmap.png",
+        "sub-01_task-localizer_space-fsaverage5_contrast-face_stat-z_statmap.png",
+        "sub-01_task-movie_space-fsaverage5_contrast-movie_stat-z_statmap.png",
         "sub-01_space-fsaverage5_desc-ICA00_components.png",
     ] {
         assert!(
@@ -379,7 +382,7 @@ fn app_report_links_resolve_and_render_in_chromium() {
     let moved = d.path().join("moved/derivatives/tribe-bids");
     std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
     std::fs::rename(&out, &moved).unwrap();
-    assert_eq!(check_links(&moved, &html).len(), 7);
+    assert_eq!(check_links(&moved, &html).len(), images.len());
 
     // (b) Chromium: every image decodes; the negative control does not
     let profile = d.path().join("chromium-profile");
