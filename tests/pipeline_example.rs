@@ -39,7 +39,12 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-fn run_app(out: &Path, work: &Path, extra_env: Option<(&str, &str)>) -> std::process::Output {
+fn run_app(
+    out: &Path,
+    work: &Path,
+    nprocs: usize,
+    extra_env: Option<(&str, &str)>,
+) -> std::process::Output {
     let mut c = Command::cargo_bin("tribe-bids").unwrap();
     c.arg(root().join("examples/bids"))
         .arg(out)
@@ -48,6 +53,7 @@ fn run_app(out: &Path, work: &Path, extra_env: Option<(&str, &str)>) -> std::pro
         .arg(root().join("examples/models"))
         .arg("-w")
         .arg(work)
+        .args(["--nprocs", &nprocs.to_string()])
         .arg("-v");
     if let Some((k, v)) = extra_env {
         c.env(k, v);
@@ -62,7 +68,7 @@ fn example_end_to_end_resume_and_validity() {
     let (out, work) = (d.path().join("out"), d.path().join("work"));
 
     // A job killed after two runs leaves only whole files...
-    let o = run_app(&out, &work, Some(("TRIBE_BIDS_ABORT_AFTER_RUNS", "2")));
+    let o = run_app(&out, &work, 1, Some(("TRIBE_BIDS_ABORT_AFTER_RUNS", "2")));
     assert!(!o.status.success(), "the test hook aborts the job");
     let partial = files(&out);
     assert!(
@@ -74,7 +80,7 @@ fn example_end_to_end_resume_and_validity() {
     assert_eq!(sidecars, 4, "two runs finished (2 hemispheres each)");
 
     // ...and the rerun completes it, recomputing only what is missing.
-    let o = run_app(&out, &work, None);
+    let o = run_app(&out, &work, 1, None);
     let log = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "{log}");
     assert!(log.contains("5 done, 2 skipped, 0 failed"), "{log}");
@@ -82,9 +88,14 @@ fn example_end_to_end_resume_and_validity() {
 
     // A clean run in a fresh folder gives byte-identical outputs.
     let (out2, work2) = (d.path().join("out2"), d.path().join("work2"));
-    let o = run_app(&out2, &work2, None);
+    // ...with both participants' brain-model stages in parallel (--nprocs 4: two at a time).
+    let o = run_app(&out2, &work2, 4, None);
     let log2 = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "{log2}");
+    assert!(
+        log2.contains("brain model: 2 participants at a time"),
+        "{log2}"
+    );
     let clean = files(&out2);
     assert_eq!(
         resumed.keys().collect::<Vec<_>>(),

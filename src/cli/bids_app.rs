@@ -76,7 +76,8 @@ pub struct RawArgs {
     /// Feature cache and temporary files; safe to share between runs and array tasks.
     #[arg(short = 'w', long = "work-dir", alias = "work_dir", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
-    /// Participants processed in parallel (also bounds CPU threads).
+    /// CPU threads for the whole job (default: the CPUs this process may use). The brain-model
+    /// stage runs up to N/2 participants at once, sharing one copy of the model.
     #[arg(
         long,
         alias = "nthreads",
@@ -85,7 +86,8 @@ pub struct RawArgs {
         value_name = "N"
     )]
     pub nprocs: Option<usize>,
-    /// Memory budget in GB (informs how many participants run at once).
+    /// Memory budget in GB: caps how many participants the brain-model stage runs at once, by
+    /// the estimated memory of one run (features, one window, queued and whole-run outputs).
     #[arg(long = "mem-gb", alias = "mem_gb", value_name = "N")]
     pub mem_gb: Option<f64>,
     /// Modalities to use; the others are treated as absent (SPEC §1.2).
@@ -454,6 +456,13 @@ impl RunConfig {
         }
         let nprocs = raw
             .nprocs
+            .or_else(|| {
+                // A scheduler's or user's RAYON_NUM_THREADS is honoured when --nprocs is absent.
+                std::env::var("RAYON_NUM_THREADS")
+                    .ok()
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .filter(|&n| n > 0)
+            })
             .unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())

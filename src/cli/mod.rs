@@ -47,13 +47,32 @@ pub fn bids_app_main() -> i32 {
         }
     };
     init_logging(raw.verbose);
-    let result = bids_app::RunConfig::from_raw(raw, argv).and_then(|cfg| bids_app::run(&cfg));
+    let result = bids_app::RunConfig::from_raw(raw, argv).and_then(|cfg| {
+        use_threads(cfg.nprocs);
+        bids_app::run(&cfg)
+    });
     match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("tribe-bids: error: {e}");
             e.exit_code()
         }
+    }
+}
+
+/// Cap every CPU pool at `n` threads (`--nprocs`): rayon's global pool, which our kernels and
+/// faer use, and candle's matrix products, which size themselves from `RAYON_NUM_THREADS`.
+/// Called once, before any pool starts or any other thread exists.
+fn use_threads(n: usize) {
+    // SAFETY: no other thread runs yet (logging is synchronous, bars and the Ctrl-C handler
+    // start later), so nothing can read the environment while it changes.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    if rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .is_err()
+    {
+        tracing::debug!("the thread pool was already configured");
     }
 }
 

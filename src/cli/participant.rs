@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 
@@ -413,45 +415,100 @@ pub fn run_participants(
     let (hits, misses) = cache.stats();
     tracing::info!("feature cache: {misses} extraction(s), {hits} reuse(s)");
 
-    // Brain model and outputs, run by run.
-    let pb = progress::bar(planned.len() as u64, "predicted BOLD");
+    // Brain model and outputs: participants in parallel, each participant's runs in order.
+    let results: Vec<Mutex<Option<Outcome>>> =
+        (0..planned.len()).map(|_| Mutex::new(None)).collect();
+    let mut queue: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, p) in planned.iter().enumerate() {
-        let id = p.run.id();
-        if let Some(e) = failed.remove(&i) {
-            outcomes.push((id, Outcome::Failed(e)));
-            pb.inc(1);
-            continue;
+        match failed.remove(&i) {
+            Some(e) => *lock(&results[i]) = Some(Outcome::Failed(e)),
+            None => queue.entry(p.run.subject()).or_default().push(i),
         }
-        interrupt::check()?;
-        pb.set_message(id.clone());
-        match predict_and_write(
-            p,
-            cfg,
-            &model,
-            &model_sha,
-            &mut ex,
-            &cache,
-            window_s,
-            sub.as_ref(),
-        ) {
-            Ok(()) => {
-                outcomes.push((id, Outcome::Done));
-                fault_injection_point(
-                    outcomes
-                        .iter()
-                        .filter(|(_, o)| matches!(o, Outcome::Done))
-                        .count(),
-                );
-            }
-            Err(Error::Interrupted) => return Err(Error::Interrupted),
-            Err(e) => {
-                tracing::error!("{id}: {e}");
-                outcomes.push((id, Outcome::Failed(e)));
-            }
-        }
-        pb.inc(1);
     }
-    pb.finish_and_clear();
+    let workers = prediction_workers(cfg, &planned, &model, queue.len());
+    if workers > 1 {
+        tracing::info!(
+            "brain model: {workers} participants at a time (--nprocs {}{})",
+            cfg.nprocs,
+            cfg.mem_gb
+                .map(|g| format!(", --mem-gb {g}"))
+                .unwrap_or_default()
+        );
+    }
+    let queue = Mutex::new(
+        queue
+            .into_values()
+            .collect::<std::collections::VecDeque<_>>(),
+    );
+    let total = progress::bar(planned.len() as u64, "predicted BOLD");
+    total.inc((planned.len() - lock(&queue).iter().map(Vec::len).sum::<usize>()) as u64);
+    let done = AtomicUsize::new(0);
+    let interrupted = AtomicBool::new(false);
+    let ex = &ex;
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let Some(runs_of_subject) = lock(&queue).pop_front() else {
+                        break;
+                    };
+                    for i in runs_of_subject {
+                        if interrupted.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let p = &planned[i];
+                        let id = p.run.id();
+                        let pb = progress::bar(
+                            p.sched.volume_times.len() as u64,
+                            &format!("sub-{}", p.run.subject()),
+                        );
+                        pb.set_message(id.clone());
+                        let r = predict_and_write(
+                            p,
+                            cfg,
+                            &model,
+                            &model_sha,
+                            ex,
+                            &cache,
+                            window_s,
+                            sub.as_ref(),
+                            &pb,
+                        );
+                        pb.finish_and_clear();
+                        let outcome = match r {
+                            Ok(()) => {
+                                fault_injection_point(done.fetch_add(1, Ordering::SeqCst) + 1);
+                                Outcome::Done
+                            }
+                            Err(Error::Interrupted) => {
+                                interrupted.store(true, Ordering::Relaxed);
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::error!("{id}: {e}");
+                                Outcome::Failed(e)
+                            }
+                        };
+                        *lock(&results[i]) = Some(outcome);
+                        total.inc(1);
+                    }
+                }
+            });
+        }
+    });
+    total.finish_and_clear();
+    if interrupted.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
+    for (p, r) in planned.iter().zip(results) {
+        let outcome = r
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|| {
+                Outcome::Failed(Error::Other("internal: the run was never predicted".into()))
+            });
+        outcomes.push((p.run.id(), outcome));
+    }
     // Predicted contrasts (first-level GLM); only failures are added to the table.
     let failed = crate::cli::first_level::write_first_level(cfg, runs, &outcomes)?;
     outcomes.extend(failed);
@@ -486,6 +543,69 @@ fn cifti_name(run: &Run) -> DerivName {
         .with("desc", "predicted")
 }
 
+/// A mutex whose holder panicked still holds valid data here (plain queues and slots).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How many participants the brain-model stage runs at once.
+///
+/// Each participant in flight has a thread that feeds the model (whose matrix products share the
+/// one `--nprocs` thread pool) and a thread that encodes its GIFTIs, so two threads of `--nprocs`
+/// per participant keep the cores busy without oversubscribing them. The model itself is loaded
+/// once and shared (on a GPU too: one copy of the weights, the participants' windows queue on the
+/// device). `--mem-gb` caps the count by what one run holds in memory: its features, the
+/// activations of one window, the volumes queued for the writer, and the whole run when
+/// `--cifti-output` or `--run-ica` need it at once.
+fn prediction_workers(
+    cfg: &RunConfig,
+    planned: &[PlannedRun],
+    model: &TribeModel,
+    participants: usize,
+) -> usize {
+    let by_cpu = (cfg.nprocs / 2).max(1);
+    let mut n = participants.min(by_cpu).max(1);
+    if let Some(gb) = cfg.mem_gb {
+        let per_run = planned
+            .iter()
+            .map(|p| run_memory_bytes(p, cfg, model))
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let weights = std::fs::metadata(model.weights_path())
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let budget = (gb * 1024.0 * 1024.0 * 1024.0) as u64;
+        let fits = budget.saturating_sub(weights) / per_run;
+        n = n.min(fits.max(1) as usize);
+    }
+    n
+}
+
+/// Bytes one run holds while its volumes are predicted and written (an estimate, for --mem-gb).
+fn run_memory_bytes(p: &PlannedRun, cfg: &RunConfig, model: &TribeModel) -> u64 {
+    let timing = model.timing();
+    let bins = ((p.sched.stop - p.sched.start) * timing.feature_frequency)
+        .ceil()
+        .max(1.0) as u64;
+    let features: u64 = model
+        .feature_dims()
+        .iter()
+        .map(|f| (f.layers * f.dim) as u64 * bins * 4)
+        .sum();
+    let outputs = model.n_outputs() as u64 * 4;
+    let window_bins = (timing.window_seconds() * timing.feature_frequency).ceil() as u64;
+    // Activations of one window: a few dozen hidden-size buffers and the head's output rows.
+    let window = window_bins * (64 * 1152 * 4) + window_bins * outputs * 2;
+    let queue = OUTPUT_QUEUE_VOLUMES as u64 * outputs;
+    let whole_run = if cfg.cifti_output || cfg.run_ica {
+        p.sched.volume_times.len() as u64 * outputs
+    } else {
+        0
+    };
+    features + window + queue + whole_run
+}
+
 /// Predicted volumes waiting for the writer thread at most (80 KiB each): enough to absorb one
 /// 100 s window, small enough to keep memory flat on hour-long runs.
 const OUTPUT_QUEUE_VOLUMES: usize = 256;
@@ -507,10 +627,11 @@ fn predict_and_write(
     cfg: &RunConfig,
     model: &TribeModel,
     model_sha: &str,
-    ex: &mut Extractors,
+    ex: &Extractors,
     cache: &FeatureCache,
     window_s: f64,
     sub: Option<&SubcorticalHead>,
+    pb: &indicatif::ProgressBar,
 ) -> Result<()> {
     let run = p.run;
     let used: Vec<Modality> = cfg
@@ -524,7 +645,7 @@ fn predict_and_write(
         // Cache hits: computed in the modality pass above.
         feats.insert(
             m.name().to_string(),
-            ex.features(cache, *m, &p.timeline, &p.sched, window_s, &run.id())?,
+            ex.cached(cache, *m, &p.timeline, &p.sched, window_s, &run.id())?,
         );
     }
     let n_vol = p.sched.volume_times.len();
@@ -580,6 +701,7 @@ fn predict_and_write(
             if let Some(a) = all.as_mut() {
                 a.extend_from_slice(&v);
             }
+            pb.inc(1);
             Ok(())
         },
         |send| predict_volumes(model, feats, &p.sched, |_, v| send(v)),

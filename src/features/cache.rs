@@ -170,6 +170,17 @@ impl FeatureCache {
 
     /// Return the cached array for `key`, or compute, store and return it. Concurrent callers
     /// (threads or processes) with the same key compute it once.
+    /// The entry for `key` if it is there (a hit), without computing or locking: for readers
+    /// that run after the extraction pass filled the cache.
+    pub fn get(&self, key: &CacheKey, label: &str) -> Result<Option<FeatureArray>> {
+        let found = read_entry(&self.entry_path(key))?;
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("feature cache hit: {label}");
+        }
+        Ok(found)
+    }
+
     pub fn get_or_compute<F>(&self, key: &CacheKey, label: &str, compute: F) -> Result<FeatureArray>
     where
         F: FnOnce() -> Result<FeatureArray>,

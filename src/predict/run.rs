@@ -324,6 +324,28 @@ impl Extractors {
     }
 
     /// Cached features of one modality for one run.
+    /// Features that the extraction pass already put in the cache. Needs no model and no `&mut`,
+    /// so the brain-model stage can read them from several participants' threads at once.
+    pub fn cached(
+        &self,
+        cache: &FeatureCache,
+        m: Modality,
+        timeline: &Timeline,
+        sched: &RunSchedule,
+        window_seconds: f64,
+        label: &str,
+    ) -> Result<FeatureArray> {
+        let key = self.cache_key(m, timeline, sched, window_seconds)?;
+        cache
+            .get(&key, &format!("{} {label}", m.name()))?
+            .ok_or_else(|| Error::Other(format!(
+                "the {} features of {label} are not in the feature cache {} although they were just extracted; \
+                 was the work directory cleaned while the job ran? Rerun the job.",
+                m.name(),
+                cache.entry_path(&key).display()
+            )))
+    }
+
     pub fn features(
         &mut self,
         cache: &FeatureCache,
