@@ -28,6 +28,28 @@ fn env_usize(k: &str, d: usize) -> usize {
         .unwrap_or(d)
 }
 
+/// The tiny Llama folder with its tokenizer unpacked (the fixture keeps `tokenizer.json.gz`).
+fn tiny_llama() -> PathBuf {
+    let src = fixture("models-tiny/Llama-3.2-3B");
+    let dst = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-llama-tiny");
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let from = e.unwrap().path();
+        let name = from.file_name().unwrap().to_string_lossy().into_owned();
+        match name.strip_suffix(".gz") {
+            Some(plain) => {
+                let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(&from).unwrap());
+                let mut out = std::fs::File::create(dst.join(plain)).unwrap();
+                std::io::copy(&mut gz, &mut out).unwrap();
+            }
+            None => {
+                std::fs::copy(&from, dst.join(&name)).unwrap();
+            }
+        }
+    }
+    dst
+}
+
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -342,7 +364,7 @@ fn main() {
     // 2. FLOPs per word on a 10-minute transcript, real tokenizer, the real 28-layer shape.
     let words = ten_minute_transcript();
     let cfg28 = llama_3b(28);
-    let tiny = fixture("models-tiny/Llama-3.2-3B");
+    let tiny = tiny_llama();
     let tok =
         tribe_bids::features::tokenize::TextTokenizer::load(&tiny.join("tokenizer.json")).unwrap();
     let mut fl = serde_json::Map::new();

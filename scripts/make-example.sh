@@ -13,6 +13,12 @@ cp -u "$fx/data/stimuli/pocketsphinx-librivox/sense_and_sensibility_01_austen_64
 cp -u "$fx/data/stimuli/whisper-jfk/jfk.flac" "$st/speech/jfk.flac"
 for m in tribev2 Llama-3.2-3B w2v-bert-2.0 vjepa2-vitg-fpc64-256; do
   mkdir -p "examples/models/$m"
-  cp -u "$fx/models-tiny/$m/"* "examples/models/$m/"
+  for f in "$fx/models-tiny/$m/"*; do
+    case "$f" in
+      # Kept gzipped in the fixtures (9 MB of JSON); models folders hold it plain, as on the Hub.
+      *.json.gz) [ "examples/models/$m/$(basename "$f" .gz)" -nt "$f" ] || gunzip -c "$f" > "examples/models/$m/$(basename "$f" .gz)" ;;
+      *) cp -u "$f" "examples/models/$m/" ;;
+    esac
+  done
 done
 echo "example ready: examples/bids (BIDS dataset), examples/models (TINY random models: the maps are meaningless)"

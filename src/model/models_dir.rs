@@ -215,6 +215,7 @@ pub fn resolve(models_dir: &Path, needed: &[Role]) -> Result<ModelSet> {
 mod tests {
     use super::*;
 
+    /// Folder naming only: the tokenizer inside is gzipped in the fixture, which naming ignores.
     fn tiny() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models-tiny")
     }
