@@ -268,6 +268,7 @@ pub fn run_participants(
     layout_desc: &crate::bids::DatasetDescription,
     runs: &[Run],
 ) -> Result<Vec<(String, Outcome)>> {
+    let job_start = std::time::Instant::now();
     interrupt::install();
     let prov = Provenance::current(cfg.command_line.clone());
     let raw_desc = Value::Object(layout_desc.raw.clone());
@@ -378,6 +379,9 @@ pub fn run_participants(
         }
     }
 
+    // Wall time per stage, logged at the end (bench/example_stages.sh reads it).
+    let mut stages: Vec<(String, f64)> =
+        vec![("models and plan".into(), job_start.elapsed().as_secs_f64())];
     // Features, modality by modality.
     let mut failed: BTreeMap<usize, Error> = BTreeMap::new();
     for m in cfg.modalities.iter().copied() {
@@ -387,6 +391,7 @@ pub fn run_participants(
         if todo.is_empty() {
             continue;
         }
+        let t0 = std::time::Instant::now();
         let pb = progress::bar(todo.len() as u64, &format!("{} features", m.name()));
         for i in todo {
             if failed.contains_key(&i) {
@@ -411,11 +416,13 @@ pub fn run_participants(
         }
         pb.finish_and_clear();
         ex.unload();
+        stages.push((format!("{} features", m.name()), t0.elapsed().as_secs_f64()));
     }
     let (hits, misses) = cache.stats();
     tracing::info!("feature cache: {misses} extraction(s), {hits} reuse(s)");
 
     // Brain model and outputs: participants in parallel, each participant's runs in order.
+    let t0 = std::time::Instant::now();
     let results: Vec<Mutex<Option<Outcome>>> =
         (0..planned.len()).map(|_| Mutex::new(None)).collect();
     let mut queue: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -497,6 +504,7 @@ pub fn run_participants(
         }
     });
     total.finish_and_clear();
+    stages.push(("brain model and outputs".into(), t0.elapsed().as_secs_f64()));
     if interrupted.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
@@ -510,10 +518,17 @@ pub fn run_participants(
         outcomes.push((p.run.id(), outcome));
     }
     // Predicted contrasts (first-level GLM); only failures are added to the table.
+    let t0 = std::time::Instant::now();
     let failed = crate::cli::first_level::write_first_level(cfg, runs, &outcomes)?;
+    stages.push(("contrasts".into(), t0.elapsed().as_secs_f64()));
     outcomes.extend(failed);
     // Per-subject HTML reports, from what OUT now holds (keep this last: it shows every output).
+    let t0 = std::time::Instant::now();
     crate::cli::report::write_reports(cfg, runs, &mut outcomes);
+    stages.push(("reports".into(), t0.elapsed().as_secs_f64()));
+    for (stage, s) in &stages {
+        tracing::info!("stage time: {stage}: {s:.2} s");
+    }
     Ok(outcomes)
 }
 
