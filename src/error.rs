@@ -21,6 +21,10 @@ pub mod exit {
     pub const DATA_ERROR: i32 = 65;
     pub const INPUT_MISSING: i32 = 66;
     /// sysexits EX_CANTCREAT: the output location itself is refused (inside the raw dataset).
+    /// sysexits EX_UNAVAILABLE: a stimulus media file exists but cannot be decoded (corrupt,
+    /// truncated, no usable stream, unsupported codec). Its own code, because its fix (re-export
+    /// the file) differs from a malformed events.tsv's.
+    pub const MEDIA_UNDECODABLE: i32 = 69;
     pub const OUTPUT_REFUSED: i32 = 73;
     pub const OUTPUT_NOT_WRITABLE: i32 = 74;
     /// sysexits EX_TEMPFAIL: the disk (or quota) is full. Nothing finished is lost and a rerun
@@ -274,12 +278,10 @@ impl Error {
             UnknownAnalysisLevel(_) => exit::UNKNOWN_LEVEL,
             DatasetInvalid { .. } | MissingTiming { .. } => exit::DATASET_INVALID,
             NoDataMatched { .. } => exit::NO_DATA,
-            Tsv { .. }
-            | Json { .. }
-            | Nifti { .. }
-            | Gifti { .. }
-            | Cifti { .. }
-            | Media { .. } => exit::DATA_ERROR,
+            Tsv { .. } | Json { .. } | Nifti { .. } | Gifti { .. } | Cifti { .. } => {
+                exit::DATA_ERROR
+            }
+            Media { .. } => exit::MEDIA_UNDECODABLE,
             FeatureShape { .. } => exit::DATA_ERROR,
             InputMissing { .. } => exit::INPUT_MISSING,
             Io { .. } => exit::INPUT_MISSING,

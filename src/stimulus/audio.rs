@@ -319,7 +319,9 @@ fn open_input(path: &Path) -> Result<ffmpeg::format::context::Input> {
         let what = match e {
             ffmpeg::Error::InvalidData | ffmpeg::Error::DemuxerNotFound => "FFmpeg does not recognise it as audio or video (wrong extension, or not a media file)".to_string(),
             ffmpeg::Error::Eof => return media(path, MediaErrorKind::Truncated, "the file ends before its header does: it is truncated"),
-            other => format!("FFmpeg cannot open it: {other}"),
+            other => format!(
+                "FFmpeg cannot open it ({other}): the file is corrupt or truncated; re-export or re-copy the stimulus"
+            ),
         };
         media(path, kind, what)
     })
@@ -336,6 +338,22 @@ fn best_audio_stream<'a>(
                 format!("{:?} {:?}", s.parameters().medium(), s.parameters().id()).to_lowercase()
             })
             .collect();
+        // FFmpeg declines an audio stream whose parameters it could not read (no sample rate or
+        // channel layout): that is a damaged file, not a silent one, and needs another fix.
+        if ictx
+            .streams()
+            .any(|s| s.parameters().medium() == MediaType::Audio)
+        {
+            return media(
+                path,
+                MediaErrorKind::Unreadable,
+                format!(
+                    "its audio stream ({}) has no usable parameters (sample rate, channels): the file is \
+                     corrupt or truncated; re-export or re-copy the stimulus",
+                    found.join(", ")
+                ),
+            );
+        }
         let found = if found.is_empty() {
             "no streams at all".to_string()
         } else {
