@@ -23,10 +23,10 @@ use crate::formats::{GiftiTimeSeriesWriter, TimeSeriesOptions};
 use crate::model::models_dir::{self, Role};
 use crate::model::{ModelOptions, TribeModel};
 use crate::predict::alignment::{ALIGNMENT_RULE, HEMODYNAMIC_OFFSET_S};
-use crate::predict::overlap::overlapped;
 use crate::predict::run::{
     Extractors, FfmpegProbe, RunSchedule, check_feature_dims, predict_volumes, timeline_has,
 };
+use crate::predict::overlap::overlapped;
 use crate::predict::subcortical::{self, SubcorticalHead};
 use crate::stimulus::timeline::{StimEvent, Timeline};
 
