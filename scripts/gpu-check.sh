@@ -30,10 +30,11 @@ DEV=${DEV:-cuda}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT"
-exec > >(tee "$OUT/gpu-check.log") 2>&1
 export PYTHONUNBUFFERED=1
 fail=0
 step() { echo; echo "== $* ($(date -u +%T))"; }
+
+main() {
 
 step "1. environment"
 if [ "$DEV" != cpu ]; then
@@ -73,7 +74,7 @@ for b in "$tribe" "$bench"; do
     fail=1
   fi
 done
-[ "$fail" = 0 ] || { echo "stopping: fix the library path first"; exit 1; }
+[ "$fail" = 0 ] || { echo "stopping: fix the library path first"; return 1; }
 "$tribe" --version
 
 step "2+3. brain-model parity on the golden cases (f32 and bf16, CUDA; f32 CPU)"
@@ -189,4 +190,9 @@ if e:
           f"bf16 {e['bf16']['max_abs_diff_vs_cpu_f32']:.2e} ({'ok' if e['bf16']['ok'] else 'OUTSIDE'})")
 PY
 echo "result: $([ "$fail" = 0 ] && echo PASS || echo FAIL)"
-exit "$fail"
+return "$fail"
+}
+
+# Everything also goes to $OUT/gpu-check.log (comes back even if the call is cut short).
+main 2>&1 | tee "$OUT/gpu-check.log"
+exit "${PIPESTATUS[0]}"
