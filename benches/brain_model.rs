@@ -12,6 +12,14 @@
 //! prediction there, for `bench/torch_reference.py` (same shapes in PyTorch, same threads).
 //!
 //! Run: `cargo bench --bench brain_model` (env: BENCH_REPS, BENCH_DIR, RAYON_NUM_THREADS).
+//!
+//! Device mode (`BENCH_DEVICE=cuda`, a `--features cuda` build; scripts/gpu-check.sh runs it;
+//! `BENCH_DEVICE=cpu` runs the same measurements on the CPU, to test the mode without a GPU):
+//! the same model on the GPU in each of `BENCH_DTYPES` (default `f32,bf16`): ms per window
+//! (median and min over BENCH_REPS timed forwards after warm-up, each ended by a device
+//! synchronize), the GPU f32 prediction against the CPU f32 one (parity bound), and bf16's
+//! deviation from f32. It leaves `window.safetensors` (inputs, `prediction` = GPU f32,
+//! `prediction_bf16`) and `gpu_summary.json` in BENCH_DIR for `bench/torch_reference.py --device cuda`.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -242,7 +250,177 @@ fn max_abs(t: &Tensor) -> f32 {
         .unwrap()
 }
 
+/// Weights and config in `dir` (reused when a previous run left them): bytes of f32 weights.
+fn ensure_weights(dir: &std::path::Path) -> (u64, bool) {
+    let expected_bytes: u64 = tensors()
+        .iter()
+        .map(|(_, s, _)| s.iter().product::<usize>() as u64 * 4)
+        .sum();
+    let reuse = std::fs::metadata(dir.join("model.safetensors"))
+        .is_ok_and(|m| m.len() > expected_bytes)
+        && dir.join("config.yaml").is_file();
+    if reuse {
+        (expected_bytes, true)
+    } else {
+        let b = write_weights(dir);
+        write_config(dir);
+        (b, false)
+    }
+}
+
+/// Median and min of `reps` synchronized forwards after `warm` untimed ones, in seconds.
+fn time_on_device(
+    m: &TribeModel,
+    x: &HashMap<String, Tensor>,
+    warm: usize,
+    reps: usize,
+) -> (f64, f64, Tensor) {
+    let dev = m.device().clone();
+    let mut y = m.forward(x).unwrap();
+    for _ in 1..warm {
+        y = m.forward(x).unwrap();
+    }
+    dev.synchronize().unwrap();
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            let _ = m.forward(x).unwrap();
+            dev.synchronize().unwrap();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[0], y)
+}
+
+/// The GPU mode (see the module doc).
+fn gpu_main(spec: &str) {
+    use tribe_bids::model::ComputeDtype;
+    let device = tribe_bids::model::parse_device(spec).unwrap();
+    let reps: usize = std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let dtypes = std::env::var("BENCH_DTYPES").unwrap_or_else(|_| "f32,bf16".into());
+    let keep = std::env::var_os("BENCH_DIR").map(std::path::PathBuf::from);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).unwrap();
+    println!(
+        "brain_model bench on {device:?}: hidden {HIDDEN}, depth {DEPTH}, heads {HEADS}, low-rank {LOW_RANK}, \
+         outputs {N_OUT}, T {T}; median of {reps} synchronized forwards after 3 warm-up"
+    );
+    let t0 = Instant::now();
+    let (bytes, reused) = ensure_weights(&dir);
+    println!(
+        "{} random weights: {:.1} MiB in {:.1} s",
+        if reused { "reused" } else { "wrote" },
+        bytes as f64 / 1048576.0,
+        t0.elapsed().as_secs_f64()
+    );
+    let x_cpu = inputs(7);
+    let x: HashMap<String, Tensor> = x_cpu
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_device(&device).unwrap()))
+        .collect();
+    // CPU f32 reference prediction (fast kernels) for the GPU parity check.
+    let t0 = Instant::now();
+    let cpu_pred = TribeModel::load(&dir, &Device::Cpu, ModelOptions::default())
+        .unwrap()
+        .forward(&x_cpu)
+        .unwrap();
+    println!(
+        "CPU f32 reference: {:.2} s (load + one forward)",
+        t0.elapsed().as_secs_f64()
+    );
+    let ymax = max_abs(&cpu_pred);
+    let bound = 1e-5 * ymax + 1e-6;
+    let fl = flops(T, false, false);
+    let mut rows = Vec::new();
+    let mut preds: Vec<(String, Tensor)> = Vec::new();
+    for name in dtypes.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let dtype = match name {
+            "f32" => ComputeDtype::F32,
+            "bf16" => ComputeDtype::Bf16,
+            other => panic!("BENCH_DTYPES: unknown dtype {other} (f32, bf16)"),
+        };
+        let t0 = Instant::now();
+        let m = TribeModel::load(
+            &dir,
+            &device,
+            ModelOptions {
+                dtype,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        device.synchronize().unwrap();
+        let load_s = t0.elapsed().as_secs_f64();
+        let (med, min, y) = time_on_device(&m, &x, 3, reps);
+        let y = y.to_device(&Device::Cpu).unwrap();
+        let d = max_abs(&(&y - &cpu_pred).unwrap());
+        let verdict = if dtype == ComputeDtype::F32 {
+            if d <= bound {
+                "within f32 bound"
+            } else {
+                "OUTSIDE f32 bound"
+            }
+        } else if d <= 2e-2 * ymax {
+            "within bf16 bound 2e-2*max"
+        } else {
+            "OUTSIDE bf16 bound 2e-2*max"
+        };
+        println!(
+            "{name:<5} load {load_s:.2} s; {:.2} ms/window median ({:.2} min), {:.0} GFLOP/s; \
+             max|gpu - cpu f32| = {d:.3e} ({:.2e} of max|y| {ymax:.3e}; {verdict})",
+            med * 1e3,
+            min * 1e3,
+            fl / med / 1e9,
+            d / ymax
+        );
+        rows.push(serde_json::json!({
+            "dtype": name, "load_s": load_s, "ms_median": med * 1e3, "ms_min": min * 1e3,
+            "gflops": fl / med / 1e9, "max_abs_diff_vs_cpu_f32": d, "rel_diff": d / ymax,
+            "verdict": verdict,
+        }));
+        preds.push((name.to_string(), y));
+        drop(m);
+    }
+    if let Some(dir) = keep {
+        let mut all: Vec<(String, &Tensor)> = x_cpu.iter().map(|(k, v)| (k.clone(), v)).collect();
+        for (name, y) in &preds {
+            let key = if name == "f32" {
+                "prediction".to_string()
+            } else {
+                format!("prediction_{name}")
+            };
+            all.push((key, y));
+        }
+        if !preds.iter().any(|(n, _)| n == "f32") {
+            all.push(("prediction".to_string(), &cpu_pred));
+        }
+        let refs: Vec<(&str, &Tensor)> = all.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        tribe_bids::model::write_safetensors_f32(&dir.join("window.safetensors"), &refs).unwrap();
+        let summary = serde_json::json!({
+            "device": format!("{device:?}"), "reps": reps, "gflop": fl / 1e9,
+            "parity_bound_f32": bound, "max_abs_expected": ymax, "runs": rows,
+        });
+        std::fs::write(
+            dir.join("gpu_summary.json"),
+            serde_json::to_string_pretty(&summary).unwrap(),
+        )
+        .unwrap();
+        println!(
+            "left weights, window.safetensors and gpu_summary.json in {}",
+            dir.display()
+        );
+    }
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("BENCH_DEVICE") {
+        return gpu_main(&spec);
+    }
     // cargo bench passes --bench; ignore arguments.
     let reps: usize = std::env::var("BENCH_REPS")
         .ok()
@@ -258,20 +436,7 @@ fn main() {
     let dir = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir).unwrap();
     let t0 = Instant::now();
-    let expected_bytes: u64 = tensors()
-        .iter()
-        .map(|(_, s, _)| s.iter().product::<usize>() as u64 * 4)
-        .sum();
-    let reuse = std::fs::metadata(dir.join("model.safetensors"))
-        .is_ok_and(|m| m.len() > expected_bytes)
-        && dir.join("config.yaml").is_file();
-    let weight_bytes = if reuse {
-        expected_bytes
-    } else {
-        let b = write_weights(&dir);
-        write_config(&dir);
-        b
-    };
+    let (weight_bytes, reuse) = ensure_weights(&dir);
     println!(
         "{} random weights: {:.1} MiB in {:.1} s",
         if reuse { "reused" } else { "wrote" },

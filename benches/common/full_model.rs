@@ -146,11 +146,19 @@ pub fn write_weights(dir: &Path) -> u64 {
     off as u64
 }
 
-/// The release-shaped config: the fixture's config.yaml with the released sizes.
+/// The release-shaped config: the fixture's config.yaml with the released sizes. The fixture is
+/// looked up in the source tree, else under the working directory: a bench binary copied to
+/// another machine (scripts/gpu-check.sh) runs from a checkout at another path.
 pub fn write_config(dir: &Path) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/models-tiny/tribev2/config.yaml");
-    let text = std::fs::read_to_string(src).unwrap();
+    let rel = "tests/fixtures/models-tiny/tribev2/config.yaml";
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let src = if built.is_file() {
+        built
+    } else {
+        Path::new(rel).to_path_buf()
+    };
+    let text = std::fs::read_to_string(&src)
+        .unwrap_or_else(|e| panic!("{}: {e} (run from the repository root)", src.display()));
     let text = text
         .replace("    hidden: 192\n", &format!("    hidden: {HIDDEN}\n"))
         .replace(

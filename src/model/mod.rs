@@ -20,10 +20,10 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-pub use fmri_encoder::{HeadOptions, ModelFiles, ModelOptions, TribeModel};
+pub use fmri_encoder::{ComputeDtype, HeadOptions, ModelFiles, ModelOptions, TribeModel};
 pub use ops::Kernels;
 
-use crate::cli::toolbox::EncodeArgs;
+use crate::cli::toolbox::{EncodeArgs, Precision};
 use crate::error::{Error, Result};
 
 /// Parse `--device cpu|cuda|cuda:N|auto`. `auto` is CUDA device 0 when this build has CUDA and a
@@ -109,6 +109,10 @@ pub fn encode_cli(args: &EncodeArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let options = ModelOptions {
         subject_index: args.subject_index,
+        dtype: match args.dtype {
+            Precision::F32 => ComputeDtype::F32,
+            Precision::Bf16 => ComputeDtype::Bf16,
+        },
         ..Default::default()
     };
     let model = TribeModel::load(&args.checkpoint, &device, options)?;

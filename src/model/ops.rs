@@ -169,15 +169,18 @@ fn gemm(
 }
 
 /// x_transformers ScaleNorm: `x / max(||x||, eps) * sqrt(dim) * g` (F.normalize, then the scales).
+/// Computed in f32 whatever `x`'s dtype (the sum of squares needs f32's mantissa); the result
+/// has `x`'s dtype. `g` is f32.
 pub fn scale_norm(x: &Tensor, g: &Tensor, eps: f64) -> Result<Tensor> {
     let dim = x.dim(candle_core::D::Minus1)?;
-    let norm = x
+    let xf = x.to_dtype(DType::F32)?;
+    let norm = xf
         .sqr()?
         .sum_keepdim(candle_core::D::Minus1)?
         .sqrt()?
         .clamp(eps, f64::INFINITY)?;
-    let y = x.broadcast_div(&norm)?.affine((dim as f64).sqrt(), 0.0)?;
-    Ok(y.broadcast_mul(g)?)
+    let y = xf.broadcast_div(&norm)?.affine((dim as f64).sqrt(), 0.0)?;
+    Ok(y.broadcast_mul(g)?.to_dtype(x.dtype())?)
 }
 
 /// Exact (erf) GELU over a buffer, in parallel: `(erf(x / sqrt 2) + 1) * 0.5 * x`, the
@@ -298,8 +301,10 @@ pub fn attention(
             return Ok(r);
         }
     }
-    let cos = freqs.cos()?;
-    let sin = freqs.sin()?;
+    // The frequencies are f32 (SPEC §2.3); cos/sin are rounded to q/k's dtype, as torch's
+    // autocast would multiply them.
+    let cos = freqs.cos()?.to_dtype(qkv.dtype())?;
+    let sin = freqs.sin()?.to_dtype(qkv.dtype())?;
     let split = |i: usize| -> Result<Tensor> {
         Ok(qkv
             .narrow(2, i * hd, hd)?
@@ -311,8 +316,13 @@ pub fn attention(
     let kh = apply_rotary_portable(&split(1)?, &cos, &sin)?;
     let vh = split(2)?;
     let scores = (qh.matmul(&kh.t()?.contiguous()?)? * scale)?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-    let o = probs.matmul(&vh)?.transpose(1, 2)?.reshape((b, t, hd))?;
+    // Softmax in f32 whatever the compute dtype (SPEC §2.3), probabilities back to v's dtype.
+    let probs = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?;
+    let o = probs
+        .to_dtype(vh.dtype())?
+        .matmul(&vh)?
+        .transpose(1, 2)?
+        .reshape((b, t, hd))?;
     Ok((o, want_probs.then_some(probs)))
 }
 
