@@ -76,7 +76,7 @@ fn child(minutes: f64, weights: &Path, out: &Path, overlap: bool) {
     };
     if overlap {
         overlapped(
-            64,
+            256, // the app's queue (OUTPUT_QUEUE_VOLUMES in cli/participant.rs)
             |v: Vec<f32>| write(v),
             |send| predict_volumes(&model, feats, &sched, |_, v| send(v)),
         )
