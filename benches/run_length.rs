@@ -1,6 +1,7 @@
 //! Run length against time and memory: the full-size brain model (random weights) on synthetic
 //! features of a 10-minute and a 1-hour run, streamed through the same path as the BIDS-App
-//! (100 s windows → volume alignment → GIFTI L/R writers), with the writers either inline or on
+//! (features read from the feature cache one 100 s window at a time → brain model → volume
+//! alignment → GIFTI L/R writers), with the writers either inline or on
 //! their own thread ([`tribe_bids::predict::overlap`]).
 //!
 //! Each case runs in a fresh child process so that its peak RSS (VmHWM) is its own. Reported:
@@ -15,7 +16,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Device;
-use tribe_bids::features::cache::FeatureArray;
+use tribe_bids::features::cache::{CacheKey, FeatureArray, FeatureCache, FeatureFile};
 use tribe_bids::formats::{GiftiTimeSeriesWriter, Hemisphere, TimeSeriesOptions};
 use tribe_bids::model::{ModelOptions, TribeModel};
 use tribe_bids::predict::overlap::overlapped;
@@ -38,14 +39,35 @@ fn features(bins: usize) -> HashMap<String, FeatureArray> {
         .collect()
 }
 
-/// One case in this process: returns (wall s, cpu s, peak RSS MiB, features MiB).
-fn child(minutes: f64, weights: &Path, out: &Path, overlap: bool) {
+/// Write a run's synthetic features into a feature cache under `dir` (as the extraction pass
+/// does), in the parent process so that the children's peak RSS is their own.
+fn write_features(dir: &Path, bins: usize) -> f64 {
+    let cache = FeatureCache::new(dir).unwrap();
+    let mut bytes = 0usize;
+    for (m, a) in features(bins) {
+        bytes += a.data.len() * 4;
+        cache.get_or_compute(&key(&m), &m, || Ok(a)).unwrap();
+    }
+    bytes as f64 / 1048576.0
+}
+
+fn key(modality: &str) -> CacheKey {
+    let mut k = CacheKey::new(modality);
+    k.add_str("bench", "run_length");
+    k
+}
+
+/// One case in this process: prints wall s, CPU s and peak RSS as JSON.
+fn child(minutes: f64, weights: &Path, out: &Path, cache_dir: &Path, overlap: bool) {
     let model = TribeModel::load(weights, &Device::Cpu, ModelOptions::default()).unwrap();
     let after_load = rss_mib("VmHWM:");
     let secs = minutes * 60.0;
-    let bins = (secs * 2.0).round() as usize;
-    let feats = features(bins);
-    let feat_mib = feats.values().map(|a| a.data.len() * 4).sum::<usize>() as f64 / 1048576.0;
+    // The app's path: cache entries read one window at a time.
+    let cache = FeatureCache::new(cache_dir).unwrap();
+    let feats: HashMap<String, FeatureFile> = FEATURES
+        .iter()
+        .map(|(m, _, _)| (m.to_string(), cache.open(&key(m), m).unwrap().unwrap()))
+        .collect();
     let n_vol = (secs / TR).round() as usize;
     let sched = RunSchedule {
         start: 0.0,
@@ -89,7 +111,7 @@ fn child(minutes: f64, weights: &Path, out: &Path, overlap: bool) {
     let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
     println!(
         "{{\"minutes\": {minutes}, \"overlap\": {overlap}, \"wall_s\": {wall:.2}, \"cpu_s\": {cpu:.2}, \
-         \"peak_rss_mib\": {:.0}, \"rss_after_load_mib\": {after_load:.0}, \"features_mib\": {feat_mib:.0}}}",
+         \"peak_rss_mib\": {:.0}, \"rss_after_load_mib\": {after_load:.0}}}",
         rss_mib("VmHWM:")
     );
 }
@@ -98,11 +120,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let minutes: f64 = args[i + 1].parse().unwrap();
-        let overlap = args[i + 4] == "overlap";
+        let overlap = args[i + 5] == "overlap";
         child(
             minutes,
             Path::new(&args[i + 2]),
             Path::new(&args[i + 3]),
+            Path::new(&args[i + 4]),
             overlap,
         );
         return;
@@ -125,6 +148,8 @@ fn main() {
     let exe = std::env::current_exe().unwrap();
     let mut rows = Vec::new();
     for &m in &minutes {
+        let cache_dir = dir.path().join(format!("work-{m}"));
+        let feat_mib = write_features(&cache_dir, (m * 60.0 * 2.0).round() as usize);
         for mode in ["inline", "overlap"] {
             let out = dir.path().join(format!("out-{m}-{mode}"));
             std::fs::create_dir_all(&out).unwrap();
@@ -133,6 +158,7 @@ fn main() {
                 .arg(m.to_string())
                 .arg(&weights)
                 .arg(&out)
+                .arg(&cache_dir)
                 .arg(mode)
                 .output()
                 .unwrap();
@@ -152,7 +178,7 @@ fn main() {
                 v["cpu_s"].as_f64().unwrap(),
                 v["peak_rss_mib"],
                 v["rss_after_load_mib"],
-                v["features_mib"],
+                feat_mib.round(),
                 gii as f64 / 1048576.0
             );
             std::fs::remove_dir_all(&out).unwrap();

@@ -39,6 +39,7 @@ fn features(m: &TribeModel, n_bins: usize, skip: Option<&str>) -> RunFeatures {
     RunFeatures {
         start: 0.0,
         modalities,
+        on_disk: HashMap::new(),
     }
 }
 
@@ -303,4 +304,50 @@ fn bad_run_features_are_refused() {
     )
     .unwrap();
     assert_eq!(p.rows.dims(), &[0, 20484]);
+}
+
+/// The BIDS-App reads each run's features from the feature cache one window at a time
+/// (`FeatureFile`); the predictions equal those from the same features in memory, bit for bit,
+/// including the zero-padded last window and a span that starts before bin 0.
+#[test]
+fn features_read_from_the_cache_window_by_window_give_the_same_rows() {
+    use tribe_bids::features::cache::{CacheKey, FeatureArray, FeatureCache};
+    let m = model();
+    let n = n_bins(250.3);
+    let in_memory = features(&m, n, None);
+    let d = tempfile::tempdir().unwrap();
+    let cache = FeatureCache::new(d.path()).unwrap();
+    let mut on_disk = HashMap::new();
+    for (name, t) in &in_memory.modalities {
+        let mut key = CacheKey::new(name);
+        key.add_str("test", "segments");
+        let a = FeatureArray::new(
+            t.dims().to_vec(),
+            t.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        cache.get_or_compute(&key, name, || Ok(a.clone())).unwrap();
+        let f = cache.open(&key, name).unwrap().expect("just written");
+        assert_eq!(f.read_all().unwrap(), a);
+        on_disk.insert(name.clone(), f);
+    }
+    let streamed = RunFeatures {
+        start: 0.0,
+        modalities: HashMap::new(),
+        on_disk,
+    };
+    for span in [
+        StimulusSpan {
+            start: 0.0,
+            stop: 250.3,
+        },
+        StimulusSpan {
+            start: -3.5,
+            stop: 120.0,
+        },
+    ] {
+        let a = predict_run(&m, &in_memory, span).unwrap();
+        let b = predict_run(&m, &streamed, span).unwrap();
+        assert_eq!(max_abs_diff(&a.rows, &b.rows), 0.0, "{span:?}");
+        assert_eq!(a.bold_times, b.bold_times);
+    }
 }

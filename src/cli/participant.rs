@@ -19,7 +19,7 @@ use crate::bids::derivatives::{self, DerivName, Provenance, json_bytes, raw_uri}
 use crate::cli::bids_app::{Modality, RunConfig, TextContext};
 use crate::cli::{interrupt, progress};
 use crate::error::{Error, Result};
-use crate::features::cache::{FeatureArray, FeatureCache};
+use crate::features::cache::{FeatureCache, FeatureFile};
 use crate::formats::gifti::Hemisphere;
 use crate::formats::{GiftiTimeSeriesWriter, TimeSeriesOptions};
 use crate::model::models_dir::{self, Role};
@@ -655,9 +655,9 @@ fn predict_and_write(
         .copied()
         .filter(|m| timeline_has(&p.timeline, *m))
         .collect();
-    let mut feats: std::collections::HashMap<String, FeatureArray> = Default::default();
+    // Cache entries from the modality pass above, read one window at a time.
+    let mut feats: std::collections::HashMap<String, FeatureFile> = Default::default();
     for m in &used {
-        // Cache hits: computed in the modality pass above.
         feats.insert(
             m.name().to_string(),
             ex.cached(cache, *m, &p.timeline, &p.sched, window_s, &run.id())?,

@@ -168,12 +168,10 @@ impl FeatureCache {
         )
     }
 
-    /// Return the cached array for `key`, or compute, store and return it. Concurrent callers
-    /// (threads or processes) with the same key compute it once.
-    /// The entry for `key` if it is there (a hit), without computing or locking: for readers
-    /// that run after the extraction pass filled the cache.
-    pub fn get(&self, key: &CacheKey, label: &str) -> Result<Option<FeatureArray>> {
-        let found = read_entry(&self.entry_path(key))?;
+    /// The entry for `key`, opened for reading window by window (see [`FeatureFile`]), if it is
+    /// there: for readers that run after the extraction pass filled the cache.
+    pub fn open(&self, key: &CacheKey, label: &str) -> Result<Option<FeatureFile>> {
+        let found = FeatureFile::open(&self.entry_path(key))?;
         if found.is_some() {
             self.hits.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("feature cache hit: {label}");
@@ -181,6 +179,8 @@ impl FeatureCache {
         Ok(found)
     }
 
+    /// Return the cached array for `key`, or compute, store and return it. Concurrent callers
+    /// (threads or processes) with the same key compute it once.
     pub fn get_or_compute<F>(&self, key: &CacheKey, label: &str, compute: F) -> Result<FeatureArray>
     where
         F: FnOnce() -> Result<FeatureArray>,
@@ -219,6 +219,114 @@ impl FeatureCache {
 }
 
 const TENSOR_NAME: &str = "features";
+
+/// A cached (L, D, n_bins) float32 array read window by window with positioned reads, so a run's
+/// features are never all in memory: the brain model needs one 100 s window at a time, and an
+/// hour of features at the release's sizes is 300 MiB. (A memory map would do the reads too, but
+/// its pages would count in the process's resident memory until the run ends.)
+#[derive(Debug, Clone)]
+pub struct FeatureFile {
+    path: PathBuf,
+    file: std::sync::Arc<File>,
+    /// Byte offset of element 0 in the file.
+    data_start: u64,
+    pub shape: [usize; 3],
+}
+
+impl FeatureFile {
+    /// Open a cache entry written by this module; `None` when it is not there.
+    pub fn open(path: &Path) -> Result<Option<Self>> {
+        let corrupt = |why: String| {
+            Error::Other(format!(
+                "{}: corrupt feature cache entry ({why}); delete it to recompute",
+                path.display()
+            ))
+        };
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let mut n = [0u8; 8];
+        file.read_exact(&mut n)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let n = u64::from_le_bytes(n);
+        if n > 100_000_000 || 8 + n > len {
+            return Err(corrupt(format!("header of {n} bytes in a {len}-byte file")));
+        }
+        let mut header = vec![0u8; n as usize];
+        file.read_exact(&mut header)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&header).map_err(|e| corrupt(e.to_string()))?;
+        let t = &header[TENSOR_NAME];
+        let shape: Vec<usize> = t["shape"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_u64())
+                    .map(|v| v as usize)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let offsets: Vec<u64> = t["data_offsets"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+            .unwrap_or_default();
+        if t["dtype"] != "F32" || shape.len() != 3 || offsets.len() != 2 {
+            return Err(corrupt(format!(
+                "expected a float32 (L, D, n_bins) '{TENSOR_NAME}' tensor, found {t}"
+            )));
+        }
+        let bytes = shape.iter().product::<usize>() as u64 * 4;
+        let data_start = 8 + n + offsets[0];
+        if offsets[1] - offsets[0] != bytes || data_start + bytes > len {
+            return Err(corrupt(format!(
+                "{bytes} bytes of data do not fit the file"
+            )));
+        }
+        Ok(Some(FeatureFile {
+            path: path.to_path_buf(),
+            file: std::sync::Arc::new(file),
+            data_start,
+            shape: [shape[0], shape[1], shape[2]],
+        }))
+    }
+
+    /// Bins `first .. first + len` of every (layer, dim) row as an (L, D, len) row-major array;
+    /// bins outside the file's `0 .. n_bins` are zeros (the padded windows of SPEC §4).
+    pub fn window(&self, first: i64, len: usize) -> Result<Vec<f32>> {
+        use std::os::unix::fs::FileExt;
+        let [l, d, n] = self.shape;
+        let lo = first.clamp(0, n as i64) as usize;
+        let hi = (first + len as i64).clamp(0, n as i64) as usize;
+        let pad_front = (lo as i64 - first).clamp(0, len as i64) as usize;
+        let taken = hi.saturating_sub(lo);
+        let mut out = vec![0f32; l * d * len];
+        if taken == 0 {
+            return Ok(out);
+        }
+        let mut buf = vec![0u8; taken * 4];
+        for row in 0..l * d {
+            let at = self.data_start + ((row * n + lo) * 4) as u64;
+            self.file
+                .read_exact_at(&mut buf, at)
+                .map_err(|e| Error::io(&self.path, e))?;
+            let dst = &mut out[row * len + pad_front..row * len + pad_front + taken];
+            for (v, b) in dst.iter_mut().zip(buf.chunks_exact(4)) {
+                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The whole array (for callers that need it at once).
+    pub fn read_all(&self) -> Result<FeatureArray> {
+        let [l, d, n] = self.shape;
+        Ok(FeatureArray::new(vec![l, d, n], self.window(0, n)?))
+    }
+}
 
 fn read_entry(path: &Path) -> Result<Option<FeatureArray>> {
     let bytes = match std::fs::read(path) {

@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor};
 
 use crate::cli::bids_app::{Modality, TextContext};
 use crate::error::{Error, Result};
-use crate::features::cache::{CacheKey, FeatureArray, FeatureCache, model_identity};
+use crate::features::cache::{CacheKey, FeatureArray, FeatureCache, FeatureFile, model_identity};
 use crate::model::TribeModel;
 use crate::predict::alignment::{VolumeAligner, rows_needed};
 use crate::predict::segments::{RunFeatures, StimulusSpan, for_each_window};
@@ -324,8 +324,9 @@ impl Extractors {
     }
 
     /// Cached features of one modality for one run.
-    /// Features that the extraction pass already put in the cache. Needs no model and no `&mut`,
-    /// so the brain-model stage can read them from several participants' threads at once.
+    /// Features that the extraction pass already put in the cache, opened to be read window by
+    /// window. Needs no model and no `&mut`, so the brain-model stage can read them from several
+    /// participants' threads at once.
     pub fn cached(
         &self,
         cache: &FeatureCache,
@@ -334,10 +335,10 @@ impl Extractors {
         sched: &RunSchedule,
         window_seconds: f64,
         label: &str,
-    ) -> Result<FeatureArray> {
+    ) -> Result<FeatureFile> {
         let key = self.cache_key(m, timeline, sched, window_seconds)?;
         cache
-            .get(&key, &format!("{} {label}", m.name()))?
+            .open(&key, &format!("{} {label}", m.name()))?
             .ok_or_else(|| Error::Other(format!(
                 "the {} features of {label} are not in the feature cache {} although they were just extracted; \
                  was the work directory cleaned while the job ran? Rerun the job.",
@@ -374,19 +375,24 @@ pub fn timeline_has(timeline: &Timeline, m: Modality) -> bool {
 
 /// Check extracted features against what the brain model was trained on.
 pub fn check_feature_dims(model: &TribeModel, m: Modality, a: &FeatureArray) -> Result<()> {
+    check_feature_shape(model, m, &a.shape)
+}
+
+/// [`check_feature_dims`] on a shape alone (a cache entry not read yet).
+pub fn check_feature_shape(model: &TribeModel, m: Modality, shape: &[usize]) -> Result<()> {
     let Some(fd) = model.feature_dims().iter().find(|f| f.name == m.name()) else {
         return Err(Error::FeatureShape {
             modality: m.name().into(),
             message: "the brain model has no input for this modality".into(),
         });
     };
-    if a.shape.len() != 3 || a.shape[0] != fd.layers || a.shape[1] != fd.dim {
+    if shape.len() != 3 || shape[0] != fd.layers || shape[1] != fd.dim {
         return Err(Error::FeatureShape {
             modality: m.name().into(),
             message: format!(
                 "the extractor gives (L, D) = ({}, {}) but the brain model expects ({}, {}): the models folder mixes model sizes",
-                a.shape.first().copied().unwrap_or(0),
-                a.shape.get(1).copied().unwrap_or(0),
+                shape.first().copied().unwrap_or(0),
+                shape.get(1).copied().unwrap_or(0),
                 fd.layers,
                 fd.dim
             ),
@@ -395,23 +401,49 @@ pub fn check_feature_dims(model: &TribeModel, m: Modality, a: &FeatureArray) -> 
     Ok(())
 }
 
+/// A run's features for [`predict_volumes`]: arrays in memory, or cache entries read one window
+/// at a time (what the BIDS-App uses, so hour-long runs cost no more memory than short ones).
+pub enum RunInputs {
+    Memory(HashMap<String, FeatureArray>),
+    Files(HashMap<String, FeatureFile>),
+}
+
+impl From<HashMap<String, FeatureArray>> for RunInputs {
+    fn from(m: HashMap<String, FeatureArray>) -> Self {
+        RunInputs::Memory(m)
+    }
+}
+
+impl From<HashMap<String, FeatureFile>> for RunInputs {
+    fn from(m: HashMap<String, FeatureFile>) -> Self {
+        RunInputs::Files(m)
+    }
+}
+
 /// Run the brain model over a run and stream its volumes to `sink(volume_index, values)`.
 pub fn predict_volumes(
     model: &TribeModel,
-    features: HashMap<String, FeatureArray>,
+    features: impl Into<RunInputs>,
     sched: &RunSchedule,
     mut sink: impl FnMut(usize, Vec<f32>) -> Result<()>,
 ) -> Result<()> {
     let mut modalities = HashMap::new();
-    for (name, a) in features {
-        modalities.insert(
-            name,
-            Tensor::from_vec(a.data, a.shape.as_slice(), model.device())?,
-        );
+    let mut on_disk = HashMap::new();
+    match features.into() {
+        RunInputs::Memory(arrays) => {
+            for (name, a) in arrays {
+                modalities.insert(
+                    name,
+                    Tensor::from_vec(a.data, a.shape.as_slice(), model.device())?,
+                );
+            }
+        }
+        RunInputs::Files(files) => on_disk = files,
     }
     let run_features = RunFeatures {
         start: sched.start,
         modalities,
+        on_disk,
     };
     let span = StimulusSpan {
         start: sched.start,

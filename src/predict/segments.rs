@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::features::cache::FeatureFile;
 use crate::model::TribeModel;
 
 /// Features for a whole run on the model's feature grid (2 Hz in the release).
@@ -30,6 +31,9 @@ pub struct RunFeatures {
     /// projection); a present one with fewer bins than the windows need is zero-padded
     /// (silence/blank screen: projector biases), as the reference's padded tail is.
     pub modalities: HashMap<String, Tensor>,
+    /// Per modality name, the same (L, D, n_bins) array still in the feature cache, read one
+    /// window at a time so that memory does not grow with the run length.
+    pub on_disk: HashMap<String, FeatureFile>,
 }
 
 /// The stimulus time span of a run: from the first event's start to the last event's end.
@@ -135,11 +139,16 @@ pub fn for_each_window(
         .enumerate()
     {
         let first = crate::util::round_half_even((start - features.start) * freq);
-        let inputs: HashMap<String, Tensor> = features
+        let mut inputs: HashMap<String, Tensor> = features
             .modalities
             .iter()
             .map(|(m, x)| Ok((m.clone(), window_slice(x, first, bins)?)))
             .collect::<Result<_>>()?;
+        for (m, f) in &features.on_disk {
+            let [l, d, _] = f.shape;
+            let w = Tensor::from_vec(f.window(first, bins)?, (1, l, d, bins), model.device())?;
+            inputs.insert(m.clone(), w);
+        }
         let out = model.forward(&inputs)?; // (1, n_outputs, n_rows)
         let stimulus_times: Vec<f64> = (0..n_rows)
             .map(|j| start + j as f64 * timing.tr_seconds)

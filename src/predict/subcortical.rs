@@ -15,7 +15,6 @@
 //! the GIFTI describe the same acquisition. Volumes stream into a gzip encoder one at a time:
 //! memory holds one 91x109x91 volume, not the run.
 
-use std::collections::HashMap;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -25,7 +24,6 @@ use serde_json::{Value, json};
 use crate::bids::Run;
 use crate::bids::derivatives::DerivName;
 use crate::error::{Error, Result};
-use crate::features::cache::FeatureArray;
 use crate::formats::nifti::{Affine, affine_to_quaternion, parse_nifti_header, read_nifti_volume};
 use crate::model::{ModelOptions, TribeModel};
 use crate::predict::run::{RunSchedule, predict_volumes};
@@ -348,7 +346,7 @@ impl SubcorticalHead {
         &self,
         run: &Run,
         output_dir: &Path,
-        features: HashMap<String, FeatureArray>,
+        features: impl Into<crate::predict::run::RunInputs>,
         sched: &RunSchedule,
         tr: f64,
         mut sidecar: Value,
