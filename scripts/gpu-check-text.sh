@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The text extractor (LLaMA, tiny fixture model) on CUDA, on a lent GPU machine without Rust,
+# with the binaries of scripts/build-cuda.sh in .gpu/ (see scripts/gpu-check.sh for the setup).
+# `tribe features text --device cuda` on the words of tests/fixtures/hf/llama-tiny-textfeat*
+# (segment A: 0.2 s + 100 s, 200 bins; segment B: 2.25 s + 7.5 s) against the neuralset golden,
+# bound 1e-4 * max|expected| (the CPU tests' bound), exact and fast contexts, with timings; the
+# same on that machine's CPU. Writes text.json and the log to $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$(mktemp -d)}
+PY=${PY:-python3}
+BIN=${BIN:-.gpu}
+WORK=$(mktemp -d)
+mkdir -p "$OUT"
+trap 'rm -rf "$WORK"' EXIT
+"$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$BIN/tribe.xz" "$WORK/tribe"
+chmod +x "$WORK/tribe"
+libs=$("$PY" -c 'import glob, os, nvidia; print(":".join(d for r in nvidia.__path__ for d in sorted(glob.glob(os.path.join(r, "*", "lib"))) if glob.glob(os.path.join(d, "lib*.so*"))))')
+export LD_LIBRARY_PATH="$libs:$PWD/$BIN/stubs:/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The model folder as users have it (the fixture keeps the tokenizer gzipped).
+M="$WORK/Llama-3.2-3B"; mkdir -p "$M"
+for f in tests/fixtures/models-tiny/Llama-3.2-3B/*; do
+  case "$f" in *.gz) gunzip -c "$f" > "$M/$(basename "$f" .gz)" ;; *) cp "$f" "$M/" ;; esac
+done
+words=tests/fixtures/hf/llama-tiny-textfeat-words.tsv
+for dev in cuda cpu; do
+  for ctx in exact fast; do
+    for seg in "A 0.2 100" "B 2.25 7.5"; do
+      set -- $seg
+      t0=$EPOCHREALTIME
+      "$WORK/tribe" features text --model "$M" --input "$words" --start "$2" --duration "$3" \
+        --device "$dev" --text-context "$ctx" --out "$WORK/$dev-$ctx-$1.safetensors" > "$WORK/$dev-$ctx-$1.log" 2>&1 \
+        || { echo "FAILED: $dev $ctx seg$1"; tail -5 "$WORK/$dev-$ctx-$1.log"; }
+      echo "$dev $ctx seg$1 $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.2f", b - a}') s"
+    done
+  done
+done | tee "$OUT/text-times.txt"
+"$PY" - "$WORK" "$OUT" <<'PY'
+import json, sys, os
+import numpy as np
+from safetensors.numpy import load_file
+work, out = sys.argv[1], sys.argv[2]
+gold = load_file("tests/fixtures/hf/llama-tiny-textfeat.safetensors")
+rows, ok = [], True
+for dev in ("cuda", "cpu"):
+    for ctx in ("exact", "fast"):
+        for seg in ("A", "B"):
+            p = f"{work}/{dev}-{ctx}-{seg}.safetensors"
+            if not os.path.exists(p):
+                rows.append({"device": dev, "context": ctx, "segment": seg, "error": "no output"}); ok = False; continue
+            got = load_file(p)["text"]; want = gold[f"seg{seg}.binned"]
+            d = float(np.abs(got - want).max()); bound = 1e-4 * float(np.abs(want).max())
+            cpu = f"{work}/cpu-{ctx}-{seg}.safetensors"
+            vs_cpu = float(np.abs(got - load_file(cpu)["text"]).max()) if os.path.exists(cpu) else None
+            r = {"device": dev, "context": ctx, "segment": seg, "max_abs_vs_golden": d, "bound": bound,
+                 "within": d <= bound, "max_abs_vs_cpu": vs_cpu}
+            # The golden is the exact (reference) context; fast is reported, not held to it.
+            if ctx == "exact" and not r["within"]: ok = False
+            rows.append(r)
+            print(f"{dev:4} {ctx:5} seg{seg}: max|d| vs golden {d:.3e} (bound {bound:.3e}, {'ok' if d <= bound else 'over'}); vs this machine's CPU {vs_cpu}")
+json.dump(rows, open(f"{out}/text.json", "w"), indent=1)
+print("result:", "PASS" if ok else "FAIL")
+PY
