@@ -79,6 +79,7 @@ fn cli_reports_the_broken_tsv() {
         out: tmp.path().join("out.safetensors"),
         device: "cpu".into(),
         text_context: "exact".into(),
+        dtype: "auto".into(),
     };
     let err = tribe_bids::features::text::features_cli(&args).unwrap_err();
     assert!(

@@ -642,12 +642,8 @@ pub fn run_group(cfg: &RunConfig) -> Result<()> {
             ),
         });
     }
-    std::fs::create_dir_all(cfg.output_dir.join("group")).map_err(|source| {
-        Error::OutputNotWritable {
-            path: cfg.output_dir.join("group"),
-            source,
-        }
-    })?;
+    std::fs::create_dir_all(cfg.output_dir.join("group"))
+        .map_err(|source| Error::output_write(cfg.output_dir.join("group"), source))?;
     let averages = write_averages(cfg, &bold)?;
     let contrasts = write_group_contrasts(cfg, &effects)?;
     // The model-level ICA networks (named by in-silico probes) go beside the group maps.

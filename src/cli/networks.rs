@@ -582,17 +582,12 @@ pub fn write_group_ica_files(cfg: &RunConfig, out: &Path) -> Result<Vec<PathBuf>
             ..Default::default()
         }
     } else {
-        std::fs::create_dir_all(&cfg.work_dir).map_err(|source| Error::OutputNotWritable {
-            path: cfg.work_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&cfg.work_dir)
+            .map_err(|source| Error::output_write(cfg.work_dir.clone(), source))?;
         let tmp = tempfile::Builder::new()
             .prefix("probes-")
             .tempdir_in(&cfg.work_dir)
-            .map_err(|source| Error::OutputNotWritable {
-                path: cfg.work_dir.clone(),
-                source,
-            })?;
+            .map_err(|source| Error::output_write(cfg.work_dir.clone(), source))?;
         let speech = match probes::find_speech_recording(&cfg.bids_dir) {
             Some(p) => {
                 // The container's duration avoids decoding a long recording just to measure it.

@@ -100,6 +100,10 @@ pub struct FeaturesArgs {
     /// Text only: `exact` (reference, per-word contexts) or `fast` (strided windows).
     #[arg(long, default_value = "exact")]
     pub text_context: String,
+    /// Text only: the LLaMA's compute dtype. `auto` is what the reference does: f32 on the CPU,
+    /// bf16 on a GPU (transformers' `dtype="auto"` for the bf16 checkpoint).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "bf16"])]
+    pub dtype: String,
 }
 
 #[derive(Debug, Args)]

@@ -372,6 +372,11 @@ impl TextExtractor {
         Ok(Self::new(decoder, tokenizer, options))
     }
 
+    /// The dtype the LLaMA computes in (recorded with the features).
+    pub fn dtype(&self) -> DType {
+        self.decoder.dtype()
+    }
+
     pub fn new(decoder: Decoder, tokenizer: TextTokenizer, options: TextOptions) -> Self {
         let n = decoder.n_hidden_states();
         let kept = layers::subselect(n, options.max_layers);
@@ -659,8 +664,14 @@ pub fn features_cli(args: &FeaturesArgs) -> Result<()> {
             args.start
         )));
     }
+    let dtype = match args.dtype.as_str() {
+        "f32" => Some(DType::F32),
+        "bf16" => Some(DType::BF16),
+        _ => None,
+    };
     let options = TextOptions {
         context,
+        dtype,
         ..TextOptions::default()
     };
     let extractor = TextExtractor::load(&args.model, &device, options)?;
@@ -678,6 +689,7 @@ pub fn features_cli(args: &FeaturesArgs) -> Result<()> {
     meta.insert("duration".to_string(), duration.to_string());
     meta.insert("frequency".to_string(), FEATURE_HZ.to_string());
     meta.insert("text_context".to_string(), args.text_context.clone());
+    meta.insert("dtype".to_string(), format!("{:?}", extractor.dtype()));
     meta.insert("model".to_string(), args.model.display().to_string());
     write_safetensors(&args.out, &[("text", &feats)], meta)
 }
