@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 /// `tests/fixtures/<rel>`; paths inside `models-tiny` point into its unpacked copy
 /// ([`models_tiny`]).
 pub fn fixture(rel: &str) -> PathBuf {
-    if let Some(rest) = rel.strip_prefix("models-tiny") {
-        if rest.is_empty() || rest.starts_with('/') {
-            return models_tiny().join(rest.trim_start_matches('/'));
-        }
+    if let Some(rest) = rel.strip_prefix("models-tiny")
+        && (rest.is_empty() || rest.starts_with('/'))
+    {
+        return models_tiny().join(rest.trim_start_matches('/'));
     }
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
