@@ -87,7 +87,8 @@ pub struct RawArgs {
     )]
     pub nprocs: Option<usize>,
     /// Memory budget in GB: caps how many participants the brain-model stage runs at once, by
-    /// the estimated memory of one run (features, one window, queued and whole-run outputs).
+    /// the estimated memory of one run (one window of features and activations, the output
+    /// queue, and the whole run only with --cifti-output or --run-ica).
     #[arg(long = "mem-gb", alias = "mem_gb", value_name = "N")]
     pub mem_gb: Option<f64>,
     /// Modalities to use; the others are treated as absent (SPEC §1.2).

@@ -597,19 +597,19 @@ fn prediction_workers(
     n
 }
 
-/// Bytes one run holds while its volumes are predicted and written (an estimate, for --mem-gb).
+/// Bytes one run holds while its volumes are predicted and written (an estimate, for --mem-gb):
+/// one window of features and activations, the writer's queue, and the whole run only when
+/// `--cifti-output` or `--run-ica` need it at once.
 fn run_memory_bytes(p: &PlannedRun, cfg: &RunConfig, model: &TribeModel) -> u64 {
     let timing = model.timing();
-    let bins = ((p.sched.stop - p.sched.start) * timing.feature_frequency)
-        .ceil()
-        .max(1.0) as u64;
+    let outputs = model.n_outputs() as u64 * 4;
+    let window_bins = timing.window_bins() as u64;
+    // Features are read from the cache one window at a time (FeatureFile).
     let features: u64 = model
         .feature_dims()
         .iter()
-        .map(|f| (f.layers * f.dim) as u64 * bins * 4)
+        .map(|f| (f.layers * f.dim) as u64 * window_bins * 4)
         .sum();
-    let outputs = model.n_outputs() as u64 * 4;
-    let window_bins = (timing.window_seconds() * timing.feature_frequency).ceil() as u64;
     // Activations of one window: a few dozen hidden-size buffers and the head's output rows.
     let window = window_bins * (64 * 1152 * 4) + window_bins * outputs * 2;
     let queue = OUTPUT_QUEUE_VOLUMES as u64 * outputs;
@@ -723,28 +723,24 @@ fn predict_and_write(
     )?;
     wl.finish()?;
     wr.finish()?;
-    if cfg.run_ica
-        && let Some(data) = all.as_ref()
-    {
+    let all = all.unwrap_or_default();
+    if cfg.run_ica {
         crate::cli::networks::write_run_ica(
             &cfg.output_dir,
             &name_l,
-            data,
+            &all,
             n_vol,
             cfg.ica_components,
             None,
         )?;
     }
-    if !cfg.cifti_output {
-        all = None;
-    }
-    if let Some(data) = all {
+    if cfg.cifti_output {
         let layout = crate::formats::cifti::CiftiDtseries::cortex_only(N_VERTICES_PER_HEMI, tr);
         let c = cifti_name(run);
         crate::formats::cifti::write_cifti_dtseries(
             &cfg.output_dir.join(c.folder("func")).join(c.file_name()),
             &layout,
-            &data,
+            &all,
         )?;
         let mut side = sidecar_json(p, cfg, "L", model, model_sha, ex, &used);
         side["Density"] = json!(layout.density_description());

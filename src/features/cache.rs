@@ -234,14 +234,103 @@ pub struct FeatureFile {
 }
 
 impl FeatureFile {
-    /// Open a cache entry written by this module; `None` when it is not there.
+    /// Open a cache entry written by this module; `None` when it is not there. Reads only the
+    /// header.
     pub fn open(path: &Path) -> Result<Option<Self>> {
-        let corrupt = |why: String| {
-            Error::Other(format!(
-                "{}: corrupt feature cache entry ({why}); delete it to recompute",
-                path.display()
-            ))
+        let Some(e) = RawEntry::open(path)? else {
+            return Ok(None);
         };
+        let [l, d, bins] = e.shape[..] else {
+            return Err(corrupt(
+                path,
+                format!("shape {:?} is not (L, D, n_bins)", e.shape),
+            ));
+        };
+        Ok(Some(FeatureFile {
+            path: e.path,
+            file: std::sync::Arc::new(e.file),
+            data_start: e.data_start,
+            shape: [l, d, bins],
+        }))
+    }
+
+    /// Bins `first .. first + len` of every (layer, dim) row as an (L, D, len) row-major array;
+    /// bins outside the file's `0 .. n_bins` are zeros (the padded windows of SPEC §4).
+    pub fn window(&self, first: i64, len: usize) -> Result<Vec<f32>> {
+        let [l, d, n] = self.shape;
+        let span = WindowSpan::new(first, len, n);
+        let mut out = vec![0f32; l * d * len];
+        if span.taken == 0 {
+            return Ok(out);
+        }
+        let mut buf = vec![0u8; span.taken * 4];
+        for row in 0..l * d {
+            self.read_at(&mut buf, (row * n + span.lo) * 4)?;
+            let at = row * len + span.pad_front;
+            decode_f32(&buf, &mut out[at..at + span.taken]);
+        }
+        Ok(out)
+    }
+
+    /// The whole array, in one read.
+    pub fn read_all(&self) -> Result<FeatureArray> {
+        let [l, d, n] = self.shape;
+        let mut buf = vec![0u8; l * d * n * 4];
+        self.read_at(&mut buf, 0)?;
+        let mut data = vec![0f32; l * d * n];
+        decode_f32(&buf, &mut data);
+        Ok(FeatureArray::new(vec![l, d, n], data))
+    }
+
+    fn read_at(&self, buf: &mut [u8], data_offset: usize) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .read_exact_at(buf, self.data_start + data_offset as u64)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+fn decode_f32(bytes: &[u8], out: &mut [f32]) {
+    for (v, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+        *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+}
+
+/// Where a window of `len` bins starting at bin `first` (possibly negative, possibly past the
+/// end) meets an array of `n` bins: `taken` bins from `lo`, placed after `pad_front` zeros. The
+/// rest of the window is zeros too (SPEC §4's padded windows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpan {
+    pub lo: usize,
+    pub taken: usize,
+    pub pad_front: usize,
+}
+
+impl WindowSpan {
+    pub fn new(first: i64, len: usize, n: usize) -> Self {
+        let lo = first.clamp(0, n as i64) as usize;
+        let hi = (first + len as i64).clamp(0, n as i64) as usize;
+        WindowSpan {
+            lo,
+            taken: hi.saturating_sub(lo),
+            pad_front: (lo as i64 - first).clamp(0, len as i64) as usize,
+        }
+    }
+}
+
+/// An entry's open file and parsed header: the one parser behind [`FeatureFile::open`] (which
+/// needs the (L, D, n_bins) layout) and [`read_entry`] (any shape, read whole).
+struct RawEntry {
+    path: PathBuf,
+    file: File,
+    /// Byte offset of element 0 in the file.
+    data_start: u64,
+    shape: Vec<usize>,
+}
+
+impl RawEntry {
+    fn open(path: &Path) -> Result<Option<Self>> {
+        let corrupt = |why: String| corrupt(path, why);
         let mut file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -258,100 +347,52 @@ impl FeatureFile {
         let mut header = vec![0u8; n as usize];
         file.read_exact(&mut header)
             .map_err(|e| corrupt(e.to_string()))?;
-        let header: serde_json::Value =
+        let meta: safetensors::tensor::Metadata =
             serde_json::from_slice(&header).map_err(|e| corrupt(e.to_string()))?;
-        let t = &header[TENSOR_NAME];
-        let shape: Vec<usize> = t["shape"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_u64())
-                    .map(|v| v as usize)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let offsets: Vec<u64> = t["data_offsets"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
-            .unwrap_or_default();
-        if t["dtype"] != "F32" || shape.len() != 3 || offsets.len() != 2 {
+        let info = meta
+            .info(TENSOR_NAME)
+            .ok_or_else(|| corrupt(format!("no '{TENSOR_NAME}' tensor")))?;
+        let bytes = info.shape.iter().product::<usize>() as u64 * 4;
+        let (a, b) = info.data_offsets;
+        let data_start = 8 + n + a as u64;
+        if info.dtype != safetensors::Dtype::F32
+            || (b - a) as u64 != bytes
+            || data_start + bytes > len
+        {
             return Err(corrupt(format!(
-                "expected a float32 (L, D, n_bins) '{TENSOR_NAME}' tensor, found {t}"
+                "expected {bytes} bytes of float32 data, found {:?} at {a}..{b} in {len} bytes",
+                info.dtype
             )));
         }
-        let bytes = shape.iter().product::<usize>() as u64 * 4;
-        let data_start = 8 + n + offsets[0];
-        if offsets[1] - offsets[0] != bytes || data_start + bytes > len {
-            return Err(corrupt(format!(
-                "{bytes} bytes of data do not fit the file"
-            )));
-        }
-        Ok(Some(FeatureFile {
+        Ok(Some(RawEntry {
             path: path.to_path_buf(),
-            file: std::sync::Arc::new(file),
+            file,
             data_start,
-            shape: [shape[0], shape[1], shape[2]],
+            shape: info.shape.clone(),
         }))
-    }
-
-    /// Bins `first .. first + len` of every (layer, dim) row as an (L, D, len) row-major array;
-    /// bins outside the file's `0 .. n_bins` are zeros (the padded windows of SPEC §4).
-    pub fn window(&self, first: i64, len: usize) -> Result<Vec<f32>> {
-        use std::os::unix::fs::FileExt;
-        let [l, d, n] = self.shape;
-        let lo = first.clamp(0, n as i64) as usize;
-        let hi = (first + len as i64).clamp(0, n as i64) as usize;
-        let pad_front = (lo as i64 - first).clamp(0, len as i64) as usize;
-        let taken = hi.saturating_sub(lo);
-        let mut out = vec![0f32; l * d * len];
-        if taken == 0 {
-            return Ok(out);
-        }
-        let mut buf = vec![0u8; taken * 4];
-        for row in 0..l * d {
-            let at = self.data_start + ((row * n + lo) * 4) as u64;
-            self.file
-                .read_exact_at(&mut buf, at)
-                .map_err(|e| Error::io(&self.path, e))?;
-            let dst = &mut out[row * len + pad_front..row * len + pad_front + taken];
-            for (v, b) in dst.iter_mut().zip(buf.chunks_exact(4)) {
-                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The whole array (for callers that need it at once).
-    pub fn read_all(&self) -> Result<FeatureArray> {
-        let [l, d, n] = self.shape;
-        Ok(FeatureArray::new(vec![l, d, n], self.window(0, n)?))
     }
 }
 
+fn corrupt(path: &Path, why: String) -> Error {
+    Error::Other(format!(
+        "{}: corrupt feature cache entry ({why}); delete it to recompute",
+        path.display()
+    ))
+}
+
 fn read_entry(path: &Path) -> Result<Option<FeatureArray>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
+    use std::os::unix::fs::FileExt;
+    let Some(e) = RawEntry::open(path)? else {
+        return Ok(None);
     };
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
-        Error::Other(format!(
-            "{}: corrupt feature cache entry ({e}); delete it to recompute",
-            path.display()
-        ))
-    })?;
-    let t = st.tensor(TENSOR_NAME).map_err(|e| {
-        Error::Other(format!(
-            "{}: corrupt feature cache entry ({e}); delete it to recompute",
-            path.display()
-        ))
-    })?;
-    let data: Vec<f32> = t
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Ok(Some(FeatureArray::new(t.shape().to_vec(), data)))
+    let count = e.shape.iter().product::<usize>();
+    let mut buf = vec![0u8; count * 4];
+    e.file
+        .read_exact_at(&mut buf, e.data_start)
+        .map_err(|err| Error::io(path, err))?;
+    let mut data = vec![0f32; count];
+    decode_f32(&buf, &mut data);
+    Ok(Some(FeatureArray::new(e.shape, data)))
 }
 
 fn write_entry(path: &Path, a: &FeatureArray, label: &str) -> Result<()> {

@@ -375,11 +375,7 @@ pub fn timeline_has(timeline: &Timeline, m: Modality) -> bool {
 
 /// Check extracted features against what the brain model was trained on.
 pub fn check_feature_dims(model: &TribeModel, m: Modality, a: &FeatureArray) -> Result<()> {
-    check_feature_shape(model, m, &a.shape)
-}
-
-/// [`check_feature_dims`] on a shape alone (a cache entry not read yet).
-pub fn check_feature_shape(model: &TribeModel, m: Modality, shape: &[usize]) -> Result<()> {
+    let shape = &a.shape;
     let Some(fd) = model.feature_dims().iter().find(|f| f.name == m.name()) else {
         return Err(Error::FeatureShape {
             modality: m.name().into(),

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::features::cache::FeatureFile;
+use crate::features::cache::{FeatureFile, WindowSpan};
 use crate::model::TribeModel;
 
 /// Features for a whole run on the model's feature grid (2 Hz in the release).
@@ -89,17 +89,17 @@ pub fn window_starts(span: StimulusSpan, window_seconds: f64) -> Vec<f64> {
 /// Bins [first, first + len) of `x` (L, D, n_bins) as (1, L, D, len), zero where `x` has no data.
 fn window_slice(x: &Tensor, first: i64, len: usize) -> Result<Tensor> {
     let (l, d, n) = x.dims3()?;
-    let lo = first.clamp(0, n as i64) as usize;
-    let hi = (first + len as i64).clamp(0, n as i64) as usize;
-    let pad_front = (lo as i64 - first).clamp(0, len as i64) as usize;
-    let taken = hi.saturating_sub(lo);
-    let pad_back = len - pad_front - taken;
+    let WindowSpan {
+        lo,
+        taken,
+        pad_front,
+    } = WindowSpan::new(first, len, n);
     let w = if taken == 0 {
         Tensor::zeros((l, d, len), DType::F32, x.device())?
     } else {
         x.narrow(2, lo, taken)?
             .to_dtype(DType::F32)?
-            .pad_with_zeros(2, pad_front, pad_back)?
+            .pad_with_zeros(2, pad_front, len - pad_front - taken)?
     };
     Ok(w.unsqueeze(0)?)
 }
