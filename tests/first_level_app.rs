@@ -13,14 +13,6 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn ensure_example() {
-    let st = std::process::Command::new(root().join("scripts/make-example.sh"))
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 /// A feature cache shared by the tests of this file (content-addressed and locked, so safe).
 fn work() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("first_level_app_work")
@@ -111,7 +103,7 @@ fn read_map(p: &Path) -> Vec<f64> {
 
 #[test]
 fn localizer_contrasts_cli_model_resume_and_nilearn() {
-    ensure_example();
+    common::ensure_example();
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
     let bids = root().join("examples/bids");
@@ -328,7 +320,7 @@ fn localizer_contrasts_cli_model_resume_and_nilearn() {
 
 #[test]
 fn unknown_condition_exits_2_before_any_model_runs() {
-    ensure_example();
+    common::ensure_example();
     let d = tempfile::tempdir().unwrap();
     let o = app(
         &root().join("examples/bids"),
@@ -346,7 +338,7 @@ fn unknown_condition_exits_2_before_any_model_runs() {
 
 #[test]
 fn stats_model_of_the_wrong_schema_exits_78() {
-    ensure_example();
+    common::ensure_example();
     let d = tempfile::tempdir().unwrap();
     let m = d.path().join("model-old_smdl.json");
     std::fs::write(&m, r#"{"Name": "old", "Steps": [{"Level": "run"}]}"#).unwrap();
@@ -385,7 +377,7 @@ fn stats_model_of_the_wrong_schema_exits_78() {
 /// own): the prediction runs, the GLM refuses the design naming both columns, exit 65.
 #[test]
 fn singular_design_exits_65_naming_the_columns() {
-    ensure_example();
+    common::ensure_example();
     let d = tempfile::tempdir().unwrap();
     let src = root().join("examples/bids");
     let bids = d.path().join("bids");

@@ -12,14 +12,6 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn ensure_example() {
-    let st = std::process::Command::new(root().join("scripts/make-example.sh"))
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 fn app(out: &Path, level: &str, extra: &[&str]) -> std::process::Output {
     app_on(&root().join("examples/bids"), out, level, extra)
 }
@@ -60,7 +52,7 @@ fn json(p: &Path) -> serde_json::Value {
 
 #[test]
 fn group_before_participant_exits_66() {
-    ensure_example();
+    common::ensure_example();
     let d = tempfile::tempdir().unwrap();
     let o = app(&d.path().join("out"), "group", &[]);
     assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
@@ -118,7 +110,7 @@ fn localizer_dataset(dir: &Path) -> PathBuf {
 
 #[test]
 fn group_averages_and_contrasts_of_three_participants() {
-    ensure_example();
+    common::ensure_example();
     let d = tempfile::tempdir().unwrap();
     let bids = localizer_dataset(d.path());
     let out = d.path().join("out");

@@ -3,18 +3,13 @@
 //! real binary. Each failure must give its own exit code and a clear message, leave no partial
 //! file behind, and leave earlier outputs byte-identical; the rerun after the fix completes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn ensure_example() {
-    let st = Command::new(root().join("scripts/make-example.sh"))
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 fn is_root() -> bool {
@@ -66,7 +61,7 @@ fn read(dir: &Path, name: &str) -> String {
 
 #[test]
 fn disk_full_and_read_only_output_fail_cleanly_and_resume() {
-    ensure_example();
+    common::ensure_example();
     let tmp = tempfile::tempdir().unwrap();
     let (out, work, log) = (
         tmp.path().join("out"),

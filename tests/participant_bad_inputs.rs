@@ -4,6 +4,8 @@
 //! an earlier good run stay byte for byte, and no partial file is left.
 //! The full disk (75) and the read-only output folder (74) are in tests/output_failures.rs.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -71,10 +73,7 @@ fn events(ds: &Path, body: &str) {
 
 #[test]
 fn bad_inputs_get_their_own_exit_code_and_lose_nothing() {
-    let st = Command::new(root().join("scripts/make-example.sh"))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    common::ensure_example();
     let d = tempfile::tempdir().unwrap();
     let pristine = d.path().join("pristine");
     copy_tree(&root().join("examples/bids"), &pristine);

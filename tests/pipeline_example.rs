@@ -13,13 +13,6 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn ensure_example() {
-    let st = std::process::Command::new(root().join("scripts/make-example.sh"))
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     walkdir::WalkDir::new(dir)
         .into_iter()
@@ -63,7 +56,7 @@ fn run_app(
 
 #[test]
 fn example_end_to_end_resume_and_validity() {
-    ensure_example();
+    common::ensure_example();
     let d = tempfile::tempdir().unwrap();
     let (out, work) = (d.path().join("out"), d.path().join("work"));
 

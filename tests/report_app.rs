@@ -287,10 +287,7 @@ fn colourful_pixels(img: &RgbImage) -> usize {
 
 #[test]
 fn app_report_links_resolve_and_render_in_chromium() {
-    let st = std::process::Command::new(root().join("scripts/make-example.sh"))
-        .status()
-        .unwrap();
-    assert!(st.success());
+    common::ensure_example();
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
     plant_analysis_outputs(&out);

@@ -14,13 +14,6 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn ensure_example() {
-    let st = std::process::Command::new(root().join("scripts/make-example.sh"))
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 fn run_app(out: &Path, work: &Path, checkpoint: &Path) -> std::process::Output {
     Command::cargo_bin("tribe-bids")
         .unwrap()
@@ -45,7 +38,7 @@ const STEM: &str = "sub-02/func/sub-02_task-speech";
 
 #[test]
 fn subcortical_nifti_from_the_real_binary() {
-    ensure_example();
+    common::ensure_example();
     let d = tempfile::tempdir().unwrap();
     let (out, work) = (d.path().join("out"), d.path().join("work"));
     let ckpt = fixture("subcortical/tribev2-subcortical-tiny");
@@ -202,7 +195,7 @@ print(json.dumps({
 
 #[test]
 fn checkpoint_that_does_not_fit_the_mask_is_refused() {
-    ensure_example();
+    common::ensure_example();
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
     // The cortical tiny checkpoint: 20,484 outputs for an 8,694-voxel mask.

@@ -3,18 +3,13 @@
 //! stimulus, volume k against prediction row max(k − 5, 0) (DESIGN.md §5; TR = 1 s, no slice
 //! timing), bit for bit. Both paths are the real binaries.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn ensure_example() {
-    let st = Command::new(root().join("scripts/make-example.sh"))
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 fn ok(cmd: &mut Command) {
@@ -40,7 +35,7 @@ fn load_f32(path: &Path, key: &str) -> (Vec<usize>, Vec<f32>) {
 
 #[test]
 fn participant_output_equals_features_plus_encode() {
-    ensure_example();
+    common::ensure_example();
     let d = tempfile::tempdir().unwrap();
     let models = root().join("examples/models");
     let stim = root().join("examples/bids/stimuli/movie");

@@ -104,3 +104,18 @@ pub fn run_python(code: &str, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Completes the bundled example (`examples/bids`, `examples/models`) once per test process.
+/// `scripts/make-example.sh` takes a lock and renames files into place, so the test binaries
+/// and threads that call it at the same time never see half a file.
+pub fn ensure_example() {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-example.sh");
+        let st = std::process::Command::new(&script)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+        assert!(st.success(), "{} failed: {st}", script.display());
+    });
+}
