@@ -176,6 +176,41 @@ fn bench_ops() {
         reps(&mut || tribe_bids::features::video::fastmath::softmax_last_dim(&sc).unwrap())
     });
     t("layer_pv_x256", &mut || reps(&mut || p.matmul(&v).unwrap()));
+    // The whole layer's attention as the CPU f32 path runs it (the fused kernel).
+    let (qa, ka, va) = (
+        Tensor::randn(0f32, 1f32, (16, 8192, 88), &dev).unwrap(),
+        Tensor::randn(0f32, 1f32, (16, 8192, 88), &dev).unwrap(),
+        Tensor::randn(0f32, 1f32, (16, 8192, 88), &dev).unwrap(),
+    );
+    let flat = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let (qa, ka, va) = (flat(&qa), flat(&ka), flat(&va));
+    for block in [256, 512, 1024, 2048] {
+        t(&format!("layer_attention_fused_block{block}"), &mut || {
+            let o = tribe_bids::features::attention::gqa_attention(
+                &qa,
+                &ka,
+                &va,
+                16,
+                16,
+                8192,
+                88,
+                8192,
+                block,
+                tribe_bids::features::attention::Mask::Full,
+            );
+            Tensor::from_vec(o, (8192, 1408), &dev).unwrap()
+        });
+    }
+    let w2 = Tensor::randn(0f32, 0.03f32, (1408, 6144), &dev).unwrap();
+    t("fc2_matmul", &mut || h.matmul(&w2.t().unwrap()).unwrap());
+    use tribe_bids::features::matmul::{linear, matmul_nt};
+    t("fc1_faer_nt", &mut || matmul_nt(&x, &w1).unwrap());
+    let w1t = w1.t().unwrap().contiguous().unwrap();
+    t("fc1_matmul_pretransposed", &mut || x.matmul(&w1t).unwrap());
+    t("fc1_faer_linear", &mut || linear(&x, &w1t).unwrap());
+    let w2t = w2.t().unwrap().contiguous().unwrap();
+    t("fc2_faer_linear", &mut || linear(&h, &w2t).unwrap());
+    t("fc2_faer_nt", &mut || matmul_nt(&h, &w2).unwrap());
 }
 
 fn main() {

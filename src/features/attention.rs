@@ -1,38 +1,20 @@
-//! Causal grouped-query attention on the CPU in f32, as one fused kernel per head.
+//! Grouped-query attention on the CPU in f32, as one fused kernel per head: causal for the
+//! LLaMA text model, over every token for V-JEPA2's ViT-g.
 //!
-//! Built from candle ops, attention over a 1,400-token context made five full passes over every
-//! score block (scale, mask, softmax, copies) and ~20 allocations per layer; contexts of the
-//! exact text mode are that long, so this path computes each head's scores with a faer
-//! product, applies scale, causal limit and softmax in one pass per row (only over the keys a
-//! query may see), and writes `P @ V` straight into the head's columns of the output. Heads
-//! run in parallel. The math is transformers' `sdpa`: `softmax(q k^T / sqrt(d)) v`, f32.
+//! Built from candle ops, attention made five full passes over every score block (scale, mask,
+//! softmax, copies) and fresh allocations per block; a 1,400-token text context and a
+//! 8,192-token video clip (16 x 8192 x 8192 scores per layer) both spent a large share of
+//! their time there, much of it clearing newly mapped pages. This path computes a block of
+//! queries' scores with a faer product into a buffer each thread reuses, applies scale,
+//! causal limit and softmax in one pass per row (only over the keys a query may see), and
+//! writes `P @ V` straight into the head's columns of the output, which is the `(tokens,
+//! heads * head_dim)` layout the output projection reads. Heads run in parallel. The math is
+//! transformers' `sdpa`: `softmax(q k^T / sqrt(d)) v`, f32.
 
 use faer::{MatMut, MatRef};
 use rayon::prelude::*;
 
-/// `e^x` for `x <= 0` in f32, to ~1 ulp, written so the compiler vectorizes it (softmax
-/// spends most of its time here and libm's scalar `expf` does not vectorize): no libm call,
-/// no float-to-int conversion, only arithmetic and bit casts.
-#[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split in a high part exact in f32 and a low correction (Cody-Waite).
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding 1.5 * 2^23 rounds to the nearest integer (ties to even) in the FPU.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.max(-87.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    // exp(r) on |r| <= ln2/2: degree-6 Taylor/Horner (error < 2e-8 relative).
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // 2^n: n + 127 (in [1, 127]) sits in the low mantissa bits of n + 127 + 2^23.
-    let biased = (n + (127.0 + 8_388_608.0)).to_bits() & 0xFF;
-    p * f32::from_bits(biased << 23)
-}
+use crate::features::video::fastmath::exp_neg as exp_nonpositive;
 
 const LANES: usize = 16;
 
@@ -84,20 +66,62 @@ fn causal_softmax_row_avx2(row: &mut [f32], valid: usize, scale: f32) {
     causal_softmax_row_body(row, valid, scale)
 }
 
-/// Softmax of one score row, with AVX2 code where the CPU has it (the crate is built for
-/// baseline x86-64, i.e. 4-wide SSE2).
-fn causal_softmax_row(row: &mut [f32], valid: usize, scale: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the features were detected at run time.
-        return unsafe { causal_softmax_row_avx2(row, valid, scale) };
-    }
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn causal_softmax_row_avx512(row: &mut [f32], valid: usize, scale: f32) {
     causal_softmax_row_body(row, valid, scale)
 }
 
-/// One sequence's attention. `q` is (heads, t, hd), `k` and `v` are (kv_heads, t, hd), all
-/// row-major; the first `len` positions are real. Returns (t, heads * hd) row-major; rows
-/// from `len` on are zero (padding: nothing reads them).
+/// The widest vector code this CPU runs (the crate is built for baseline x86-64, i.e. 4-wide
+/// SSE2): on the 16-lane AVX-512 the ViT-g softmax takes about half the time of AVX2.
+#[derive(Clone, Copy)]
+enum Simd {
+    Base,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Simd {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma");
+            if avx2 && std::arch::is_x86_feature_detected!("avx512f") {
+                return Simd::Avx512;
+            }
+            if avx2 {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Base
+    }
+
+    /// Softmax of one score row (see [`causal_softmax_row_body`]).
+    fn softmax_row(self, row: &mut [f32], valid: usize, scale: f32) {
+        match self {
+            Simd::Base => causal_softmax_row_body(row, valid, scale),
+            // SAFETY: `detect` found the features at run time.
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => unsafe { causal_softmax_row_avx2(row, valid, scale) },
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => unsafe { causal_softmax_row_avx512(row, valid, scale) },
+        }
+    }
+}
+
+/// Which keys a query may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mask {
+    /// Query `i` sees keys `0..=i` (decoder language models).
+    Causal,
+    /// Every query sees every real key (vision encoders).
+    Full,
+}
+
+/// One sequence's causal attention: [`gqa_attention`] with [`Mask::Causal`].
 #[allow(clippy::too_many_arguments)]
 pub fn causal_gqa_attention(
     q: &[f32],
@@ -109,6 +133,26 @@ pub fn causal_gqa_attention(
     hd: usize,
     len: usize,
     block: usize,
+) -> Vec<f32> {
+    gqa_attention(q, k, v, heads, kv_heads, t, hd, len, block, Mask::Causal)
+}
+
+/// One sequence's attention. `q` is (heads, t, hd), `k` and `v` are (kv_heads, t, hd), all
+/// row-major; the first `len` positions are real. Queries are taken `block` at a time (the
+/// score buffer is `block x len`). Returns (t, heads * hd) row-major; rows from `len` on are
+/// zero (padding: nothing reads them).
+#[allow(clippy::too_many_arguments)]
+pub fn gqa_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    heads: usize,
+    kv_heads: usize,
+    t: usize,
+    hd: usize,
+    len: usize,
+    block: usize,
+    mask: Mask,
 ) -> Vec<f32> {
     let mut out = vec![0f32; t * heads * hd];
     if len == 0 || heads == 0 {
@@ -125,39 +169,51 @@ pub fn causal_gqa_attention(
         views.push(head);
         rest = tail;
     }
-    views.into_par_iter().enumerate().for_each(|(h, mut dst)| {
-        let g = h / group;
-        let qh = MatRef::from_row_major_slice(&q[h * t * hd..(h + 1) * t * hd], t, hd);
-        let kg = MatRef::from_row_major_slice(&k[g * t * hd..(g + 1) * t * hd], t, hd);
-        let vg = MatRef::from_row_major_slice(&v[g * t * hd..(g + 1) * t * hd], t, hd);
-        let mut scores = vec![0f32; block.min(len) * len];
-        let mut a = 0;
-        while a < len {
-            let e = (a + block).min(len);
-            let nq = e - a;
-            let s = &mut scores[..nq * e];
-            faer::linalg::matmul::matmul(
-                MatMut::from_row_major_slice_mut(s, nq, e),
-                faer::Accum::Replace,
-                qh.subrows(a, nq),
-                kg.subrows(0, e).transpose(),
-                1.0f32,
-                faer::Par::Seq,
-            );
-            for (r, row) in s.chunks_mut(e).enumerate() {
-                causal_softmax_row(row, a + r + 1, scale);
+    let simd = Simd::detect();
+    let scores_len = block.min(len) * len;
+    views.into_par_iter().enumerate().for_each_init(
+        || vec![0f32; scores_len],
+        |scores, (h, mut dst)| {
+            let g = h / group;
+            let qh = MatRef::from_row_major_slice(&q[h * t * hd..(h + 1) * t * hd], t, hd);
+            let kg = MatRef::from_row_major_slice(&k[g * t * hd..(g + 1) * t * hd], t, hd);
+            let vg = MatRef::from_row_major_slice(&v[g * t * hd..(g + 1) * t * hd], t, hd);
+            let mut a = 0;
+            while a < len {
+                let e = (a + block).min(len);
+                let nq = e - a;
+                let keys = match mask {
+                    Mask::Causal => e,
+                    Mask::Full => len,
+                };
+                let s = &mut scores[..nq * keys];
+                faer::linalg::matmul::matmul(
+                    MatMut::from_row_major_slice_mut(s, nq, keys),
+                    faer::Accum::Replace,
+                    qh.subrows(a, nq),
+                    kg.subrows(0, keys).transpose(),
+                    1.0f32,
+                    faer::Par::Seq,
+                );
+                for (r, row) in s.chunks_mut(keys).enumerate() {
+                    let valid = match mask {
+                        Mask::Causal => a + r + 1,
+                        Mask::Full => len,
+                    };
+                    simd.softmax_row(row, valid, scale);
+                }
+                faer::linalg::matmul::matmul(
+                    dst.as_mut().subrows_mut(a, nq),
+                    faer::Accum::Replace,
+                    MatRef::from_row_major_slice(s, nq, keys),
+                    vg.subrows(0, keys),
+                    1.0f32,
+                    faer::Par::Seq,
+                );
+                a = e;
             }
-            faer::linalg::matmul::matmul(
-                dst.as_mut().subrows_mut(a, nq),
-                faer::Accum::Replace,
-                MatRef::from_row_major_slice(s, nq, e),
-                vg.subrows(0, e),
-                1.0f32,
-                faer::Par::Seq,
-            );
-            a = e;
-        }
-    });
+        },
+    );
     out
 }
 
@@ -180,7 +236,8 @@ mod tests {
         assert!(exp_nonpositive(-1000.0) < 1e-37);
     }
 
-    /// Against a direct O(t^2) evaluation in f64.
+    /// Against a direct O(t^2) evaluation in f64, causal and full, for block sizes that do and
+    /// do not divide the length.
     #[test]
     fn matches_naive_attention() {
         let (h, kvh, t, hd, len) = (4, 2, 9, 8, 7);
@@ -194,8 +251,12 @@ mod tests {
             make(kvh * t * hd, 2),
             make(kvh * t * hd, 3),
         );
-        for block in [1, 3, 16] {
-            let out = causal_gqa_attention(&q, &k, &v, h, kvh, t, hd, len, block);
+        for (block, mask) in [1, 3, 16]
+            .into_iter()
+            .flat_map(|b| [(b, Mask::Causal), (b, Mask::Full)])
+        {
+            let out = gqa_attention(&q, &k, &v, h, kvh, t, hd, len, block, mask);
+            let seen = |p: usize| if mask == Mask::Causal { p + 1 } else { len };
             for hh in 0..h {
                 let g = hh / (h / kvh);
                 for p in 0..t {
@@ -205,7 +266,7 @@ mod tests {
                             assert_eq!(got, 0.0);
                             continue;
                         }
-                        let s: Vec<f64> = (0..=p)
+                        let s: Vec<f64> = (0..seen(p))
                             .map(|j| {
                                 (0..hd)
                                     .map(|d| {
@@ -218,7 +279,7 @@ mod tests {
                             .collect();
                         let m = s.iter().cloned().fold(f64::MIN, f64::max);
                         let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
-                        let want: f64 = (0..=p)
+                        let want: f64 = (0..seen(p))
                             .map(|j| (s[j] - m).exp() / z * v[(g * t + j) * hd + c] as f64)
                             .sum();
                         assert!(

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 /// e^x for x <= 0 (softmax arguments), relative error about 2e-7. Below -87 returns about
 /// 1e-38 instead of a denormal, which no softmax row can tell apart.
 #[inline(always)]
-fn exp_neg(x: f32) -> f32 {
+pub(crate) fn exp_neg(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;

@@ -20,6 +20,8 @@ use candle_core::{D, DType, Device, Tensor};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::features::attention::{Mask, gqa_attention};
+use crate::features::matmul::with_cpu_f32_data;
 
 /// What the last entry of `hidden_states` holds.
 ///
@@ -610,18 +612,22 @@ impl Vjepa2Encoder {
         let hd = self.cfg.head_dim();
         let a = layer.norm1.forward(x)?;
         let qkv = layer.qkv.forward(&a)?; // (n, 3 * hidden)
-        let split = |i: usize| -> Result<Tensor> {
-            Ok(qkv
-                .narrow(1, i * hidden, hidden)?
-                .reshape((n, heads, hd))?
-                .transpose(0, 1)?
-                .contiguous()?)
+        let o = match fused_cpu_attention(&qkv, rope, heads, hd) {
+            Some(o) => Tensor::from_vec(o, (n, hidden), qkv.device())?,
+            None => {
+                let split = |i: usize| -> Result<Tensor> {
+                    Ok(qkv
+                        .narrow(1, i * hidden, hidden)?
+                        .reshape((n, heads, hd))?
+                        .transpose(0, 1)?
+                        .contiguous()?)
+                };
+                let (q, k, v) = (split(0)?, split(1)?, split(2)?); // (heads, n, hd)
+                let k = rope.apply(&k)?;
+                let q = rope.apply(&q)?;
+                attention(&q, &k, &v)? // (n, hidden)
+            }
         };
-        let (q, k, v) = (split(0)?, split(1)?, split(2)?); // (heads, n, hd)
-        let k = rope.apply(&k)?;
-        let q = rope.apply(&q)?;
-        let o = attention(&q, &k, &v, (hd as f64).powf(-0.5))?; // (heads, n, hd)
-        let o = o.transpose(0, 1)?.reshape((n, hidden))?;
         let x = (layer.proj.forward(&o)? + x)?;
         let m = layer.norm2.forward(&x)?;
         let m = layer.fc1.forward(&m)?;
@@ -692,16 +698,67 @@ impl Rope {
     }
 }
 
-/// Softmax attention over `(heads, tokens, head_dim)`, one head at a time in blocks of 512
-/// queries: the score matrix of a ViT-g clip (16 x 8192 x 8192 floats, 4.3 GB) never exists at
-/// once, and each block's scores (16 MB) stay small enough for the allocator to reuse memory
-/// instead of mapping fresh pages. The scale is applied to the queries (one small product
-/// instead of a pass over every score; the difference is float rounding), and the softmax runs
-/// in float32 whatever the compute type, as the reference's.
-fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+/// Queries per block of the fused CPU attention: 512 x 8192 scores (16 MiB a thread, reused)
+/// measured fastest of 64..512 on a ViT-g layer (benches/vjepa2.rs `ops`).
+const FUSED_BLOCK: usize = 512;
+
+/// The CPU f32 attention of one layer, from the fused `(n, 3 * hidden)` q/k/v product to the
+/// `(n, hidden)` input of the output projection; `None` off the CPU or in another dtype.
+///
+/// One pass splits the product into heads and rotates q and k (candle's narrow, transpose,
+/// contiguous and rotary ops took 0.45 s of a 5 s layer, mostly strided copies), then the
+/// fused kernel of [`crate::features::attention`] runs a block of queries at a time in a
+/// buffer each thread reuses: the 16 x 8192 x 8192 scores of a clip (4.3 GB) never exist at
+/// once and no fresh pages are mapped per block. The rotation is the reference's
+/// `x * cos + rotate(x) * sin` with the same f32 roundings as [`Rope::apply`].
+fn fused_cpu_attention(qkv: &Tensor, rope: &Rope, heads: usize, hd: usize) -> Option<Vec<f32>> {
+    use rayon::prelude::*;
+    let hidden = heads * hd;
+    let run = |x: &[f32], cos: &[f32], sin: &[f32]| {
+        let n = x.len() / (3 * hidden);
+        // (3, heads, n, hd): q, k, v, each head's tokens contiguous.
+        let mut split = vec![0f32; 3 * hidden * n];
+        split
+            .par_chunks_mut(n * hd)
+            .enumerate()
+            .for_each(|(i, dst)| {
+                let (part, h) = (i / heads, i % heads);
+                for (tok, d) in dst.chunks_exact_mut(hd).enumerate() {
+                    let src = &x[tok * 3 * hidden + part * hidden + h * hd..][..hd];
+                    if part == 2 {
+                        d.copy_from_slice(src);
+                        continue;
+                    }
+                    let (c, s) = (&cos[tok * hd..][..hd], &sin[tok * hd..][..hd]);
+                    for j in (0..hd).step_by(2) {
+                        let (x0, x1) = (src[j], src[j + 1]);
+                        d[j] = x0 * c[j] + (-x1) * s[j];
+                        d[j + 1] = x1 * c[j + 1] + x0 * s[j + 1];
+                    }
+                }
+            });
+        let (q, kv) = split.split_at(hidden * n);
+        let (k, v) = kv.split_at(hidden * n);
+        gqa_attention(q, k, v, heads, heads, n, hd, n, FUSED_BLOCK, Mask::Full)
+    };
+    with_cpu_f32_data(qkv, |x| {
+        with_cpu_f32_data(&rope.cos, |cos| {
+            with_cpu_f32_data(&rope.sin, |sin| run(x, cos, sin))
+        })
+    })
+    .flatten()
+    .flatten()
+}
+
+/// Softmax attention over `(heads, tokens, head_dim)` with candle ops (GPU, bf16), returned as
+/// `(tokens, heads * head_dim)`: one head at a time in blocks of 512 queries, so the scores of
+/// a clip never exist at once. The scale is applied to the queries (one small product instead
+/// of a pass over every score; the difference is float rounding), and the softmax runs in
+/// float32 whatever the compute type, as the reference's.
+fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     const BLOCK: usize = 512;
-    let (heads, n, _) = q.dims3()?;
-    let q = (q * scale)?;
+    let (heads, n, hd) = q.dims3()?;
+    let q = (q * (hd as f64).powf(-0.5))?;
     let mut per_head = Vec::with_capacity(heads);
     for h in 0..heads {
         let (qh, vh) = (q.get(h)?, v.get(h)?);
@@ -726,5 +783,55 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
             Tensor::cat(&outs, 0)?
         });
     }
-    Ok(Tensor::stack(&per_head, 0)?)
+    Ok(Tensor::stack(&per_head, 0)?
+        .transpose(0, 1)?
+        .reshape((n, heads * hd))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused CPU attention (one split-and-rotate pass, then the fused kernel) against the
+    /// candle ops the GPU and bf16 paths run, on a small clip with every rotary axis in use.
+    #[test]
+    fn fused_cpu_attention_matches_the_candle_path() {
+        let cfg: Vjepa2Config = serde_json::from_value(serde_json::json!({
+            "model_type": "vjepa2", "hidden_size": 96, "num_hidden_layers": 1,
+            "num_attention_heads": 4, "patch_size": 16, "tubelet_size": 2,
+            "crop_size": 64, "frames_per_clip": 8,
+        }))
+        .unwrap();
+        let enc = Vjepa2Encoder::random(cfg, &Device::Cpu, DType::F32, 1).unwrap();
+        let (heads, hd) = (4, 24);
+        let n = enc.cfg.n_tokens(8); // 4 tubelets x 4 x 4 patches
+        let rope = enc.rope_tables(n).unwrap();
+        let qkv = Tensor::randn(0f32, 1f32, (n, 3 * heads * hd), &Device::Cpu).unwrap();
+        let fused = fused_cpu_attention(&qkv, &rope, heads, hd).expect("CPU f32 path");
+        let split = |i: usize| {
+            qkv.narrow(1, i * heads * hd, heads * hd)
+                .unwrap()
+                .reshape((n, heads, hd))
+                .unwrap()
+                .transpose(0, 1)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let q = rope.apply(&split(0)).unwrap();
+        let k = rope.apply(&split(1)).unwrap();
+        let want: Vec<f32> = attention(&q, &k, &split(2))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(fused.len(), want.len());
+        let worst = fused
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 2e-6, "fused and candle attention differ by {worst}");
+    }
 }
