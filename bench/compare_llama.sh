@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Side by side on this machine, in one run: our LLaMA forward (benches/llama.rs: candle + faer,
+# Side by side on this machine, in one run: our LLaMA forward (benches/llama.rs: candle (gemm) with a fused attention kernel,
 # f32, CPU) against PyTorch (bench/llama_torch.py: transformers' LlamaModel when importable),
 # the same full-width Llama-3.2-3B layers, token counts and thread count. Prints both JSON
 # lines and the ratio (ours / PyTorch tokens per second; > 1 means faster than PyTorch), by wall

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::features::attention::causal_gqa_attention;
-use crate::features::matmul::{linear, matmul_nn, matmul_nt, with_cpu_f32_data};
+use crate::features::matmul::{linear, with_cpu_f32_data};
 
 /// Which model family's details apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -825,11 +825,14 @@ impl Decoder {
                     let qc = qg.narrow(1, a, nq)?.contiguous()?.reshape((g * nq, hd))?;
                     let keys = kg.narrow(0, 0, e)?;
                     let vals = vg.narrow(0, 0, e)?;
-                    let scores = (matmul_nt(&qc, &keys)? * scale)?.reshape((g, nq, e))?;
+                    let scores = (qc.matmul(&keys.t()?)? * scale)?.reshape((g, nq, e))?;
                     let mask = causal_mask(a, e, &self.device)?;
                     let scores = scores.to_dtype(DType::F32)?.broadcast_add(&mask)?;
                     let p = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?;
-                    let out = matmul_nn(&p.reshape((g * nq, e))?, &vals)?.reshape((g, nq, hd))?;
+                    let out = p
+                        .reshape((g * nq, e))?
+                        .matmul(&vals)?
+                        .reshape((g, nq, hd))?;
                     blocks.push(out);
                     a = e;
                 }
