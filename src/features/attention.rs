@@ -14,7 +14,7 @@
 use faer::{MatMut, MatRef};
 use rayon::prelude::*;
 
-use crate::features::video::fastmath::exp_neg as exp_nonpositive;
+use crate::features::video::fastmath::exp_neg;
 
 const LANES: usize = 16;
 
@@ -43,13 +43,13 @@ fn causal_softmax_row_body(row: &mut [f32], valid: usize, scale: f32) {
     let mut chunks = live.chunks_exact_mut(LANES);
     for c in &mut chunks {
         for (s, x) in lane_sum.iter_mut().zip(c.iter_mut()) {
-            *x = exp_nonpositive(*x - max);
+            *x = exp_neg(*x - max);
             *s += *x;
         }
     }
     let mut sum = 0f32;
     for x in chunks.into_remainder() {
-        *x = exp_nonpositive(*x - max);
+        *x = exp_neg(*x - max);
         sum += *x;
     }
     sum += lane_sum.iter().sum::<f32>();
@@ -119,22 +119,6 @@ pub enum Mask {
     Causal,
     /// Every query sees every real key (vision encoders).
     Full,
-}
-
-/// One sequence's causal attention: [`gqa_attention`] with [`Mask::Causal`].
-#[allow(clippy::too_many_arguments)]
-pub fn causal_gqa_attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    heads: usize,
-    kv_heads: usize,
-    t: usize,
-    hd: usize,
-    len: usize,
-    block: usize,
-) -> Vec<f32> {
-    gqa_attention(q, k, v, heads, kv_heads, t, hd, len, block, Mask::Causal)
 }
 
 /// One sequence's attention. `q` is (heads, t, hd), `k` and `v` are (kv_heads, t, hd), all
@@ -226,14 +210,14 @@ mod tests {
         let mut worst = 0f64;
         let mut x = -87.0f32;
         while x <= 0.0 {
-            let got = exp_nonpositive(x) as f64;
+            let got = exp_neg(x) as f64;
             let want = (x as f64).exp();
             worst = worst.max(((got - want) / want).abs());
             x += 0.0137;
         }
         assert!(worst < 3e-7, "relative error {worst}");
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-        assert!(exp_nonpositive(-1000.0) < 1e-37);
+        assert_eq!(exp_neg(0.0), 1.0);
+        assert!(exp_neg(-1000.0) < 1e-37);
     }
 
     /// Against a direct O(t^2) evaluation in f64, causal and full, for block sizes that do and

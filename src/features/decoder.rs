@@ -21,7 +21,7 @@ use candle_core::{D, DType, Device, Tensor};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::features::attention::causal_gqa_attention;
+use crate::features::attention::{Mask, gqa_attention};
 use crate::features::matmul::{linear, with_cpu_f32_data};
 
 /// Which model family's details apply.
@@ -313,7 +313,7 @@ pub struct Decoder {
     pub query_block: usize,
     /// Token rows per MLP block.
     pub mlp_rows: usize,
-    /// Use the fused CPU f32 attention kernel ([`causal_gqa_attention`]); off, the generic
+    /// Use the fused CPU f32 attention kernel ([`gqa_attention`], causal); off, the generic
     /// candle-op path (the one GPUs run) is used, which tests compare against.
     pub fused_cpu_attention: bool,
 }
@@ -784,7 +784,7 @@ impl Decoder {
                         let (qs, ks) = (h * t * hd, kvh * t * hd);
                         let mut out = Vec::with_capacity(b * t * h * hd);
                         for (bi, &len) in lens.iter().enumerate() {
-                            out.extend(causal_gqa_attention(
+                            out.extend(gqa_attention(
                                 &qd[bi * qs..(bi + 1) * qs],
                                 &kd[bi * ks..(bi + 1) * ks],
                                 &vd[bi * ks..(bi + 1) * ks],
@@ -794,6 +794,7 @@ impl Decoder {
                                 hd,
                                 len,
                                 self.query_block,
+                                Mask::Causal,
                             ));
                         }
                         out
