@@ -100,6 +100,22 @@ def plain_model(layers):
     return forward
 
 
+def gemm_alone(tokens, reps):
+    """The four products of a Llama-3.2-3B layer alone, same shapes and names as benches/llama.rs."""
+    shapes = [("qkv", 3072, 5120), ("o", 3072, 3072), ("gate_up", 3072, 16384), ("down", 8192, 3072)]
+    with torch.inference_mode():
+        for m in tokens:
+            for name, k, n in shapes:
+                x, w = torch.randn(m, k), torch.randn(n, k) * 0.02
+                torch.nn.functional.linear(x, w)
+                best = float("inf")
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    torch.nn.functional.linear(x, w)
+                    best = min(best, time.perf_counter() - t0)
+                print(f"gemm {name} m={m} k={k} n={n}: {best * 1e3:.1f} ms, {2 * m * k * n / best / 1e9:.1f} GFLOP/s")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=4)
@@ -107,9 +123,14 @@ def main():
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--impl", choices=["hf", "plain", "auto"], default="auto")
+    ap.add_argument("--gemm", action="store_true",
+                    help="time only the layer's four products (F.linear), as TRIBE_BENCH_GEMM=1 does on our side")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.gemm:
+        gemm_alone([int(s) for s in a.tokens.split(",")], max(a.reps, 3))
+        return
     impl = a.impl
     if impl == "auto":
         try:

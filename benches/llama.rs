@@ -10,7 +10,8 @@
 //! 4. Agreement of `fast` with `exact` on the real transcripts of tests/fixtures/data/stimuli.
 //!
 //! Settings (environment): TRIBE_BENCH_LAYERS (4), TRIBE_BENCH_T (token counts, "512,1400"),
-//! TRIBE_BENCH_REPS (2), TRIBE_BENCH_FORWARD_ONLY=1 (part 1 only). The last line printed is JSON for bench/compare_llama.sh.
+//! TRIBE_BENCH_REPS (2), TRIBE_BENCH_FORWARD_ONLY=1 (part 1 only), TRIBE_BENCH_GEMM=1 (only the
+//! layer's four products, against `bench/llama_torch.py --gemm`). The last line printed is JSON for bench/compare_llama.sh.
 //! Numbers from a shared 2-core machine are noisy: compare runs made back to back.
 
 use std::path::{Path, PathBuf};
@@ -300,6 +301,37 @@ fn fast_vs_exact(tiny: &Path) -> serde_json::Value {
     out.into()
 }
 
+/// The four products of a LLaMA-3.2-3B layer through `matmul::linear`, alone
+/// (`TRIBE_BENCH_GEMM=1`): the GEMM takes about 92 % of a layer's time (perf, 512 tokens), so
+/// this is the figure to compare with PyTorch's `F.linear` on the same shapes.
+fn gemm_alone(ts: &[usize], reps: usize) {
+    use tribe_bids::features::matmul::linear;
+    let shapes = [
+        ("qkv", 3072, 5120),
+        ("o", 3072, 3072),
+        ("gate_up", 3072, 16384),
+        ("down", 8192, 3072),
+    ];
+    for &m in ts {
+        for (name, k, n) in shapes {
+            let x = candle_core::Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
+            let w = candle_core::Tensor::randn(0f32, 0.02, (k, n), &Device::Cpu).unwrap();
+            linear(&x, &w).unwrap();
+            let mut best = f64::MAX;
+            for _ in 0..reps.max(3) {
+                let t = Instant::now();
+                linear(&x, &w).unwrap();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!(
+                "gemm {name} m={m} k={k} n={n}: {:.1} ms, {:.1} GFLOP/s",
+                best * 1e3,
+                2.0 * (m * k * n) as f64 / best / 1e9
+            );
+        }
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; nothing else is parsed.
     let n_layers = env_usize("TRIBE_BENCH_LAYERS", 4);
@@ -313,6 +345,11 @@ fn main() {
     println!(
         "# llama bench: {n_layers} full-width Llama-3.2-3B layers, f32, CPU, {threads} threads"
     );
+
+    if std::env::var("TRIBE_BENCH_GEMM").is_ok_and(|v| v == "1") {
+        gemm_alone(&ts, reps);
+        return;
+    }
 
     let mut json = serde_json::Map::new();
     json.insert("threads".into(), threads.into());
