@@ -7,9 +7,12 @@ by default (sdpa), exact-erf GELU MLP). transformers itself is not needed. Rando
 float32, one 64-frame 256x256 clip = 8,192 tokens; same shapes and FLOPs as the real model.
 
 usage: python bench/vjepa2_torch.py [N_LAYERS] [REPS] [THREADS]
+env:   DEVICE (cpu | cuda, default cpu), DTYPE (f32 | bf16, default f32): on CUDA, the figure to set
+       beside benches/gpu_media.rs (scripts/gpu-check-media.sh)
 Prints key=value lines; peak RSS is ru_maxrss.
 """
 import resource
+import os
 import sys
 import time
 
@@ -81,16 +84,26 @@ def main():
     clip = torch.randn(1, FRAMES, 3, CROP, CROP)
     n = (FRAMES // TUBELET) * (CROP // PATCH) ** 2
     cos, sin = rope_tables(n, HIDDEN // HEADS, CROP // PATCH)
+    dev = torch.device(os.environ.get("DEVICE", "cpu"))
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[os.environ.get("DTYPE", "f32")]
+    embed, layers = embed.to(dev, dtype), layers.to(dev, dtype)
+    clip, cos, sin = clip.to(dev, dtype), cos.to(dev, dtype), sin.to(dev, dtype)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
     t_embed, t_layer, c_layer = [], [], []
     with torch.inference_mode():
         for _ in range(reps):
             t0 = time.perf_counter()
             h = embed(clip.permute(0, 2, 1, 3, 4)).flatten(2).transpose(1, 2)
+            sync()
             t1 = time.perf_counter()
             t_embed.append(t1 - t0)
             for layer in layers:
                 t0, c0 = time.perf_counter(), time.process_time()
                 h = layer(h, cos, sin)
+                sync()
                 t_layer.append(time.perf_counter() - t0)
                 c_layer.append(time.process_time() - c0)
     t_embed.sort()

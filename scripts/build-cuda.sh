@@ -12,7 +12,7 @@
 # - The wheels carry no libcuda.so stub; we generate one from cuda.h (every driver entry point as an
 #   empty function, soname libcuda.so.1). It is only used at link time; the real driver resolves them.
 #
-# Output: .gpu/ (git-ignored): stripped `tribe` and `brain_model` (the bench), FFmpeg stubs.
+# Output: .gpu/ (git-ignored): stripped `tribe`, `brain_model` and `gpu_media` (benches), FFmpeg stubs.
 # Usage: scripts/build-cuda.sh            (env: CUDA13=/work/cuda13  WHEELS=/work/cuda13-wheels)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,7 +53,7 @@ nvcc --version | tail -2
 
 # `cargo build --release --bench` builds the bench with the release profile (`cargo bench` would
 # use the bench profile and rebuild every dependency, candle-kernels' nvcc run included).
-nice cargo build --release --features cuda --bin tribe --bin tribe-bids --bench brain_model
+nice cargo build --release --features cuda --bin tribe --bin tribe-bids --bench brain_model --bench gpu_media
 
 T=${CARGO_TARGET_DIR:-target}
 rm -rf .gpu && mkdir -p .gpu/stubs
@@ -62,7 +62,9 @@ rm -rf .gpu && mkdir -p .gpu/stubs
 cp "$T/release/tribe" .gpu/
 bench=$(ls -t "$T"/release/deps/brain_model-* | grep -v '\.d$' | head -1)
 cp "$bench" .gpu/brain_model
-strip .gpu/tribe .gpu/brain_model
+media=$(ls -t "$T"/release/deps/gpu_media-* | grep -v '\.d$' | head -1)
+cp "$media" .gpu/gpu_media
+strip .gpu/tribe .gpu/brain_model .gpu/gpu_media
 
 # FFmpeg link stubs. The binaries link Debian bookworm's FFmpeg 5.1 (libavcodec.so.59, ...), which
 # the GPU image does not have (and its 200-odd dependencies are far over the 64 MiB a device
@@ -70,7 +72,7 @@ strip .gpu/tribe .gpu/brain_model
 # initialised lazily by the media readers), so each FFmpeg library the binaries need is replaced
 # by a stub with the same soname and symbol versions whose every function aborts with a message
 # naming itself: media decoding cannot silently run on them.
-objdump -T .gpu/tribe .gpu/brain_model |
+objdump -T .gpu/tribe .gpu/brain_model .gpu/gpu_media |
   awk '/\*UND\*/ && $(NF-1) ~ /^\((LIBAV|LIBSW)/ { v = $(NF-1); gsub(/[()]/, "", v); print v, $NF }' |
   sort -u > .gpu/stubs/symbols.txt
 for node in $(cut -d' ' -f1 .gpu/stubs/symbols.txt | sort -u); do
@@ -94,7 +96,7 @@ for node in $(cut -d' ' -f1 .gpu/stubs/symbols.txt | sort -u); do
 done
 # Every NEEDED FFmpeg soname must have its stub (a library with no imported symbol left still
 # needs a file to load).
-for b in .gpu/tribe .gpu/brain_model; do
+for b in .gpu/tribe .gpu/brain_model .gpu/gpu_media; do
   for so in $(readelf -d "$b" | sed -n 's/.*NEEDED.*\[\(lib\(av\|sw\)[a-z]*\.so\.[0-9]*\)\]/\1/p'); do
     if [ ! -f ".gpu/stubs/$so" ]; then
       echo 'void tribe_ffmpeg_stub_unused(void) {}' > .gpu/stubs/empty.c
@@ -104,13 +106,13 @@ for b in .gpu/tribe .gpu/brain_model; do
 done
 
 find .gpu -type f | sort | while read -r f; do echo "$f: $(stat -c %s "$f") bytes"; done
-for b in .gpu/tribe .gpu/brain_model; do
+for b in .gpu/tribe .gpu/brain_model .gpu/gpu_media; do
   echo "$b needs: $(readelf -d "$b" | sed -n 's/.*NEEDED.*\[\(.*\)\]/\1/p' | tr '\n' ' ')"
   # glibc symbol versions the device's glibc must provide
   echo "  newest GLIBC symbol: $(objdump -T "$b" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)"
 done
 # xz: the binaries are mostly PTX text and compress about 7x (a device call carries 64 MiB in all);
 # gpu-check.sh unpacks them.
-xz -T0 -9 -f .gpu/tribe .gpu/brain_model
+xz -T0 -9 -f .gpu/tribe .gpu/brain_model .gpu/gpu_media
 find .gpu -type f | sort | while read -r f; do echo "$f: $(stat -c %s "$f") bytes"; done
 du -sh .gpu
