@@ -22,32 +22,10 @@ use candle_core::{DType, Device, Tensor};
 use tribe_bids::features::audio::AudioExtractor;
 use tribe_bids::features::video::vjepa2::{LastHiddenState, Vjepa2Config, Vjepa2Encoder};
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let a = a
-        .to_device(&Device::Cpu)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap();
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn max_abs(a: &Tensor) -> f32 {
-    a.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
+/// max |t| of a tensor on any device and dtype.
+fn max_abs(t: &Tensor) -> f32 {
+    t.to_device(&Device::Cpu)
+        .and_then(|t| t.to_dtype(DType::F32)?.abs()?.max_all()?.to_scalar::<f32>())
         .unwrap()
 }
 
@@ -57,7 +35,12 @@ struct Checks {
 
 impl Checks {
     fn check(&mut self, name: &str, got: &Tensor, want: &Tensor, rel: f32) {
-        let (d, m) = (max_abs_diff(got, want), max_abs(want));
+        let got = got
+            .to_device(&Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let (d, m) = (max_abs(&(got - want).unwrap()), max_abs(want));
         let ok = d <= rel * m;
         if !ok {
             self.failed += 1;

@@ -17,13 +17,12 @@ BIN=${BIN:-.gpu}
 WORK=$(mktemp -d)
 mkdir -p "$OUT"
 trap 'rm -rf "$WORK"' EXIT
-"$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$BIN/gpu_media.xz" "$WORK/gpu_media"
-chmod +x "$WORK/gpu_media"
-libs=$("$PY" -c 'import glob, os, nvidia; print(":".join(d for r in nvidia.__path__ for d in sorted(glob.glob(os.path.join(r, "*", "lib"))) if glob.glob(os.path.join(d, "lib*.so*"))))')
-export LD_LIBRARY_PATH="$libs:$PWD/$BIN/stubs:/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+. scripts/gpu-env.sh
+media=$(gpu_unpack gpu_media)
+gpu_library_path
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 rc=0
-"$WORK/gpu_media" cuda 2>&1 | tee "$OUT/media-cuda.log"; [ "${PIPESTATUS[0]}" = 0 ] || rc=1
-"$WORK/gpu_media" cpu 2>&1 | tee "$OUT/media-cpu.log"; [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+"$media" cuda 2>&1 | tee "$OUT/media-cuda.log"; [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+"$media" cpu 2>&1 | tee "$OUT/media-cpu.log"; [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 echo "overall: $([ $rc = 0 ] && echo PASS || echo FAIL)"
 exit $rc

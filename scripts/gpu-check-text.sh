@@ -14,10 +14,9 @@ BIN=${BIN:-.gpu}
 WORK=$(mktemp -d)
 mkdir -p "$OUT"
 trap 'rm -rf "$WORK"' EXIT
-"$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$BIN/tribe.xz" "$WORK/tribe"
-chmod +x "$WORK/tribe"
-libs=$("$PY" -c 'import glob, os, nvidia; print(":".join(d for r in nvidia.__path__ for d in sorted(glob.glob(os.path.join(r, "*", "lib"))) if glob.glob(os.path.join(d, "lib*.so*"))))')
-export LD_LIBRARY_PATH="$libs:$PWD/$BIN/stubs:/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+. scripts/gpu-env.sh
+tribe=$(gpu_unpack tribe)
+gpu_library_path
 # The model folder as users have it (the fixture keeps the tokenizer gzipped).
 M="$WORK/Llama-3.2-3B"; mkdir -p "$M"
 for f in tests/fixtures/models-tiny/Llama-3.2-3B/*; do
@@ -29,7 +28,7 @@ for run in "cuda f32 exact" "cuda f32 fast" "cuda bf16 exact" "cpu f32 exact" "c
   for seg in "A 0.2 100" "B 2.25 7.5"; do
     set -- $seg
     t0=$EPOCHREALTIME
-    "$WORK/tribe" features text --model "$M" --input "$words" --start "$2" --duration "$3" \
+    "$tribe" features text --model "$M" --input "$words" --start "$2" --duration "$3" \
       --device "$dev" --dtype "$dt" --text-context "$ctx" --out "$WORK/$dev-$dt-$ctx-$1.safetensors" \
       > "$WORK/$dev-$dt-$ctx-$1.log" 2>&1 \
       || { echo "FAILED: $dev $dt $ctx seg$1"; tail -5 "$WORK/$dev-$dt-$ctx-$1.log"; }

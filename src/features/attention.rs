@@ -7,9 +7,10 @@
 //! their time there, much of it clearing newly mapped pages. This path computes a block of
 //! queries' scores with a faer product into a buffer each thread reuses, applies scale,
 //! causal limit and the unnormalized softmax in one pass per row (only over the keys a query
-//! may see), and writes `P @ V`, each row scaled by its softmax's `1 / sum`, straight into the head's columns of the output, which is the `(tokens,
-//! heads * head_dim)` layout the output projection reads. Heads run in parallel. The math is
-//! transformers' `sdpa`: `softmax(q k^T / sqrt(d)) v`, f32.
+//! may see), and writes `P @ V`, each row scaled by its softmax's `1 / sum`, straight into the
+//! head's columns of the output, which is the `(tokens, heads * head_dim)` layout the output
+//! projection reads. Heads run in parallel. The math is transformers' `sdpa`:
+//! `softmax(q k^T / sqrt(d)) v`, f32.
 
 use faer::{MatMut, MatRef};
 use rayon::prelude::*;
@@ -24,7 +25,7 @@ const LANES: usize = 16;
 /// ViT-g), one pass over the scores fewer. Reductions run in 16 independent lanes so that they
 /// vectorize (a sequential float sum cannot).
 #[inline(always)]
-fn causal_softmax_row_body(row: &mut [f32], valid: usize, scale: f32) -> f32 {
+fn softmax_numerators_body(row: &mut [f32], valid: usize, scale: f32) -> f32 {
     let (live, dead) = row.split_at_mut(valid);
     let mut lane_max = [f32::NEG_INFINITY; LANES];
     let mut chunks = live.chunks_exact_mut(LANES);
@@ -62,14 +63,14 @@ fn causal_softmax_row_body(row: &mut [f32], valid: usize, scale: f32) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn causal_softmax_row_avx2(row: &mut [f32], valid: usize, scale: f32) -> f32 {
-    causal_softmax_row_body(row, valid, scale)
+fn softmax_numerators_avx2(row: &mut [f32], valid: usize, scale: f32) -> f32 {
+    softmax_numerators_body(row, valid, scale)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-fn causal_softmax_row_avx512(row: &mut [f32], valid: usize, scale: f32) -> f32 {
-    causal_softmax_row_body(row, valid, scale)
+fn softmax_numerators_avx512(row: &mut [f32], valid: usize, scale: f32) -> f32 {
+    softmax_numerators_body(row, valid, scale)
 }
 
 /// The widest vector code this CPU runs (the crate is built for baseline x86-64, i.e. 4-wide
@@ -100,15 +101,15 @@ impl Simd {
     }
 
     /// Unnormalized softmax of one score row and its `1 / sum` (see
-    /// [`causal_softmax_row_body`]).
-    fn softmax_row(self, row: &mut [f32], valid: usize, scale: f32) -> f32 {
+    /// [`softmax_numerators_body`]).
+    fn softmax_numerators(self, row: &mut [f32], valid: usize, scale: f32) -> f32 {
         match self {
-            Simd::Base => causal_softmax_row_body(row, valid, scale),
+            Simd::Base => softmax_numerators_body(row, valid, scale),
             // SAFETY: `detect` found the features at run time.
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx2 => unsafe { causal_softmax_row_avx2(row, valid, scale) },
+            Simd::Avx2 => unsafe { softmax_numerators_avx2(row, valid, scale) },
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 => unsafe { causal_softmax_row_avx512(row, valid, scale) },
+            Simd::Avx512 => unsafe { softmax_numerators_avx512(row, valid, scale) },
         }
     }
 }
@@ -185,7 +186,7 @@ pub fn gqa_attention(
                         Mask::Causal => a + r + 1,
                         Mask::Full => len,
                     };
-                    inv[r] = simd.softmax_row(row, valid, scale);
+                    inv[r] = simd.softmax_numerators(row, valid, scale);
                 }
                 faer::linalg::matmul::matmul(
                     dst.as_mut().subrows_mut(a, nq),

@@ -40,3 +40,30 @@ pub fn linear(x: &Tensor, w_t: &Tensor) -> Result<Tensor> {
     }
     y.reshape(out_dims)
 }
+
+/// `f` applied to equal blocks of at most `max_rows` rows of `x` (split along dim 0), the
+/// results concatenated back along dim 0. For row-wise work such as a transformer's MLP: a
+/// block's intermediates stay small enough (under glibc's 32 MB mmap threshold) to be reused
+/// from the heap instead of freshly mapped and zeroed by the kernel in every layer. The blocks
+/// are equal because a short last block would run its GEMMs at a fraction of full speed.
+pub fn map_row_blocks<E: From<candle_core::Error>>(
+    x: &Tensor,
+    max_rows: usize,
+    mut f: impl FnMut(&Tensor) -> std::result::Result<Tensor, E>,
+) -> std::result::Result<Tensor, E> {
+    let n = x.dim(0)?;
+    let n_blocks = n.div_ceil(max_rows.max(1)).max(1);
+    let rows = n.div_ceil(n_blocks).max(1);
+    let mut outs = Vec::with_capacity(n_blocks);
+    let mut r = 0;
+    while r < n {
+        let len = rows.min(n - r);
+        outs.push(f(&x.narrow(0, r, len)?)?);
+        r += len;
+    }
+    Ok(match outs.len() {
+        0 => f(x)?,
+        1 => outs.pop().unwrap_or_else(|| unreachable!()),
+        _ => Tensor::cat(&outs, 0)?,
+    })
+}

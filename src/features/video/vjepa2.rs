@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::features::attention::{Mask, gqa_attention};
-use crate::features::matmul::with_cpu_f32_data;
+use crate::features::matmul::{map_row_blocks, with_cpu_f32_data};
 
 /// What the last entry of `hidden_states` holds.
 ///
@@ -210,11 +210,10 @@ fn activation(name: &str) -> std::result::Result<Activation, ()> {
     }
 }
 
-/// Rows per MLP block. A whole ViT-g clip's MLP activations are 8,192 x 6,144 floats (200 MB)
-/// per intermediate; each was a fresh mapping that the kernel had to fault in and zero in every
-/// layer (about 6 % of the CPU time in perf). Blocks of at most 1,024 rows (25 MB) are reused
-/// from the heap, and the peak memory drops by the same factor. The GEMMs stay large enough to
-/// run at full speed.
+/// Rows per MLP block ([`map_row_blocks`]). A whole ViT-g clip's MLP activations are 8,192 x
+/// 6,144 floats (200 MB) per intermediate, faulted in and zeroed afresh in every layer (about
+/// 6 % of the CPU time in perf); blocks of at most 1,024 rows (25 MB) are reused from the heap
+/// and cut the peak memory. The GEMMs stay large enough to run at full speed.
 const MLP_ROWS: usize = 1024;
 
 struct Linear {
@@ -640,22 +639,8 @@ impl Vjepa2Encoder {
             }
         };
         let x = (layer.proj.forward(&o)? + x)?;
-        // The MLP is row-wise, so it runs in equal row blocks (see `MLP_ROWS`); a short last
-        // block would run at a fraction of the GEMM's speed.
-        let n_blocks = n.div_ceil(self.mlp_rows.max(1));
-        let rows = n.div_ceil(n_blocks.max(1));
-        let mut outs = Vec::with_capacity(n_blocks);
-        let mut r = 0;
-        while r < n {
-            let len = rows.min(n - r);
-            outs.push(self.mlp(layer, &x.narrow(0, r, len)?)?);
-            r += len;
-        }
-        Ok(if outs.len() == 1 {
-            outs.pop().unwrap_or_else(|| unreachable!())
-        } else {
-            Tensor::cat(&outs, 0)?
-        })
+        // The MLP is row-wise, so it runs in row blocks (see `MLP_ROWS`).
+        map_row_blocks(&x, self.mlp_rows, |xr| self.mlp(layer, xr))
     }
 
     /// `x + fc2(act(fc1(norm2(x))))` for a block of rows.
@@ -823,8 +808,7 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
 
-    /// The fused CPU attention (one split-and-rotate pass, then the fused kernel) against the
-    /// candle ops the GPU and bf16 paths run, on a small clip with every rotary axis in use.
+    /// The MLP in row blocks against the MLP over the whole clip, through two layers.
     #[test]
     fn mlp_row_blocks_change_nothing() {
         let cfg: Vjepa2Config = serde_json::from_value(serde_json::json!({
@@ -841,14 +825,7 @@ mod tests {
         enc.mlp_rows = 13;
         let blocked = enc.hidden_states(&clip).unwrap();
         let worst = (whole - blocked)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
+            .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
             .unwrap();
         assert!(
             worst < 1e-5,
@@ -856,6 +833,8 @@ mod tests {
         );
     }
 
+    /// The fused CPU attention (one split-and-rotate pass, then the fused kernel) against the
+    /// candle ops the GPU and bf16 paths run, on a small clip with every rotary axis in use.
     #[test]
     fn fused_cpu_attention_matches_the_candle_path() {
         let cfg: Vjepa2Config = serde_json::from_value(serde_json::json!({
