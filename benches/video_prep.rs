@@ -106,7 +106,11 @@ fn bench_stages(path: &Path) {
     let plane = 3 * 256 * 256;
     let mut crop = vec![0u8; plane];
     let mut px = vec![0f32; plane];
-    let reps = 100;
+    // TRIBE_BENCH_STAGE_REPS: more repetitions, e.g. to profile the resize with perf.
+    let reps: usize = std::env::var("TRIBE_BENCH_STAGE_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let time = |f: &mut dyn FnMut()| {
         f();
         let (t, c) = (Instant::now(), cpu_s());
