@@ -402,12 +402,16 @@ fn open_decoder(info: &VideoInfo, start: usize) -> Result<Opened> {
                 format!("cannot set up the decoder: {e}"),
             )
         })?;
-    // As the CLI: automatic thread count; the decoder knows the packet time base.
+    // Frame threads, as many as the job's thread budget (`--nprocs`, which sizes rayon's
+    // pool). libavcodec's automatic count is every CPU of the machine plus one, which on an HPC
+    // node shared by array tasks oversubscribes the task's cores. On 2 free cores, 2, 3 and
+    // the automatic count decode equally fast.
     ctx.set_threading(ffmpeg::codec::threading::Config {
         kind: ffmpeg::codec::threading::Type::Frame,
-        count: 0,
+        count: rayon::current_num_threads(),
         ..Default::default()
     });
+    // The decoder knows the packet time base.
     // SAFETY: a plain field written before the codec is opened.
     unsafe {
         (*ctx.as_mut_ptr()).pkt_timebase = tb.into();
