@@ -469,12 +469,9 @@ mod tests {
         (out, dec.frames_skipped)
     }
 
-    /// An H.264 file with B frames: skipping the unneeded non-reference frames leaves every
-    /// needed frame bit-identical, and each frame either comes out or is counted as skipped.
-    #[test]
-    fn skipping_unneeded_frames_changes_no_needed_frame() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("bframes.mp4");
+    /// An H.264 test file with B frames, made with the ffmpeg CLI in `dir`.
+    fn bframes_video(dir: &std::path::Path) -> std::path::PathBuf {
+        let p = dir.join("bframes.mp4");
         let ok = std::process::Command::new("ffmpeg")
             .args([
                 "-v",
@@ -492,7 +489,40 @@ mod tests {
             .unwrap()
             .success();
         assert!(ok, "ffmpeg could not make the test video");
-        let info = VideoInfo::open(&p).unwrap();
+        p
+    }
+
+    /// The decoder runs as many frame threads as the rayon pool it is opened in has (what
+    /// `--nprocs` sets), and every frame comes out the same whatever that number is.
+    #[test]
+    fn decoder_threads_follow_the_pool_and_change_no_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = VideoInfo::open(&bframes_video(dir.path())).unwrap();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let dec = FrameDecoder::open(&info, 0).unwrap();
+                // SAFETY: reads a plain field of the open codec context.
+                let count = unsafe { (*dec.io.decoder.as_ptr()).thread_count };
+                (count, digests(&info, None).0)
+            })
+        };
+        let (one, frames_one) = run(1);
+        let (three, frames_three) = run(3);
+        assert_eq!((one, three), (1, 3));
+        assert!(frames_one.iter().all(Option::is_some));
+        assert_eq!(frames_one, frames_three);
+    }
+
+    /// Skipping the unneeded non-reference frames of an H.264 file with B frames leaves every
+    /// needed frame bit-identical, and each frame either comes out or is counted as skipped.
+    #[test]
+    fn skipping_unneeded_frames_changes_no_needed_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = VideoInfo::open(&bframes_video(dir.path())).unwrap();
         let n = info.n_frames();
         let (all, skipped) = digests(&info, None);
         assert_eq!(skipped, 0);
