@@ -208,6 +208,52 @@ fn bench_ops() {
     t("fc1_matmul_pretransposed", &mut || x.matmul(&w1t).unwrap());
 }
 
+/// One ViT-g layer's attention (16 heads, 8,192 tokens, head_dim 88): the fused kernel with
+/// 512-query blocks against the key-tiled online softmax. TRIBE_BENCH_QB / TRIBE_BENCH_KB set
+/// the tiled block sizes.
+fn bench_attention() {
+    use tribe_bids::features::attention::{Mask, full_attention_tiled, gqa_attention};
+    let (h, n, hd) = (16, 8192, 88);
+    let env = |k: &str, d: usize| -> usize {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (qb, kb) = (env("TRIBE_BENCH_QB", 256), env("TRIBE_BENCH_KB", 1024));
+    let make = |seed: u32| -> Vec<f32> {
+        (0..h * n * hd)
+            .map(|i| {
+                ((((i as u32).wrapping_mul(2654435761) ^ seed) % 2000) as f32 / 1000.0 - 1.0) * 2.0
+            })
+            .collect()
+    };
+    let (q, k, v) = (make(1), make(2), make(3));
+    for round in 0..2 {
+        let (s, c) = (Instant::now(), cpu_s());
+        let a = gqa_attention(&q, &k, &v, h, h, n, hd, n, 512, Mask::Full);
+        println!(
+            "attn_fused_s={:.3} cpu_s={:.2} (round {round})",
+            s.elapsed().as_secs_f64(),
+            cpu_s() - c
+        );
+        let (s, c) = (Instant::now(), cpu_s());
+        let b = full_attention_tiled(&q, &k, &v, h, h, n, hd, n, qb, kb);
+        println!(
+            "attn_tiled_s={:.3} cpu_s={:.2} qb={qb} kb={kb}",
+            s.elapsed().as_secs_f64(),
+            cpu_s() - c
+        );
+        let d = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        let m = a.iter().map(|x| x.abs()).fold(0f32, f32::max);
+        println!("attn_max_abs_diff={d:.3e} max_abs={m:.3e}");
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -221,6 +267,7 @@ fn main() {
         }
         Some("frames") => bench_frames(args.get(1).expect("frames FILE")),
         Some("ops") => bench_ops(),
+        Some("attn") => bench_attention(),
         _ => eprintln!("usage: vjepa2 layers [N] [REPS] | frames FILE"),
     }
 }

@@ -20,7 +20,7 @@ use candle_core::{D, DType, Device, Tensor};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::features::attention::{Mask, gqa_attention};
+use crate::features::attention::full_attention_tiled;
 use crate::features::matmul::{map_row_blocks, with_cpu_f32_data};
 
 /// What the last entry of `hidden_states` holds.
@@ -714,9 +714,13 @@ impl Rope {
     }
 }
 
-/// Queries per block of the fused CPU attention: 512 x 8192 scores (16 MiB a thread, reused)
-/// measured fastest of 64..512 on a ViT-g layer (benches/vjepa2.rs `ops`).
-const FUSED_BLOCK: usize = 512;
+/// Query and key block sizes of the CPU attention ([`full_attention_tiled`]): a 256 x 1,024
+/// score block is 1 MiB, inside a core's L2. On a ViT-g layer's attention this was 6-19 %
+/// faster than 512 queries against all 8,192 keys at once (16 MiB of scores a thread, written
+/// out and read back twice), in 6 of 6 runs side by side (benches/vjepa2.rs `attn`); 128 and
+/// 512 queries, 512 and 2,048 keys were no better.
+const Q_BLOCK: usize = 256;
+const K_BLOCK: usize = 1024;
 
 /// The CPU f32 attention of one layer, from the fused `(n, 3 * hidden)` q/k/v product to the
 /// `(n, hidden)` input of the output projection; `None` off the CPU or in another dtype.
@@ -755,7 +759,7 @@ fn fused_cpu_attention(qkv: &Tensor, rope: &Rope, heads: usize, hd: usize) -> Op
             });
         let (q, kv) = split.split_at(hidden * n);
         let (k, v) = kv.split_at(hidden * n);
-        gqa_attention(q, k, v, heads, heads, n, hd, n, FUSED_BLOCK, Mask::Full)
+        full_attention_tiled(q, k, v, heads, heads, n, hd, n, Q_BLOCK, K_BLOCK)
     };
     with_cpu_f32_data(qkv, |x| {
         with_cpu_f32_data(&rope.cos, |cos| {
