@@ -420,7 +420,8 @@ pub fn find_speech_recording(bids_dir: &Path) -> Option<PathBuf> {
 
 // ---- generators ---------------------------------------------------------------------------
 
-/// Pure-tone pips (cycling through [`TONE_FREQS_HZ`]) with raised-cosine ramps, amplitude 0.5.
+/// Pure-tone pips (cycling through 250, 500, 1,000, 2,000 and 4,000 Hz) with raised-cosine
+/// ramps, amplitude 0.5.
 pub fn tone_pips(n: usize, rate: u32) -> Vec<f32> {
     let r = rate as f64;
     let period = TONE_PIP_S + TONE_GAP_S;
@@ -444,7 +445,7 @@ pub fn tone_pips(n: usize, rate: u32) -> Vec<f32> {
         .collect()
 }
 
-/// One grey-level frame of a sine grating at `deg` degrees, drifting at [`GRATING_DRIFT_HZ`].
+/// One grey-level frame of a sine grating at `deg` degrees, drifting at 2 Hz.
 pub fn grating_frame(deg: f64, t: f64) -> Vec<u8> {
     let (s, c) = deg.to_radians().sin_cos();
     let n = FRAME_SIZE as f64;
@@ -520,7 +521,7 @@ pub fn synthetic_image(seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Words of [`SENTENCES`], one every [`WORD_STEP_S`], until the condition ends.
+/// Words of the probe's five fixed sentences, one every 0.3 s, until the condition ends.
 pub fn transcript() -> Vec<TimedWord> {
     let words: Vec<&str> = SENTENCES
         .iter()

@@ -28,7 +28,7 @@ folder refused, 74 output not writable, 77 path escapes the dataset, 78 model fo
 pub struct RawArgs {
     /// The root of the BIDS dataset (read only; never modified).
     pub bids_dir: PathBuf,
-    /// Where derivatives go: outside BIDS_DIR, or BIDS_DIR/derivatives/<name>.
+    /// Where derivatives go: outside BIDS_DIR, or BIDS_DIR/derivatives/NAME.
     pub output_dir: PathBuf,
     /// `participant` (per-subject predictions) or `group` (averages, group contrasts, model ICA).
     pub analysis_level: String,
@@ -317,7 +317,7 @@ fn resolved(p: &Path) -> PathBuf {
     out
 }
 
-/// BIDS-Apps rule (BIDS.md §1.2, fMRIPrep): the output may live at BIDS_DIR/derivatives/<name>
+/// BIDS-Apps rule (BIDS.md §1.2, fMRIPrep): the output may live at BIDS_DIR/derivatives/NAME
 /// and nowhere else inside the raw dataset, so the input is never modified.
 pub fn check_output_location(bids_dir: &Path, output_dir: &Path) -> Result<()> {
     let raw = resolved(bids_dir);

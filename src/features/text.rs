@@ -2,8 +2,8 @@
 //!
 //! Each word is read by the language model in its context (up to 1,024 previous words of
 //! running text, see [`context`](super::context)); its feature is the mean, over the word's own
-//! tokens, of each kept hidden state, averaged in two layer groups ([`layers`](super::layers)),
-//! and summed onto the 2 Hz bins its time span touches ([`text_grid`](super::text_grid)).
+//! tokens, of each kept hidden state, averaged in two layer groups ([`layers`]),
+//! and summed onto the 2 Hz bins its time span touches ([`text_grid`]).
 //!
 //! Two ways to read the contexts (DESIGN.md §7):
 //! - [`ContextMode::Exact`] (default) gives every word the reference's own context. The words

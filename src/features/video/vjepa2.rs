@@ -266,7 +266,8 @@ pub struct Vjepa2Encoder {
     layers: Vec<Layer>,
     final_norm: LayerNorm,
     last: LastHiddenState,
-    /// Rows per MLP block (see [`MLP_ROWS`]); a setting so tests can force several blocks.
+    /// Rows per MLP block (1,024 by default: see `MLP_ROWS`); a setting so tests can force
+    /// several blocks.
     pub mlp_rows: usize,
 }
 
