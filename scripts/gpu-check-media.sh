@@ -11,12 +11,6 @@
 # decoders and processors are tested on CPU by the test suite.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$(mktemp -d)}
-PY=${PY:-python3}
-BIN=${BIN:-.gpu}
-WORK=$(mktemp -d)
-mkdir -p "$OUT"
-trap 'rm -rf "$WORK"' EXIT
 . scripts/gpu-env.sh
 media=$(gpu_unpack gpu_media)
 gpu_library_path

@@ -8,12 +8,6 @@
 # machine's CPU. Writes text.json and the log to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$(mktemp -d)}
-PY=${PY:-python3}
-BIN=${BIN:-.gpu}
-WORK=$(mktemp -d)
-mkdir -p "$OUT"
-trap 'rm -rf "$WORK"' EXIT
 . scripts/gpu-env.sh
 tribe=$(gpu_unpack tribe)
 gpu_library_path

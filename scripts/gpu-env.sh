@@ -5,7 +5,16 @@
 #   device call's 64 MiB); prints the executable's path.
 # gpu_library_path: exports LD_LIBRARY_PATH with the CUDA 13 libraries of the image's PyTorch
 #   wheels (nvidia/*/lib), the FFmpeg link stubs in $BIN/stubs and the driver's folder.
-# Needs PY (a Python whose `nvidia` package holds the CUDA wheels), BIN and WORK.
+# Sets, unless already set: OUT (results, default a new temporary folder), PY (a Python whose
+# `nvidia` package holds the CUDA wheels, default python3) and BIN (default .gpu); and WORK, a
+# scratch folder removed on exit. Source it from the repository root.
+
+OUT=${OUT:-$(mktemp -d)}
+PY=${PY:-python3}
+BIN=${BIN:-.gpu}
+WORK=$(mktemp -d)
+mkdir -p "$OUT"
+trap 'rm -rf "$WORK"' EXIT
 
 gpu_unpack() {
   "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \

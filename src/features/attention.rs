@@ -24,52 +24,11 @@ use crate::features::video::fastmath::exp_neg;
 
 const LANES: usize = 16;
 
-/// The unnormalized softmax of `row[..valid] * scale` in place, `exp(x * scale - max)`, and
-/// `1 / sum` of it; `row[valid..]` is set to 0. The caller scales the `P @ V` row by the returned
-/// factor instead of this row: `head_dim` multiplies instead of `keys` (88 against 8,192 for
-/// ViT-g), one pass over the scores fewer. Reductions run in 16 independent lanes so that they
-/// vectorize (a sequential float sum cannot).
-#[inline(always)]
-fn softmax_numerators_body(row: &mut [f32], valid: usize, scale: f32) -> f32 {
-    let (live, dead) = row.split_at_mut(valid);
-    let mut lane_max = [f32::NEG_INFINITY; LANES];
-    let mut chunks = live.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for (m, x) in lane_max.iter_mut().zip(c.iter_mut()) {
-            *x *= scale;
-            *m = if *x > *m { *x } else { *m };
-        }
-    }
-    let mut max = f32::NEG_INFINITY;
-    for x in chunks.into_remainder() {
-        *x *= scale;
-        max = if *x > max { *x } else { max };
-    }
-    for m in lane_max {
-        max = if m > max { m } else { max };
-    }
-    let mut lane_sum = [0f32; LANES];
-    let mut chunks = live.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for (s, x) in lane_sum.iter_mut().zip(c.iter_mut()) {
-            *x = exp_neg(*x - max);
-            *s += *x;
-        }
-    }
-    let mut sum = 0f32;
-    for x in chunks.into_remainder() {
-        *x = exp_neg(*x - max);
-        sum += *x;
-    }
-    sum += lane_sum.iter().sum::<f32>();
-    dead.fill(0.0);
-    1.0 / sum
-}
-
 /// One key block of an online softmax: `row * scale`, then `exp(x - max)` in place, where
 /// `max` is the larger of `prev_max` and this block's maximum. Returns `(max, sum of the
 /// exponentials)`; the caller rescales what it accumulated under `prev_max` by
-/// `exp(prev_max - max)`.
+/// `exp(prev_max - max)`. Reductions run in 16 independent lanes so that they vectorize (a
+/// sequential float sum cannot).
 #[inline(always)]
 fn online_softmax_body(row: &mut [f32], scale: f32, prev_max: f32) -> (f32, f32) {
     let mut lane_max = [prev_max; LANES];
@@ -116,18 +75,6 @@ fn online_softmax_avx512(row: &mut [f32], scale: f32, prev_max: f32) -> (f32, f3
     online_softmax_body(row, scale, prev_max)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn softmax_numerators_avx2(row: &mut [f32], valid: usize, scale: f32) -> f32 {
-    softmax_numerators_body(row, valid, scale)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn softmax_numerators_avx512(row: &mut [f32], valid: usize, scale: f32) -> f32 {
-    softmax_numerators_body(row, valid, scale)
-}
-
 /// The widest vector code this CPU runs (the crate is built for baseline x86-64, i.e. 4-wide
 /// SSE2): on the 16-lane AVX-512 the ViT-g softmax takes about half the time of AVX2.
 #[derive(Clone, Copy)]
@@ -155,21 +102,18 @@ impl Simd {
         Simd::Base
     }
 
-    /// Unnormalized softmax of one score row and its `1 / sum` (see
-    /// [`softmax_numerators_body`]).
+    /// The unnormalized softmax of `row[..valid] * scale` in place, `exp(x * scale - max)`,
+    /// and `1 / sum` of it; `row[valid..]` is set to 0. The caller scales the `P @ V` row by the
+    /// returned factor instead of this row: `head_dim` multiplies instead of `keys` (88 against
+    /// 8,192 for ViT-g), one pass over the scores fewer. The online softmax of one block that
+    /// starts from no maximum.
     fn softmax_numerators(self, row: &mut [f32], valid: usize, scale: f32) -> f32 {
-        match self {
-            Simd::Base => softmax_numerators_body(row, valid, scale),
-            // SAFETY: `detect` found the features at run time.
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx2 => unsafe { softmax_numerators_avx2(row, valid, scale) },
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 => unsafe { softmax_numerators_avx512(row, valid, scale) },
-        }
+        let (live, dead) = row.split_at_mut(valid);
+        let (_, sum) = self.online_softmax(live, scale, f32::NEG_INFINITY);
+        dead.fill(0.0);
+        1.0 / sum
     }
-}
 
-impl Simd {
     /// See [`online_softmax_body`].
     fn online_softmax(self, row: &mut [f32], scale: f32, prev_max: f32) -> (f32, f32) {
         match self {
@@ -216,14 +160,7 @@ pub fn gqa_attention(
     let group = heads / kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let block = block.max(1);
-    // One column block of the output per head (disjoint, so heads can run in parallel).
-    let mut views: Vec<MatMut<'_, f32>> = Vec::with_capacity(heads);
-    let mut rest = MatMut::from_row_major_slice_mut(&mut out, t, heads * hd);
-    for _ in 0..heads {
-        let (head, tail) = rest.split_at_col_mut(hd);
-        views.push(head);
-        rest = tail;
-    }
+    let views = head_columns(&mut out, t, heads, hd);
     let simd = Simd::detect();
     let scores_len = block.min(len) * len;
     views.into_par_iter().enumerate().for_each_init(
@@ -265,12 +202,7 @@ pub fn gqa_attention(
                     1.0f32,
                     faer::Par::Seq,
                 );
-                let mut out_rows = dst.as_mut().subrows_mut(a, nq);
-                for (r, &f) in inv[..nq].iter().enumerate() {
-                    for c in 0..hd {
-                        *out_rows.as_mut().get_mut(r, c) *= f;
-                    }
-                }
+                scale_rows(dst.as_mut().subrows_mut(a, nq), &inv[..nq]);
                 a = e;
             }
         },
@@ -304,13 +236,7 @@ pub fn full_attention_tiled(
     let group = heads / kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let (qb, kb) = (q_block.max(1).min(len), k_block.max(1).min(len));
-    let mut views: Vec<MatMut<'_, f32>> = Vec::with_capacity(heads);
-    let mut rest = MatMut::from_row_major_slice_mut(&mut out, t, heads * hd);
-    for _ in 0..heads {
-        let (head, tail) = rest.split_at_col_mut(hd);
-        views.push(head);
-        rest = tail;
-    }
+    let views = head_columns(&mut out, t, heads, hd);
     let simd = Simd::detect();
     views.into_par_iter().enumerate().for_each_init(
         || (vec![0f32; qb * kb], vec![0f32; qb], vec![0f32; qb]),
@@ -342,9 +268,7 @@ pub fn full_attention_tiled(
                         if c > 0 && m > max[r] {
                             let f = exp_neg(max[r] - m);
                             sum[r] *= f;
-                            for x in 0..hd {
-                                *acc.as_mut().get_mut(r, x) *= f;
-                            }
+                            scale_rows(acc.as_mut().subrows_mut(r, 1), &[f]);
                         }
                         max[r] = m;
                         sum[r] += block_sum;
@@ -363,18 +287,37 @@ pub fn full_attention_tiled(
                     );
                     c += nk;
                 }
-                let mut out_rows = dst.as_mut().subrows_mut(a, nq);
-                for (r, &total) in sum[..nq].iter().enumerate() {
-                    let f = 1.0 / total;
-                    for x in 0..hd {
-                        *out_rows.as_mut().get_mut(r, x) *= f;
-                    }
+                for total in &mut sum[..nq] {
+                    *total = 1.0 / *total;
                 }
+                scale_rows(dst.as_mut().subrows_mut(a, nq), &sum[..nq]);
                 a += nq;
             }
         },
     );
     out
+}
+
+/// The output `(t, heads * hd)` as one column block per head: disjoint, so heads can run in
+/// parallel and each writes its `P @ V` straight into the layout the output projection reads.
+fn head_columns(out: &mut [f32], t: usize, heads: usize, hd: usize) -> Vec<MatMut<'_, f32>> {
+    let mut views = Vec::with_capacity(heads);
+    let mut rest = MatMut::from_row_major_slice_mut(out, t, heads * hd);
+    for _ in 0..heads {
+        let (head, tail) = rest.split_at_col_mut(hd);
+        views.push(head);
+        rest = tail;
+    }
+    views
+}
+
+/// Row `r` of `m` times `factors[r]`.
+fn scale_rows(mut m: MatMut<'_, f32>, factors: &[f32]) {
+    for (r, &f) in factors.iter().enumerate() {
+        for c in 0..m.ncols() {
+            *m.as_mut().get_mut(r, c) *= f;
+        }
+    }
 }
 
 #[cfg(test)]

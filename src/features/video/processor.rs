@@ -296,6 +296,16 @@ impl AxisWeights {
         }
     }
 
+    /// The input indices any output reads.
+    fn span(&self) -> std::ops::Range<usize> {
+        let lo = self.start.iter().copied().min().unwrap_or(0);
+        let hi = (0..self.start.len())
+            .map(|k| self.start[k] + self.len[k])
+            .max()
+            .unwrap_or(0);
+        lo..hi
+    }
+
     fn taps_of(&self, k: usize) -> (usize, &[f32]) {
         (
             self.start[k],
@@ -312,6 +322,8 @@ pub struct Resizer {
     rows: AxisWeights,
     /// Input rows the height pass reads: the width pass runs on these only.
     row_span: std::ops::Range<usize>,
+    /// Input columns the width pass reads.
+    col_span: std::ops::Range<usize>,
 }
 
 impl Resizer {
@@ -319,16 +331,12 @@ impl Resizer {
         let g = geometry;
         let cols = AxisWeights::new(g.in_width, g.resized_width, g.left..g.left + g.crop_width);
         let rows = AxisWeights::new(g.in_height, g.resized_height, g.top..g.top + g.crop_height);
-        let lo = rows.start.iter().copied().min().unwrap_or(0);
-        let hi = (0..rows.start.len())
-            .map(|k| rows.start[k] + rows.len[k])
-            .max()
-            .unwrap_or(0);
         Self {
             geometry,
+            row_span: rows.span(),
+            col_span: cols.span(),
             cols,
             rows,
-            row_span: lo..hi,
         }
     }
 
@@ -377,39 +385,42 @@ impl Resizer {
         self.height_pass(&tmp, out);
     }
 
-    /// Input columns the width pass reads: `(first, count)`.
-    fn col_span(&self) -> (usize, usize) {
-        let cw = self.geometry.crop_width;
-        let lo = self.cols.start.iter().copied().min().unwrap_or(0);
-        let hi = (0..cw)
-            .map(|x| self.cols.start[x] + self.cols.len[x])
-            .max()
-            .unwrap_or(0);
-        (lo, hi - lo)
-    }
-
     /// Width pass: `tmp[c][r][x]` for the input rows in `row_span` and the crop columns x.
     /// Rows go in blocks of ROWS, transposed so that one tap of one output column is a
     /// contiguous ROWS-lane fused multiply-add (the same weight for every row). Each value
     /// keeps the reference's accumulation order: first tap product, then fused multiply-adds.
     #[inline(always)]
     fn width_pass(&self, rgb: &[u8], stride: usize, tmp: &mut [f32]) {
-        let cw = self.geometry.crop_width;
-        let span = self.row_span.clone();
-        let n_rows = span.len();
-        let (col_lo, n_cols) = self.col_span();
+        let n_rows = self.row_span.len();
+        let n_cols = self.col_span.len();
         let mut block = vec![0f32; 3 * n_cols * ROWS]; // [c][col][row]
         for r0 in (0..n_rows).step_by(ROWS) {
             let rows = ROWS.min(n_rows - r0);
             self.load_block(rgb, stride, r0, rows, &mut block);
             for c in 0..3 {
                 let plane = &block[c * n_cols * ROWS..(c + 1) * n_cols * ROWS];
-                for x in 0..cw {
-                    let acc = self.column_taps(plane, col_lo, x);
-                    for (r, &a) in acc.iter().enumerate().take(rows) {
-                        tmp[(c * n_rows + r0 + r) * cw + x] = a;
-                    }
-                }
+                self.store_columns(plane, 0..self.geometry.crop_width, c, r0, rows, tmp);
+            }
+        }
+    }
+
+    /// The crop columns `xs` of channel `c` for the block's `rows` rows from `r0`, one value
+    /// at a time into `tmp`.
+    #[inline(always)]
+    fn store_columns(
+        &self,
+        plane: &[f32],
+        xs: std::ops::Range<usize>,
+        c: usize,
+        r0: usize,
+        rows: usize,
+        tmp: &mut [f32],
+    ) {
+        let (cw, n_rows) = (self.geometry.crop_width, self.row_span.len());
+        for x in xs {
+            let acc = self.column_taps(plane, x);
+            for (r, &a) in acc.iter().enumerate().take(rows) {
+                tmp[(c * n_rows + r0 + r) * cw + x] = a;
             }
         }
     }
@@ -424,12 +435,12 @@ impl Resizer {
         use std::arch::x86_64::*;
         let cw = self.geometry.crop_width;
         let n_rows = self.row_span.len();
-        let (col_lo, n_cols) = self.col_span();
+        let n_cols = self.col_span.len();
         let mut block = vec![0f32; 3 * n_cols * ROWS];
         for r0 in (0..n_rows).step_by(ROWS) {
             let rows = ROWS.min(n_rows - r0);
             if rows == ROWS {
-                let first = (self.row_span.start + r0) * stride + col_lo * 3;
+                let first = self.block_start(stride, r0);
                 // SAFETY: the caller checked AVX2.
                 unsafe { fill_block_avx2(rgb, first, stride, n_cols, &mut block) };
             } else {
@@ -440,7 +451,7 @@ impl Resizer {
                 let mut x = 0;
                 while x + 8 <= cw {
                     let sums: [__m256; 8] = std::array::from_fn(|q| {
-                        let acc = self.column_taps(plane, col_lo, x + q);
+                        let acc = self.column_taps(plane, x + q);
                         // SAFETY: `acc` holds ROWS = 8 floats.
                         unsafe { _mm256_loadu_ps(acc.as_ptr()) }
                     });
@@ -454,12 +465,7 @@ impl Resizer {
                     }
                     x += 8;
                 }
-                for x in x..cw {
-                    let acc = self.column_taps(plane, col_lo, x);
-                    for (r, &a) in acc.iter().enumerate().take(rows) {
-                        tmp[(c * n_rows + r0 + r) * cw + x] = a;
-                    }
-                }
+                self.store_columns(plane, x..cw, c, r0, rows, tmp);
             }
         }
     }
@@ -467,8 +473,7 @@ impl Resizer {
     /// The block of input rows `r0..r0 + rows` of the row span, as [`fill_block`] lays it out.
     #[inline(always)]
     fn load_block(&self, rgb: &[u8], stride: usize, r0: usize, rows: usize, block: &mut [f32]) {
-        let (col_lo, n_cols) = self.col_span();
-        let first = (self.row_span.start + r0) * stride + col_lo * 3;
+        let (first, n_cols) = (self.block_start(stride, r0), self.col_span.len());
         if rows == ROWS {
             fill_block(rgb, first, stride, n_cols, block);
         } else {
@@ -476,10 +481,17 @@ impl Resizer {
         }
     }
 
+    /// Byte offset of the block's first pixel: row `r0` of the row span, first column of the
+    /// column span.
+    fn block_start(&self, stride: usize, r0: usize) -> usize {
+        (self.row_span.start + r0) * stride + self.col_span.start * 3
+    }
+
     /// Crop column `x` of one channel's block, for its ROWS rows: the first tap's product,
     /// then one fused multiply-add per further tap.
     #[inline(always)]
-    fn column_taps(&self, plane: &[f32], col_lo: usize, x: usize) -> [f32; ROWS] {
+    fn column_taps(&self, plane: &[f32], x: usize) -> [f32; ROWS] {
+        let col_lo = self.col_span.start;
         let (s, w) = self.cols.taps_of(x);
         let lanes = &plane[(s - col_lo) * ROWS..(s - col_lo + w.len()) * ROWS];
         let mut acc = [0f32; ROWS];
@@ -779,21 +791,25 @@ mod tests {
     }
 
     /// The transposing block fill writes exactly what the value-by-value fill writes.
+    /// `n` pseudo-random bytes from a 64-bit LCG, advancing `seed`.
+    fn random_bytes(n: usize, seed: &mut u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (*seed >> 56) as u8
+            })
+            .collect()
+    }
+
     /// The AVX2 path (block fill and width pass) equals the plain one bit for bit on a
     /// full-HD frame cropped to the released 256 (crop width a multiple of 8) and to 250 (a
     /// partial column group), with a partial last block of rows.
     #[test]
     fn fast_path_equals_plain_path() {
         let (h, w) = (1083, 1921);
-        let mut seed = 99u64;
-        let rgb: Vec<u8> = (0..h * w * 3)
-            .map(|_| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (seed >> 56) as u8
-            })
-            .collect();
+        let rgb = random_bytes(h * w * 3, &mut 99);
         for crop in [256, 250] {
             let rs = Resizer::new(ProcessorConfig::for_crop(crop).geometry(h, w));
             let mut fast = vec![0u8; 3 * crop * crop];
@@ -816,14 +832,7 @@ mod tests {
         }
         let mut seed = 12345u64;
         for (n_cols, stride) in [(1, 5), (7, 30), (8, 24), (9, 40), (101, 333)] {
-            let rgb: Vec<u8> = (0..8 * stride + 3 * n_cols)
-                .map(|_| {
-                    seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (seed >> 56) as u8
-                })
-                .collect();
+            let rgb = random_bytes(8 * stride + 3 * n_cols, &mut seed);
             let first = 2;
             let mut want = vec![-1f32; 3 * n_cols * ROWS];
             let mut got = want.clone();

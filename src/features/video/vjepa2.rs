@@ -813,15 +813,20 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
 
-    /// The MLP in row blocks against the MLP over the whole clip, through two layers.
-    #[test]
-    fn mlp_row_blocks_change_nothing() {
-        let cfg: Vjepa2Config = serde_json::from_value(serde_json::json!({
-            "model_type": "vjepa2", "hidden_size": 96, "num_hidden_layers": 2,
+    /// A small V-JEPA2 (hidden 96, 4 heads, 64 x 64 crops, 8 frames: 64 tokens).
+    fn small_config(layers: usize) -> Vjepa2Config {
+        serde_json::from_value(serde_json::json!({
+            "model_type": "vjepa2", "hidden_size": 96, "num_hidden_layers": layers,
             "num_attention_heads": 4, "patch_size": 16, "tubelet_size": 2,
             "crop_size": 64, "frames_per_clip": 8,
         }))
-        .unwrap();
+        .unwrap()
+    }
+
+    /// The MLP in row blocks against the MLP over the whole clip, through two layers.
+    #[test]
+    fn mlp_row_blocks_change_nothing() {
+        let cfg = small_config(2);
         let mut enc = Vjepa2Encoder::random(cfg, &Device::Cpu, DType::F32, 3).unwrap();
         let clip = Tensor::randn(0f32, 1f32, (8, 3, 64, 64), &Device::Cpu).unwrap();
         enc.mlp_rows = usize::MAX;
@@ -842,12 +847,7 @@ mod tests {
     /// candle ops the GPU and bf16 paths run, on a small clip with every rotary axis in use.
     #[test]
     fn fused_cpu_attention_matches_the_candle_path() {
-        let cfg: Vjepa2Config = serde_json::from_value(serde_json::json!({
-            "model_type": "vjepa2", "hidden_size": 96, "num_hidden_layers": 1,
-            "num_attention_heads": 4, "patch_size": 16, "tubelet_size": 2,
-            "crop_size": 64, "frames_per_clip": 8,
-        }))
-        .unwrap();
+        let cfg = small_config(1);
         let enc = Vjepa2Encoder::random(cfg, &Device::Cpu, DType::F32, 1).unwrap();
         let (heads, hd) = (4, 24);
         let n = enc.cfg.n_tokens(8); // 4 tubelets x 4 x 4 patches
