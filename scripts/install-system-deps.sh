@@ -13,4 +13,9 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev \
   ffmpeg gifti-bin nifti-bin connectome-workbench chromium \
   python3 python3-venv ca-certificates >/dev/null
+# Intel MKL, optional (Debian non-free, Ubuntu multiverse): the feature extractors' large
+# matrix products use it when it is installed (src/features/blas.rs), and scripts/test.sh then
+# runs the model golden tests on it too.
+$SUDO apt-get install -y -qq --no-install-recommends libmkl-rt >/dev/null ||
+  echo "libmkl-rt is not available from apt here (enable non-free or multiverse); the built-in GEMM is used"
 echo "system packages ready"

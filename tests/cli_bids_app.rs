@@ -105,6 +105,20 @@ fn exit_code_contract() {
         2
     );
     assert_eq!(code_for(&ds, &out, &["participant", "--no-such-flag"]).0, 2);
+    // 2 usage error: an unknown CPU matrix library, named with its fix
+    let o = app()
+        .env("TRIBE_BLAS", "openblas")
+        .arg(&ds)
+        .arg(&out)
+        .args(["participant", "--dry-run"])
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{msg}");
+    assert!(
+        msg.contains("TRIBE_BLAS='openblas'") && msg.contains("TRIBE_BLAS=auto"),
+        "{msg}"
+    );
     // 18 filters matched nothing
     let (c, msg) = code_for(
         &ds,

@@ -49,6 +49,7 @@ pub fn bids_app_main() -> i32 {
     init_logging(raw.verbose);
     let result = bids_app::RunConfig::from_raw(raw, argv).and_then(|cfg| {
         use_threads(cfg.nprocs);
+        use_matrix_backend()?;
         bids_app::run(&cfg)
     });
     match result {
@@ -76,6 +77,14 @@ fn use_threads(n: usize) {
     }
 }
 
+/// Settle the CPU matrix library (`TRIBE_BLAS`, see `features::blas`) before any work, so that
+/// a bad setting fails fast with a usage error, and say in the log which one runs.
+fn use_matrix_backend() -> crate::error::Result<()> {
+    crate::features::blas::init().map_err(|e| crate::error::Error::Usage(e.to_string()))?;
+    tracing::info!("CPU matrix products: {}", crate::features::blas::describe());
+    Ok(())
+}
+
 /// Entry point of `tribe`; returns the process exit code.
 pub fn toolbox_main() -> i32 {
     let cli = match toolbox::ToolboxCli::try_parse() {
@@ -90,7 +99,7 @@ pub fn toolbox_main() -> i32 {
         }
     };
     init_logging(cli.verbose);
-    match toolbox::run(cli) {
+    match use_matrix_backend().and_then(|()| toolbox::run(cli)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("tribe: error: {e}");

@@ -236,6 +236,7 @@ fn sidecar_json(
         "FeatureExtractors": extractors,
         "FeaturesUsed": used.iter().map(|m| m.name()).collect::<Vec<_>>(),
         "TextContext": if cfg.text_context == TextContext::Exact { "exact" } else { "fast" },
+        "CpuMatrixLibrary": crate::features::blas::describe(),
         "AlignmentRule": ALIGNMENT_RULE,
         "VolumeAcquisitionTimes": p.sched.volume_times,
         "GeneratedBy": {"Name": derivatives::PIPELINE_NAME, "Version": crate::VERSION, "CommandLine": cfg.command_line.join(" ")},

@@ -116,6 +116,10 @@ fn settings(cfg: &RunConfig) -> Vec<(String, String)> {
         ),
         ("Device".into(), format!("{:?}", cfg.device).to_lowercase()),
         (
+            "CPU matrix library".into(),
+            crate::features::blas::describe(),
+        ),
+        (
             "Subject row".into(),
             cfg.subject_index
                 .map(|i| i.to_string())

@@ -7,6 +7,9 @@
 
 use candle_core::{DType, Device, Result, Storage, Tensor};
 
+use super::blas;
+pub use super::blas::WeightLayout;
+
 /// Borrow the data of a contiguous f32 CPU tensor (any rank) and run `f` on it; `None` for
 /// other devices, dtypes or layouts.
 pub fn with_cpu_f32_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
@@ -29,16 +32,65 @@ pub fn with_cpu_f32_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R
 /// A linear layer on the last dimension with a pre-transposed weight: `x (..., K) @ w_t (K, N)`,
 /// as one 2-D product (candle's batched matmul would broadcast the weight per batch row).
 pub fn linear(x: &Tensor, w_t: &Tensor) -> Result<Tensor> {
+    linear_bias(x, w_t, WeightLayout::InOut, None)
+}
+
+/// A linear layer on the last dimension, `x (..., K) @ w (+ bias)`, with `w` stored as
+/// `layout` says. On the CPU in f32 it runs on MKL when that is the backend ([`blas`]), with
+/// the bias folded into the product; otherwise on candle (`gemm` or the GPU).
+pub fn linear_bias(
+    x: &Tensor,
+    w: &Tensor,
+    layout: WeightLayout,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let k = *dims.last().unwrap_or(&0);
     let m = x.elem_count() / k.max(1);
-    let x2 = x.reshape((m, k))?.contiguous()?;
-    let y = x2.matmul(w_t)?;
+    let n = match layout {
+        WeightLayout::InOut => w.dim(1)?,
+        WeightLayout::OutIn => w.dim(0)?,
+    };
     let mut out_dims = dims;
     if let Some(last) = out_dims.last_mut() {
-        *last = w_t.dim(1)?;
+        *last = n;
     }
+    let x2 = x.reshape((m, k))?.contiguous()?;
+    if let Some(y) = mkl_product(&x2, w, layout, bias, (m, k, n)) {
+        return Tensor::from_vec(y, (m, n), x.device())?.reshape(out_dims);
+    }
+    let y = match layout {
+        WeightLayout::InOut => x2.matmul(w)?,
+        WeightLayout::OutIn => x2.matmul(&w.t()?)?,
+    };
+    let y = match bias {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
     y.reshape(out_dims)
+}
+
+/// The MKL product, when MKL is the backend and every operand is a contiguous f32 CPU tensor.
+fn mkl_product(
+    x: &Tensor,
+    w: &Tensor,
+    layout: WeightLayout,
+    bias: Option<&Tensor>,
+    (m, k, n): (usize, usize, usize),
+) -> Option<Vec<f32>> {
+    if !blas::is_mkl() {
+        return None;
+    }
+    with_cpu_f32_data(x, |xd| {
+        with_cpu_f32_data(w, |wd| match bias {
+            Some(b) => {
+                with_cpu_f32_data(b, |bd| blas::sgemm(xd, wd, layout, Some(bd), m, k, n)).flatten()
+            }
+            None => blas::sgemm(xd, wd, layout, None, m, k, n),
+        })
+        .flatten()
+    })
+    .flatten()
 }
 
 /// `f` applied to equal blocks of at most `max_rows` rows of `x` (split along dim 0), the

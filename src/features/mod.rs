@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod audio;
+pub mod blas;
 pub mod cache;
 pub mod context;
 pub mod decoder;

@@ -24,6 +24,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::features::matmul::{WeightLayout, linear_bias};
 
 /// The parts of `config.json` the encoder needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -254,11 +255,12 @@ impl Linear {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.wt)?;
-        Ok(match &self.b {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
+        Ok(linear_bias(
+            x,
+            &self.wt,
+            WeightLayout::InOut,
+            self.b.as_ref(),
+        )?)
     }
 }
 

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::features::attention::full_attention_tiled;
-use crate::features::matmul::{map_row_blocks, with_cpu_f32_data};
+use crate::features::matmul::{WeightLayout, linear_bias, map_row_blocks, with_cpu_f32_data};
 
 /// What the last entry of `hidden_states` holds.
 ///
@@ -224,11 +224,7 @@ struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x.matmul(&self.weight.t()?)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+        linear_bias(x, &self.weight, WeightLayout::OutIn, self.bias.as_ref())
     }
 }
 

@@ -1,0 +1,278 @@
+//! Intel MKL, when the machine has it, for the feature extractors' large f32 matrix products.
+//!
+//! About 80–90 % of a LLaMA or V-JEPA2 layer on the CPU is spent in its linear layers. candle's
+//! pure-Rust `gemm` runs them at about 90 % of this machine's AVX-512 peak on one core, but
+//! PyTorch's MKL is 10–15 % faster again on the same shapes (README, "Performance"), and no
+//! other library or kernel of our own closed that gap. So MKL is used where it is installed
+//! (Debian/Ubuntu `libmkl-rt`, or the `mkl` wheel from PyPI), and `gemm` everywhere else.
+//!
+//! MKL is opened at run time (`dlopen`), never linked: the same binary runs on machines without
+//! it, and no build needs it. `TRIBE_BLAS` chooses:
+//! - `auto` (default): MKL if it can be opened, else the built-in `gemm`;
+//! - `mkl`: MKL or an error (for a cluster where it must be used);
+//! - `builtin`: always `gemm` (bit-for-bit the same results on every machine).
+//!
+//! MKL runs in its sequential mode, and we split each product into column stripes over
+//! rayon's pool: that keeps `--nprocs` the one thread limit, and avoids an OpenMP pool spinning
+//! beside rayon's on the same cores. Both libraries agree to about 1e-6 relative, well inside
+//! the parity bounds (1e-4 of the range); the golden tests run on each backend.
+
+use std::ffi::{CStr, c_char, c_float, c_int};
+use std::sync::OnceLock;
+
+use thiserror::Error;
+
+/// Names tried in order: the unversioned link that Debian's `libmkl-rt` installs, then the
+/// sonames of oneAPI releases (the PyPI `mkl` wheel installs `libmkl_rt.so.2`).
+const LIBRARY_NAMES: &[&str] = &["libmkl_rt.so", "libmkl_rt.so.2", "libmkl_rt.so.1"];
+
+/// The environment variable that chooses the backend.
+pub const ENV_VAR: &str = "TRIBE_BLAS";
+
+/// Products smaller than this many multiply-adds run on one thread: splitting costs more than
+/// it saves.
+const SPLIT_MIN_MACS: usize = 1 << 21;
+
+/// Column stripes are multiples of this many columns, so that each stripe starts on a cache
+/// line of B and C and MKL's kernels see whole register tiles.
+const STRIPE_ALIGN: usize = 64;
+
+#[derive(Debug, Error)]
+pub enum BlasError {
+    #[error(
+        "{var}='{value}' is not a matrix backend\n  fix: use {var}=auto (MKL when installed), {var}=mkl or {var}=builtin",
+        var = ENV_VAR
+    )]
+    UnknownBackend { value: String },
+    #[error(
+        "{var}=mkl, but Intel MKL could not be opened ({reason})\n  fix: install it (Debian/Ubuntu: apt-get install libmkl-rt; or pip install mkl and add its lib folder to LD_LIBRARY_PATH), or use {var}=auto",
+        var = ENV_VAR
+    )]
+    MklMissing { reason: String },
+}
+
+/// Which library runs the large f32 products on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// candle's `gemm` crate.
+    Builtin,
+    /// Intel MKL, opened at run time.
+    Mkl,
+}
+
+type SgemmFn = unsafe extern "C" fn(
+    layout: c_int,
+    trans_a: c_int,
+    trans_b: c_int,
+    m: c_int,
+    n: c_int,
+    k: c_int,
+    alpha: c_float,
+    a: *const c_float,
+    lda: c_int,
+    b: *const c_float,
+    ldb: c_int,
+    beta: c_float,
+    c: *mut c_float,
+    ldc: c_int,
+);
+
+const CBLAS_ROW_MAJOR: c_int = 101;
+const CBLAS_NO_TRANS: c_int = 111;
+const CBLAS_TRANS: c_int = 112;
+/// `MKL_THREADING_SEQUENTIAL` of `mkl_service.h`.
+const MKL_THREADING_SEQUENTIAL: c_int = 1;
+
+struct Mkl {
+    sgemm: SgemmFn,
+    /// e.g. "Intel(R) Math Kernel Library Version 2020.0.4 ...", for logs and provenance.
+    version: String,
+    /// Kept open for the life of the process: `sgemm` points into it.
+    _library: libloading::Library,
+}
+
+/// The backend, settled once per process from `TRIBE_BLAS`.
+static SELECTED: OnceLock<Result<Option<Mkl>, BlasError>> = OnceLock::new();
+
+/// Settle the backend now and say which it is; the CLI calls this at start-up, so that a bad
+/// `TRIBE_BLAS` is an error before any work, not a silent fallback in the middle of a run.
+pub fn init() -> Result<Backend, &'static BlasError> {
+    match selected() {
+        Ok(Some(_)) => Ok(Backend::Mkl),
+        Ok(None) => Ok(Backend::Builtin),
+        Err(e) => Err(e),
+    }
+}
+
+/// A one-line description of the backend in use, for logs and the derivatives' provenance.
+pub fn describe() -> String {
+    match selected() {
+        Ok(Some(mkl)) => format!("Intel MKL ({}), sequential, split over rayon", mkl.version),
+        Ok(None) => format!("built-in gemm crate ({ENV_VAR}=auto found no MKL, or builtin)"),
+        Err(e) => format!("unusable: {e}"),
+    }
+}
+
+fn selected() -> &'static Result<Option<Mkl>, BlasError> {
+    SELECTED.get_or_init(|| {
+        let choice = std::env::var(ENV_VAR).unwrap_or_default();
+        match choice.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(open_mkl().ok()),
+            "mkl" => open_mkl()
+                .map(Some)
+                .map_err(|reason| BlasError::MklMissing { reason }),
+            "builtin" | "gemm" => Ok(None),
+            _ => Err(BlasError::UnknownBackend { value: choice }),
+        }
+    })
+}
+
+fn open_mkl() -> Result<Mkl, String> {
+    let mut reasons = Vec::new();
+    for name in LIBRARY_NAMES {
+        // SAFETY: loading MKL runs its initializers, which only set up its own state.
+        match unsafe { libloading::Library::new(name) } {
+            Ok(library) => return bind(library).map_err(|e| format!("{name}: {e}")),
+            Err(e) => reasons.push(e.to_string()),
+        }
+    }
+    Err(reasons.join("; "))
+}
+
+fn bind(library: libloading::Library) -> Result<Mkl, libloading::Error> {
+    // SAFETY: the symbols are MKL's documented C entry points with these signatures.
+    unsafe {
+        let set_layer: libloading::Symbol<unsafe extern "C" fn(c_int) -> c_int> =
+            library.get(b"MKL_Set_Threading_Layer\0")?;
+        // Must come before any other MKL call to take effect.
+        set_layer(MKL_THREADING_SEQUENTIAL);
+        let sgemm: SgemmFn = *library.get::<SgemmFn>(b"cblas_sgemm\0")?;
+        let version = match library
+            .get::<unsafe extern "C" fn(*mut c_char, c_int)>(b"MKL_Get_Version_String\0")
+        {
+            Ok(get) => {
+                let mut buf = [0 as c_char; 256];
+                get(buf.as_mut_ptr(), buf.len() as c_int - 1);
+                CStr::from_ptr(buf.as_ptr())
+                    .to_string_lossy()
+                    .trim()
+                    .to_string()
+            }
+            Err(_) => "version unknown".to_string(),
+        };
+        Ok(Mkl {
+            sgemm,
+            version,
+            _library: library,
+        })
+    }
+}
+
+/// How the right-hand matrix `w` of [`sgemm`] is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// (K, N) row-major: the product is `x @ w`.
+    InOut,
+    /// (N, K) row-major, as PyTorch's `nn.Linear` stores it: the product is `x @ w.T`.
+    OutIn,
+}
+
+/// `out (M, N) = x (M, K) @ w (+ bias)` on MKL, or `None` when MKL is not the backend (the
+/// caller then uses candle). `bias`, when given, is added as MKL's `C` with `beta = 1`,
+/// which is also how PyTorch's `addmm` adds a linear layer's bias.
+pub fn sgemm(
+    x: &[f32],
+    w: &[f32],
+    layout: WeightLayout,
+    bias: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Option<Vec<f32>> {
+    let Ok(Some(mkl)) = selected() else {
+        return None;
+    };
+    assert_eq!(x.len(), m * k, "sgemm: x is not (M, K)");
+    assert_eq!(w.len(), k * n, "sgemm: w is not K x N");
+    let mut out = match bias {
+        Some(b) => {
+            assert_eq!(b.len(), n, "sgemm: bias is not (N)");
+            let mut out = Vec::with_capacity(m * n);
+            for _ in 0..m {
+                out.extend_from_slice(b);
+            }
+            out
+        }
+        // Left uninitialized: with beta = 0 MKL writes every element of C without reading
+        // it (a zero fill would be one more pass over up to 100 MB per product).
+        None => Vec::with_capacity(m * n),
+    };
+    if m == 0 || n == 0 || k == 0 {
+        out.resize(m * n, 0.0);
+        return Some(out);
+    }
+    let beta = if bias.is_some() { 1.0 } else { 0.0 };
+    let threads = rayon::current_num_threads().max(1);
+    let stripes = if m * n * k < SPLIT_MIN_MACS {
+        1
+    } else {
+        threads.min(n.div_ceil(STRIPE_ALIGN)).max(1)
+    };
+    let width = n.div_ceil(stripes).div_ceil(STRIPE_ALIGN) * STRIPE_ALIGN;
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let run = |j0: usize| {
+        let cols = width.min(n - j0);
+        let (w_start, trans, ldb) = match layout {
+            WeightLayout::InOut => (j0, CBLAS_NO_TRANS, n),
+            WeightLayout::OutIn => (j0 * k, CBLAS_TRANS, k),
+        };
+        // SAFETY: every stripe writes only its own columns [j0, j0 + cols) of `out`, each
+        // row's slice of them, through ldc = n; reads stay inside `x` and `w` (checked sizes).
+        unsafe {
+            (mkl.sgemm)(
+                CBLAS_ROW_MAJOR,
+                CBLAS_NO_TRANS,
+                trans,
+                m as c_int,
+                cols as c_int,
+                k as c_int,
+                1.0,
+                x.as_ptr(),
+                k as c_int,
+                w.as_ptr().add(w_start),
+                ldb as c_int,
+                beta,
+                out_ptr.get().add(j0),
+                n as c_int,
+            )
+        };
+    };
+    let starts: Vec<usize> = (0..n).step_by(width).collect();
+    if starts.len() == 1 {
+        run(0);
+    } else {
+        use rayon::prelude::*;
+        starts.into_par_iter().for_each(run);
+    }
+    // SAFETY: the stripes cover columns 0..n of every row, so all m * n elements are written
+    // (with beta = 1 they were initialized from the bias before).
+    unsafe { out.set_len(m * n) };
+    Some(out)
+}
+
+/// A raw pointer that may cross to rayon's threads; see the SAFETY note in [`sgemm`].
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: the stripes written through it are disjoint.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// For tests: whether the process's backend is MKL.
+pub fn is_mkl() -> bool {
+    matches!(selected(), Ok(Some(_)))
+}
