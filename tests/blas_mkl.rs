@@ -121,3 +121,74 @@ fn mkl_is_described_for_provenance() {
     assert!(d.starts_with("Intel MKL ("), "{d}");
     assert!(d.contains("Math Kernel Library"), "{d}");
 }
+
+/// Attention in f64: `softmax(q k^T / sqrt(hd)) v` per head, over keys `0..=i` (causal) or
+/// `0..len`; output (t, heads * hd), rows from `len` on zero.
+#[allow(clippy::too_many_arguments)]
+fn attention_f64(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    (heads, kv_heads, t, hd, len): (usize, usize, usize, usize, usize),
+    causal: bool,
+) -> Vec<f64> {
+    let mut out = vec![0.0f64; t * heads * hd];
+    let scale = 1.0 / (hd as f64).sqrt();
+    for h in 0..heads {
+        let g = h / (heads / kv_heads);
+        for i in 0..len {
+            let keys = if causal { i + 1 } else { len };
+            let s: Vec<f64> = (0..keys)
+                .map(|j| {
+                    (0..hd)
+                        .map(|d| q[(h * t + i) * hd + d] as f64 * k[(g * t + j) * hd + d] as f64)
+                        .sum::<f64>()
+                        * scale
+                })
+                .collect();
+            let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for d in 0..hd {
+                out[i * heads * hd + h * hd + d] = (0..keys)
+                    .map(|j| e[j] * v[(g * t + j) * hd + d] as f64)
+                    .sum::<f64>()
+                    / sum;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn mkl_attention_kernels_match_f64_reference() {
+    use tribe_bids::features::attention::{Mask, full_attention_tiled, gqa_attention};
+    if !on_mkl("mkl_attention_kernels_match_f64_reference") {
+        return;
+    }
+    let (heads, kv_heads, t, hd, len) = (4, 2, 37, 16, 33);
+    let q = values(heads * t * hd, 11);
+    let k = values(kv_heads * t * hd, 12);
+    let v = values(kv_heads * t * hd, 13);
+    let dims = (heads, kv_heads, t, hd, len);
+    let worst = |got: &[f32], want: &[f64]| {
+        got.iter()
+            .zip(want)
+            .map(|(g, w)| (*g as f64 - w).abs())
+            .fold(0.0f64, f64::max)
+    };
+    for (mask, causal) in [(Mask::Causal, true), (Mask::Full, false)] {
+        let want = attention_f64(&q, &k, &v, dims, causal);
+        for block in [1, 8, 64] {
+            let got = gqa_attention(&q, &k, &v, heads, kv_heads, t, hd, len, block, mask);
+            let d = worst(&got, &want);
+            assert!(d < 1e-5, "{mask:?}, query block {block}: max |diff| {d:e}");
+        }
+    }
+    let want = attention_f64(&q, &k, &v, dims, false);
+    for (qb, kb) in [(8, 5), (64, 64), (3, 1)] {
+        let got = full_attention_tiled(&q, &k, &v, heads, kv_heads, t, hd, len, qb, kb);
+        let d = worst(&got, &want);
+        assert!(d < 1e-5, "tiled {qb} x {kb}: max |diff| {d:e}");
+    }
+}

@@ -179,13 +179,11 @@ pub fn gqa_attention(
                     Mask::Full => len,
                 };
                 let s = &mut scores[..nq * keys];
-                faer::linalg::matmul::matmul(
+                product(
                     MatMut::from_row_major_slice_mut(s, nq, keys),
                     faer::Accum::Replace,
                     qh.subrows(a, nq),
                     kg.subrows(0, keys).transpose(),
-                    1.0f32,
-                    faer::Par::Seq,
                 );
                 for (r, row) in s.chunks_mut(keys).enumerate() {
                     let valid = match mask {
@@ -194,13 +192,11 @@ pub fn gqa_attention(
                     };
                     inv[r] = simd.softmax_numerators(row, valid, scale);
                 }
-                faer::linalg::matmul::matmul(
+                product(
                     dst.as_mut().subrows_mut(a, nq),
                     faer::Accum::Replace,
                     MatRef::from_row_major_slice(s, nq, keys),
                     vg.subrows(0, keys),
-                    1.0f32,
-                    faer::Par::Seq,
                 );
                 scale_rows(dst.as_mut().subrows_mut(a, nq), &inv[..nq]);
                 a = e;
@@ -254,13 +250,11 @@ pub fn full_attention_tiled(
                 while c < len {
                     let nk = kb.min(len - c);
                     let s = &mut scores[..nq * nk];
-                    faer::linalg::matmul::matmul(
+                    product(
                         MatMut::from_row_major_slice_mut(s, nq, nk),
                         faer::Accum::Replace,
                         qh.subrows(a, nq),
                         kg.subrows(c, nk).transpose(),
-                        1.0f32,
-                        faer::Par::Seq,
                     );
                     let mut acc = dst.as_mut().subrows_mut(a, nq);
                     for (r, row) in s.chunks_mut(nk).enumerate() {
@@ -273,7 +267,7 @@ pub fn full_attention_tiled(
                         max[r] = m;
                         sum[r] += block_sum;
                     }
-                    faer::linalg::matmul::matmul(
+                    product(
                         acc,
                         if c == 0 {
                             faer::Accum::Replace
@@ -282,8 +276,6 @@ pub fn full_attention_tiled(
                         },
                         MatRef::from_row_major_slice(s, nq, nk),
                         vg.subrows(c, nk),
-                        1.0f32,
-                        faer::Par::Seq,
                     );
                     c += nk;
                 }
@@ -296,6 +288,19 @@ pub fn full_attention_tiled(
         },
     );
     out
+}
+
+/// `dst = lhs @ rhs` (or `+=`) on this thread: MKL where it is the backend (its kernels are
+/// faster on these thin shapes, `head_dim` wide), faer otherwise.
+fn product(dst: MatMut<'_, f32>, accum: faer::Accum, lhs: MatRef<'_, f32>, rhs: MatRef<'_, f32>) {
+    if !crate::features::blas::is_mkl() {
+        faer::linalg::matmul::matmul(dst, accum, lhs, rhs, 1.0f32, faer::Par::Seq);
+        return;
+    }
+    let mut dst = dst;
+    if !crate::features::blas::matmul_seq(dst.as_mut(), accum, lhs, rhs) {
+        faer::linalg::matmul::matmul(dst, accum, lhs, rhs, 1.0f32, faer::Par::Seq);
+    }
 }
 
 /// The output `(t, heads * hd)` as one column block per head: disjoint, so heads can run in

@@ -276,3 +276,80 @@ impl SendPtr {
 pub fn is_mkl() -> bool {
     matches!(selected(), Ok(Some(_)))
 }
+
+/// How cblas reads a faer view: `(transposed, leading dimension)`, or None for a layout it
+/// cannot take (negative or non-unit inner strides).
+fn cblas_view(
+    rows: usize,
+    cols: usize,
+    row_stride: isize,
+    col_stride: isize,
+) -> Option<(c_int, c_int)> {
+    if col_stride == 1 && row_stride >= cols.max(1) as isize {
+        Some((CBLAS_NO_TRANS, row_stride as c_int))
+    } else if row_stride == 1 && col_stride >= rows.max(1) as isize {
+        Some((CBLAS_TRANS, col_stride as c_int))
+    } else {
+        None
+    }
+}
+
+/// `dst = lhs @ rhs` (`Accum::Replace`) or `dst += lhs @ rhs` (`Accum::Add`) on the calling
+/// thread, on MKL. For kernels that already run one task per rayon thread (attention heads),
+/// as a drop-in for faer's sequential product. Returns false, touching nothing, when MKL is
+/// not the backend or a view has a layout cblas cannot read; the caller then uses faer.
+pub fn matmul_seq(
+    dst: faer::MatMut<'_, f32>,
+    accum: faer::Accum,
+    lhs: faer::MatRef<'_, f32>,
+    rhs: faer::MatRef<'_, f32>,
+) -> bool {
+    let Ok(Some(mkl)) = selected() else {
+        return false;
+    };
+    let (m, n, k) = (dst.nrows(), dst.ncols(), lhs.ncols());
+    assert!(
+        lhs.nrows() == m && rhs.nrows() == k && rhs.ncols() == n,
+        "matmul_seq: ({m} x {n}) = ({} x {k}) @ ({} x {})",
+        lhs.nrows(),
+        rhs.nrows(),
+        rhs.ncols()
+    );
+    let (Some((ta, lda)), Some((tb, ldb)), Some((CBLAS_NO_TRANS, ldc))) = (
+        cblas_view(m, k, lhs.row_stride(), lhs.col_stride()),
+        cblas_view(k, n, rhs.row_stride(), rhs.col_stride()),
+        cblas_view(m, n, dst.row_stride(), dst.col_stride()),
+    ) else {
+        return false;
+    };
+    if m == 0 || n == 0 {
+        return true;
+    }
+    let beta = match accum {
+        faer::Accum::Replace => 0.0,
+        faer::Accum::Add => 1.0,
+    };
+    // SAFETY: the views' shapes and strides were checked to be what cblas reads with these
+    // transposes and leading dimensions; `dst` is borrowed mutably, so nothing else writes
+    // its elements meanwhile. With k = 0, MKL scales C by beta (zero for Replace).
+    unsafe {
+        let c = dst.as_ptr_mut();
+        (mkl.sgemm)(
+            CBLAS_ROW_MAJOR,
+            ta,
+            tb,
+            m as c_int,
+            n as c_int,
+            k as c_int,
+            1.0,
+            lhs.as_ptr(),
+            lda.max(1),
+            rhs.as_ptr(),
+            ldb.max(1),
+            beta,
+            c,
+            ldc.max(1),
+        )
+    };
+    true
+}
