@@ -311,7 +311,7 @@ pub struct Decoder {
     dtype: DType,
     /// Queries per attention block; bounds the (heads, block, keys) score buffer.
     pub query_block: usize,
-    /// Token rows per MLP block.
+    /// Token rows per MLP block (see the constructor for the choice).
     pub mlp_rows: usize,
     /// Use the fused CPU f32 attention kernel ([`gqa_attention`], causal); off, the generic
     /// candle-op path (the one GPUs run) is used, which tests compare against.
@@ -551,7 +551,16 @@ impl Decoder {
             device: device.clone(),
             dtype,
             query_block: 512,
-            mlp_rows: 448,
+            // MKL packs the weights afresh in every call, so it wants tall blocks: the gate and
+            // up weights (200 MB at 3B width) are then read once per 2,048 rows, not per 448.
+            // At 1,400 tokens that measured 5-15 % faster (6 of 6 runs; benches/llama.rs with
+            // TRIBE_BENCH_MLP_ROWS). The built-in gemm measured best at 448, where the
+            // activations stay under glibc's 32 MB mmap threshold and are reused from the heap.
+            mlp_rows: if crate::features::blas::is_mkl() {
+                2048
+            } else {
+                448
+            },
             fused_cpu_attention: true,
         }
     }
