@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Side by side on this machine, in one run: our LLaMA forward (benches/llama.rs: candle (gemm) with a fused attention kernel,
+# Side by side on this machine, in one run: our LLaMA forward (benches/llama.rs: Intel MKL where installed, else candle's gemm
+# (TRIBE_BLAS, src/features/blas.rs), with a fused attention kernel,
 # f32, CPU) against PyTorch (bench/llama_torch.py: transformers' LlamaModel when importable),
 # the same full-width Llama-3.2-3B layers, token counts and thread count. Prints both JSON
 # lines and the ratio (ours / PyTorch tokens per second; > 1 means faster than PyTorch), by wall
@@ -24,6 +25,7 @@ CFG=()
 [ "$PROFILE" = dev ] && CFG=(--config 'profile.dev.package.tribe-bids.opt-level=3')
 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# CPU matrix library: TRIBE_BLAS=${TRIBE_BLAS:-auto} (auto: Intel MKL when libmkl_rt.so is installed, else gemm)"
 cargo bench --profile "$PROFILE" "${CFG[@]}" --bench llama --no-run >/dev/null 2>&1 ||
   cargo bench --profile "$PROFILE" "${CFG[@]}" --bench llama --no-run
 ROUNDS=${ROUNDS:-2}

@@ -21,6 +21,7 @@ WORK=$TARGET/bench-vjepa2
 mkdir -p "$WORK"
 
 echo "# machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), threads used: $THREADS"
+echo "# CPU matrix library: TRIBE_BLAS=${TRIBE_BLAS:-auto} (auto: Intel MKL when libmkl_rt.so is installed, else gemm)"
 cargo bench --bench vjepa2 --no-run 2>&1 | tail -1
 BIN=$(ls -t "$TARGET"/release/deps/vjepa2-* | grep -v '\.d$' | head -1)
 
