@@ -194,7 +194,8 @@ fn bench_model() {
     };
     let per_layer = best_wall / n_layers as f64;
     println!(
-        "RESULT {{\"bench\":\"w2vbert_forward\",\"impl\":\"candle 0.11.1 (gemm) + fused attention\",\"threads\":{},\"layers_run\":{n_layers},\"frames\":{frames},\"audio_seconds\":{audio_s},\"forward_seconds\":{best_wall:.3},\"forward_cpu_seconds\":{best_cpu:.3},\"per_layer_seconds\":{per_layer:.3},\"full_model_seconds_est\":{:.2},\"realtime_factor_full_model\":{:.4},\"peak_rss_mb\":{:.0},\"max_abs_diff_vs_torch_last_hidden\":\"{parity}\"}}",
+        "RESULT {{\"bench\":\"w2vbert_forward\",\"impl\":\"candle 0.11.1 + fused attention; products: {}\",\"threads\":{},\"layers_run\":{n_layers},\"frames\":{frames},\"audio_seconds\":{audio_s},\"forward_seconds\":{best_wall:.3},\"forward_cpu_seconds\":{best_cpu:.3},\"per_layer_seconds\":{per_layer:.3},\"full_model_seconds_est\":{:.2},\"realtime_factor_full_model\":{:.4},\"peak_rss_mb\":{:.0},\"max_abs_diff_vs_torch_last_hidden\":\"{parity}\"}}",
+        tribe_bids::features::blas::describe().replace('"', "'"),
         rayon::current_num_threads(),
         per_layer * 24.0,
         audio_s / (per_layer * 24.0),

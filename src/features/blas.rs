@@ -272,7 +272,8 @@ impl SendPtr {
     }
 }
 
-/// For tests: whether the process's backend is MKL.
+/// Whether this process runs its products on MKL: callers that tune for the library (block
+/// sizes) or have their own fallback (the attention kernels) ask first.
 pub fn is_mkl() -> bool {
     matches!(selected(), Ok(Some(_)))
 }
