@@ -166,10 +166,7 @@ pub fn gqa_attention(
     views.into_par_iter().enumerate().for_each_init(
         || (vec![0f32; scores_len], vec![0f32; block.min(len)]),
         |(scores, inv), (h, mut dst)| {
-            let g = h / group;
-            let qh = MatRef::from_row_major_slice(&q[h * t * hd..(h + 1) * t * hd], t, hd);
-            let kg = MatRef::from_row_major_slice(&k[g * t * hd..(g + 1) * t * hd], t, hd);
-            let vg = MatRef::from_row_major_slice(&v[g * t * hd..(g + 1) * t * hd], t, hd);
+            let (qh, kg, vg) = head_operands(q, k, v, h / group, h, t, hd);
             let mut a = 0;
             while a < len {
                 let e = (a + block).min(len);
@@ -237,10 +234,7 @@ pub fn full_attention_tiled(
     views.into_par_iter().enumerate().for_each_init(
         || (vec![0f32; qb * kb], vec![0f32; qb], vec![0f32; qb]),
         |(scores, max, sum), (h, mut dst)| {
-            let g = h / group;
-            let qh = MatRef::from_row_major_slice(&q[h * t * hd..(h + 1) * t * hd], t, hd);
-            let kg = MatRef::from_row_major_slice(&k[g * t * hd..(g + 1) * t * hd], t, hd);
-            let vg = MatRef::from_row_major_slice(&v[g * t * hd..(g + 1) * t * hd], t, hd);
+            let (qh, kg, vg) = head_operands(q, k, v, h / group, h, t, hd);
             let mut a = 0;
             while a < len {
                 let nq = qb.min(len - a);
@@ -292,15 +286,31 @@ pub fn full_attention_tiled(
 
 /// `dst = lhs @ rhs` (or `+=`) on this thread: MKL where it is the backend (its kernels are
 /// faster on these thin shapes, `head_dim` wide), faer otherwise.
-fn product(dst: MatMut<'_, f32>, accum: faer::Accum, lhs: MatRef<'_, f32>, rhs: MatRef<'_, f32>) {
-    if !crate::features::blas::is_mkl() {
-        faer::linalg::matmul::matmul(dst, accum, lhs, rhs, 1.0f32, faer::Par::Seq);
-        return;
-    }
-    let mut dst = dst;
+fn product(
+    mut dst: MatMut<'_, f32>,
+    accum: faer::Accum,
+    lhs: MatRef<'_, f32>,
+    rhs: MatRef<'_, f32>,
+) {
     if !crate::features::blas::matmul_seq(dst.as_mut(), accum, lhs, rhs) {
         faer::linalg::matmul::matmul(dst, accum, lhs, rhs, 1.0f32, faer::Par::Seq);
     }
+}
+
+/// Head `h`'s queries and its KV group `g`'s keys and values, each a (t, hd) view.
+fn head_operands<'a>(
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    g: usize,
+    h: usize,
+    t: usize,
+    hd: usize,
+) -> (MatRef<'a, f32>, MatRef<'a, f32>, MatRef<'a, f32>) {
+    let view = |x: &'a [f32], i: usize| {
+        MatRef::from_row_major_slice(&x[i * t * hd..(i + 1) * t * hd], t, hd)
+    };
+    (view(q, h), view(k, g), view(v, g))
 }
 
 /// The output `(t, heads * hd)` as one column block per head: disjoint, so heads can run in

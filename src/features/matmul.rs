@@ -70,8 +70,9 @@ pub fn linear_bias(
     y.reshape(out_dims)
 }
 
-/// The MKL product, when MKL is the backend and every operand is a contiguous f32 CPU tensor.
-fn mkl_product(
+/// `x (M, K) @ w (+ bias)` on MKL, when MKL is the backend and every operand is a contiguous
+/// f32 CPU tensor; `None` otherwise (the caller runs its own kernel).
+pub(crate) fn mkl_product(
     x: &Tensor,
     w: &Tensor,
     layout: WeightLayout,

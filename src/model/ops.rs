@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::features::blas::{self, WeightLayout};
+use crate::features::matmul::{WeightLayout, mkl_product};
 
 /// Which implementation of the kernels to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -125,21 +125,19 @@ fn gemm(
             Some(b) => Some(b.flatten_all()?.contiguous()?),
             None => None,
         };
+        let layout = if w_is_nk {
+            WeightLayout::OutIn
+        } else {
+            WeightLayout::InOut
+        };
+        if let Some(mut out) = mkl_product(&x2, &w, layout, bias.as_ref(), (m, kdim, n)) {
+            if gelu {
+                gelu_in_place(&mut out);
+            }
+            return Ok(Tensor::from_vec(out, out_dims, &Device::Cpu)?);
+        }
         let out = with_f32(&x2, |xv| {
             with_f32(&w, |wv| {
-                let layout = if w_is_nk {
-                    WeightLayout::OutIn
-                } else {
-                    WeightLayout::InOut
-                };
-                let bias_data = bias.as_ref().and_then(|b| with_f32(b, |bv| bv.to_vec()));
-                if let Some(mut out) = blas::sgemm(xv, wv, layout, bias_data.as_deref(), m, kdim, n)
-                {
-                    if gelu {
-                        gelu_in_place(&mut out);
-                    }
-                    return out;
-                }
                 let mut out = vec![0f32; m * n];
                 let accum = match &bias {
                     Some(bias) => {
