@@ -17,7 +17,7 @@ use std::time::Instant;
 use tribe_bids::features::video::frames::{ClipAssembler, VideoChunk, plan_video_clips};
 use tribe_bids::features::video::processor::{ProcessorConfig, Resizer};
 use tribe_bids::stimulus::chunks;
-use tribe_bids::stimulus::video::{FrameDecoder, VideoInfo};
+use tribe_bids::stimulus::video::{FrameDecoder, Region, VideoInfo};
 
 fn cpu_s() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -99,10 +99,28 @@ fn bench_stages(path: &Path) {
         }
     }
     let rgb_cpu = cpu_s() - c0 - decode_cpu;
-    // Resize + crop and normalization, one thread, on one frame many times.
-    let rgb = sample.unwrap();
+    // The same with only the part of each frame the resize reads converted.
     let processor = ProcessorConfig::for_crop(256);
     let resizer = Resizer::new(processor.geometry(info.height, info.width));
+    let region = Region::covering(
+        resizer.source_rows(),
+        resizer.source_cols(),
+        info.height,
+        info.width,
+    );
+    let c0 = cpu_s();
+    let mut dec = FrameDecoder::open(&info, 0).unwrap();
+    dec.set_region(region);
+    let mut converted = None;
+    while let Some(i) = dec.next_frame().unwrap() {
+        if used.contains(&i) {
+            let v = dec.rgb().unwrap();
+            converted.get_or_insert((v.width, v.height));
+        }
+    }
+    let region_cpu = cpu_s() - c0 - decode_cpu;
+    // Resize + crop and normalization, one thread, on one frame many times.
+    let rgb = sample.unwrap();
     let plane = 3 * 256 * 256;
     let mut crop = vec![0u8; plane];
     let mut px = vec![0f32; plane];
@@ -143,6 +161,13 @@ fn bench_stages(path: &Path) {
         "stage_rgb_cpu_s={rgb_cpu:.2} ({:.2} ms/used frame)",
         1e3 * rgb_cpu / n
     );
+    let (cw, chh) = converted.unwrap_or((0, 0));
+    println!(
+        "stage_rgb_region_cpu_s={region_cpu:.2} ({:.2} ms/used frame; {cw}x{chh} of {}x{} converted)",
+        1e3 * region_cpu / n,
+        info.width,
+        info.height
+    );
     println!(
         "stage_resize_crop_ms_per_frame={resize_ms:.2} cpu={resize_cpu_ms:.2} (x {} used frames = {:.2} s)",
         used.len(),
@@ -167,7 +192,7 @@ fn bench_prep(path: &Path) {
         clips += 1;
     }
     let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_s() - c0);
-    let st = asm.into_stats();
+    let st = asm.into_stats().unwrap();
     println!(
         "video={}x{} frames={} duration_s={:.2} clips={clips}",
         info.width,

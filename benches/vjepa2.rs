@@ -110,7 +110,7 @@ fn bench_frames(path: &str) {
         clips += 1;
     }
     let run_s = t2.elapsed().as_secs_f64();
-    let st = asm.into_stats();
+    let st = asm.into_stats().unwrap();
     let total = probe_s + plan_s + run_s;
     println!("threads={}", rayon::current_num_threads());
     println!(

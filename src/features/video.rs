@@ -18,6 +18,7 @@
 
 pub mod clips;
 pub mod fastmath;
+pub mod frame_feed;
 pub mod frames;
 pub mod processor;
 pub mod vjepa2;
@@ -386,7 +387,7 @@ impl VideoExtractor {
             let st = producer
                 .join()
                 .map_err(|_| Error::Other("the video decoder thread panicked".into()))?;
-            result.map(|()| st)
+            result.and(st)
         })?;
         stats.frames_decoded += assembled.frames_decoded;
         stats.frames_preprocessed += assembled.frames_preprocessed;

@@ -17,7 +17,7 @@ pub mod still;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use decode::{FrameDecoder, RgbView};
+pub use decode::{FrameDecoder, Region, RgbFrame, RgbView};
 pub use probe::{Rotation, VideoInfo};
 pub use reader::FramePicker;
 pub use still::{StillImage, is_image_path};

@@ -17,9 +17,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::clips::{ClipTimes, Series, placement};
+use super::frame_feed::FrameFeed;
 use super::processor::{ProcessorConfig, Resizer};
 use crate::error::{Error, Result};
-use crate::stimulus::video::{FrameDecoder, FramePicker, VideoInfo};
+use crate::stimulus::video::{FramePicker, Region, VideoInfo};
 
 /// One chunk of a video, located in the file and on the run's clock.
 #[derive(Debug, Clone, Copy)]
@@ -107,7 +108,7 @@ pub struct ClipAssembler<'a> {
     jobs: &'a [ClipJob],
     processor: &'a ProcessorConfig,
     resizer: Resizer,
-    decoder: Option<FrameDecoder<'a>>,
+    feed: Option<FrameFeed>,
     info: &'a VideoInfo,
     /// For each frame, the last job that uses it.
     last_use: HashMap<usize, usize>,
@@ -134,7 +135,7 @@ impl<'a> ClipAssembler<'a> {
             jobs,
             processor,
             resizer: Resizer::new(processor.geometry(info.height, info.width)),
-            decoder: None,
+            feed: None,
             info,
             last_use,
             store: HashMap::new(),
@@ -155,39 +156,37 @@ impl<'a> ClipAssembler<'a> {
             return Ok(None);
         };
         let ji = self.next_job;
-        if self.decoder.is_none() {
-            let first = self
-                .jobs
-                .iter()
-                .flat_map(|j| j.frames.iter().copied())
-                .min()
-                .unwrap_or(0);
-            let mut dec = FrameDecoder::open(self.info, first)?;
+        if self.feed.is_none() {
             let mut needed = vec![false; self.info.n_frames()];
             for &i in self.last_use.keys() {
                 if let Some(n) = needed.get_mut(i) {
                     *n = true;
                 }
             }
-            dec.set_needed_frames(needed);
-            self.decoder = Some(dec);
+            let region = Region::covering(
+                self.resizer.source_rows(),
+                self.resizer.source_cols(),
+                self.info.height,
+                self.info.width,
+            );
+            self.feed = Some(FrameFeed::start(self.info, needed, Some(region))?);
         }
-        let dec = self.decoder.as_mut().expect("opened above");
+        let feed = self.feed.as_mut().expect("started above");
         let plane = 3 * self.processor.crop_height * self.processor.crop_width;
         let need = job.frames.iter().copied().max().unwrap_or(0);
         while self.head.is_none_or(|h| h < need) {
-            let Some(i) = dec.next_frame()? else {
+            let Some((i, rgb)) = feed.next()? else {
                 return Err(Error::Other(format!(
                     "{}: frame {need} was never decoded",
                     self.info.path.display()
                 )));
             };
-            self.stats.decode_counts[i] += 1;
             self.head = Some(i);
             if self.last_use.get(&i).is_some_and(|&lu| lu >= ji) && !self.store.contains_key(&i) {
-                let rgb = dec.rgb()?;
+                let v = rgb.view();
                 self.resizer
-                    .resize_crop(rgb.data, rgb.stride, &mut self.crop);
+                    .resize_crop_part(v.data, v.stride, (v.top, v.left), &mut self.crop);
+                drop(rgb);
                 let mut px = self.spare.pop().unwrap_or_else(|| vec![0f32; plane]);
                 self.processor.normalize_into(&self.crop, &mut px);
                 self.store.insert(i, Arc::new(px));
@@ -196,8 +195,6 @@ impl<'a> ClipAssembler<'a> {
                     self.stats.max_buffered_frames.max(self.store.len());
             }
         }
-        self.stats.frames_decoded = dec.frames_decoded;
-        self.stats.frames_skipped = dec.frames_skipped;
         let mut clip = Vec::with_capacity(job.frames.len() * plane);
         advise_huge_pages(&mut clip);
         for idx in &job.frames {
@@ -223,12 +220,15 @@ impl<'a> ClipAssembler<'a> {
         Ok(Some((ji, clip)))
     }
 
-    pub fn stats(&self) -> &AssemblerStats {
-        &self.stats
-    }
-
-    pub fn into_stats(self) -> AssemblerStats {
-        self.stats
+    /// The run's counters; stops the decoder thread if clips are left.
+    pub fn into_stats(mut self) -> Result<AssemblerStats> {
+        if let Some(feed) = self.feed.take() {
+            let fed = feed.finish()?;
+            self.stats.frames_decoded = fed.frames_decoded;
+            self.stats.frames_skipped = fed.frames_skipped;
+            self.stats.decode_counts = fed.decode_counts;
+        }
+        Ok(self.stats)
     }
 }
 

@@ -344,34 +344,66 @@ impl Resizer {
         self.geometry
     }
 
+    /// The input rows the resize reads (a crop never needs the whole picture).
+    pub fn source_rows(&self) -> std::ops::Range<usize> {
+        self.row_span.clone()
+    }
+
+    /// The input columns the resize reads.
+    pub fn source_cols(&self) -> std::ops::Range<usize> {
+        self.col_span.clone()
+    }
+
     /// Resize and crop an RGB24 frame (`height` rows of `stride` bytes, HWC) into `out`
     /// (CHW uint8, `3 * crop_height * crop_width`).
     pub fn resize_crop(&self, rgb: &[u8], stride: usize, out: &mut [u8]) {
+        self.resize_crop_part(rgb, stride, (0, 0), out);
+    }
+
+    /// [`Self::resize_crop`] from a part of the frame whose first pixel is at `(top, left)`
+    /// of the whole picture; it must hold [`Self::source_rows`] x [`Self::source_cols`].
+    pub fn resize_crop_part(
+        &self,
+        rgb: &[u8],
+        stride: usize,
+        (top, left): (usize, usize),
+        out: &mut [u8],
+    ) {
         let g = self.geometry;
         assert!(
-            rgb.len() >= (g.in_height - 1) * stride + g.in_width * 3,
+            top <= self.row_span.start && left <= self.col_span.start,
+            "the frame part starts after the pixels the resize reads"
+        );
+        assert!(
+            rgb.len() >= (self.row_span.end - top - 1) * stride + (self.col_span.end - left) * 3,
             "frame buffer too small"
         );
         assert_eq!(out.len(), 3 * g.crop_height * g.crop_width);
+        let src = Source {
+            data: rgb,
+            stride,
+            top,
+            left,
+        };
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("fma")
                 && std::arch::is_x86_feature_detected!("avx2")
             {
                 // SAFETY: the CPU supports FMA and AVX2, checked just above.
-                unsafe { self.resize_crop_fma(rgb, stride, out) };
+                unsafe { self.resize_crop_fma(&src, out) };
                 return;
             }
         }
-        self.resize_crop_generic(rgb, stride, out);
+        self.resize_crop_generic(&src, out);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn resize_crop_fma(&self, rgb: &[u8], stride: usize, out: &mut [u8]) {
+    unsafe fn resize_crop_fma(&self, src: &Source, out: &mut [u8]) {
         let mut tmp = vec![0f32; 3 * self.row_span.len() * self.geometry.crop_width];
         // SAFETY: the caller checked AVX2 and FMA.
-        unsafe { self.width_pass_avx2(rgb, stride, &mut tmp) };
+        unsafe { self.width_pass_avx2(src, &mut tmp) };
         self.height_pass(&tmp, out);
     }
 
@@ -379,9 +411,9 @@ impl Resizer {
     /// to even. `mul_add` is a single fused instruction where FMA is enabled, and always has
     /// fused rounding, which is what the reference's compiled loop does.
     #[inline(always)]
-    fn resize_crop_generic(&self, rgb: &[u8], stride: usize, out: &mut [u8]) {
+    fn resize_crop_generic(&self, src: &Source, out: &mut [u8]) {
         let mut tmp = vec![0f32; 3 * self.row_span.len() * self.geometry.crop_width];
-        self.width_pass(rgb, stride, &mut tmp);
+        self.width_pass(src, &mut tmp);
         self.height_pass(&tmp, out);
     }
 
@@ -390,13 +422,13 @@ impl Resizer {
     /// contiguous ROWS-lane fused multiply-add (the same weight for every row). Each value
     /// keeps the reference's accumulation order: first tap product, then fused multiply-adds.
     #[inline(always)]
-    fn width_pass(&self, rgb: &[u8], stride: usize, tmp: &mut [f32]) {
+    fn width_pass(&self, src: &Source, tmp: &mut [f32]) {
         let n_rows = self.row_span.len();
         let n_cols = self.col_span.len();
         let mut block = vec![0f32; 3 * n_cols * ROWS]; // [c][col][row]
         for r0 in (0..n_rows).step_by(ROWS) {
             let rows = ROWS.min(n_rows - r0);
-            self.load_block(rgb, stride, r0, rows, &mut block);
+            self.load_block(src, r0, rows, &mut block);
             for c in 0..3 {
                 let plane = &block[c * n_cols * ROWS..(c + 1) * n_cols * ROWS];
                 self.store_columns(plane, 0..self.geometry.crop_width, c, r0, rows, tmp);
@@ -431,7 +463,7 @@ impl Resizer {
     /// themselves are [`Self::column_taps`], so every value is computed as in the plain pass.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn width_pass_avx2(&self, rgb: &[u8], stride: usize, tmp: &mut [f32]) {
+    unsafe fn width_pass_avx2(&self, src: &Source, tmp: &mut [f32]) {
         use std::arch::x86_64::*;
         let cw = self.geometry.crop_width;
         let n_rows = self.row_span.len();
@@ -440,11 +472,11 @@ impl Resizer {
         for r0 in (0..n_rows).step_by(ROWS) {
             let rows = ROWS.min(n_rows - r0);
             if rows == ROWS {
-                let first = self.block_start(stride, r0);
+                let first = self.block_start(src, r0);
                 // SAFETY: the caller checked AVX2.
-                unsafe { fill_block_avx2(rgb, first, stride, n_cols, &mut block) };
+                unsafe { fill_block_avx2(src.data, first, src.stride, n_cols, &mut block) };
             } else {
-                self.load_block(rgb, stride, r0, rows, &mut block);
+                self.load_block(src, r0, rows, &mut block);
             }
             for c in 0..3 {
                 let plane = &block[c * n_cols * ROWS..(c + 1) * n_cols * ROWS];
@@ -472,19 +504,19 @@ impl Resizer {
 
     /// The block of input rows `r0..r0 + rows` of the row span, as [`fill_block`] lays it out.
     #[inline(always)]
-    fn load_block(&self, rgb: &[u8], stride: usize, r0: usize, rows: usize, block: &mut [f32]) {
-        let (first, n_cols) = (self.block_start(stride, r0), self.col_span.len());
+    fn load_block(&self, src: &Source, r0: usize, rows: usize, block: &mut [f32]) {
+        let (first, n_cols) = (self.block_start(src, r0), self.col_span.len());
         if rows == ROWS {
-            fill_block(rgb, first, stride, n_cols, block);
+            fill_block(src.data, first, src.stride, n_cols, block);
         } else {
-            fill_block_rows(rgb, first, stride, n_cols, rows, block);
+            fill_block_rows(src.data, first, src.stride, n_cols, rows, block);
         }
     }
 
-    /// Byte offset of the block's first pixel: row `r0` of the row span, first column of the
-    /// column span.
-    fn block_start(&self, stride: usize, r0: usize) -> usize {
-        (self.row_span.start + r0) * stride + self.col_span.start * 3
+    /// Byte offset in `src` of the block's first pixel: row `r0` of the row span, first
+    /// column of the column span.
+    fn block_start(&self, src: &Source, r0: usize) -> usize {
+        (self.row_span.start - src.top + r0) * src.stride + (self.col_span.start - src.left) * 3
     }
 
     /// Crop column `x` of one channel's block, for its ROWS rows: the first tap's product,
@@ -540,6 +572,15 @@ impl Resizer {
             }
         }
     }
+}
+
+/// The pixels a resize reads: RGB24 rows of `stride` bytes whose first pixel is at
+/// `(top, left)` of the whole picture.
+struct Source<'a> {
+    data: &'a [u8],
+    stride: usize,
+    top: usize,
+    left: usize,
 }
 
 /// Transpose eight 8-lane vectors: lane `i` of output `r` is lane `r` of input `i`.
@@ -815,9 +856,52 @@ mod tests {
             let mut fast = vec![0u8; 3 * crop * crop];
             let mut plain = fast.clone();
             rs.resize_crop(&rgb, w * 3, &mut fast);
-            rs.resize_crop_generic(&rgb, w * 3, &mut plain);
+            let src = Source {
+                data: &rgb,
+                stride: w * 3,
+                top: 0,
+                left: 0,
+            };
+            rs.resize_crop_generic(&src, &mut plain);
             assert_eq!(fast, plain, "crop {crop}");
         }
+    }
+
+    /// Resizing from a part of the frame that holds the rows and columns the resize reads
+    /// gives the same bytes as resizing from the whole frame; a part that starts too late is
+    /// refused.
+    #[test]
+    fn resizing_a_frame_part_equals_resizing_the_frame() {
+        let (h, w) = (1080, 1920);
+        let rgb = random_bytes(h * w * 3, &mut 7);
+        let rs = Resizer::new(ProcessorConfig::for_crop(256).geometry(h, w));
+        let (rows, cols) = (rs.source_rows(), rs.source_cols());
+        assert!(
+            rows.len() < h && cols.len() < w / 2 + 64,
+            "{rows:?} {cols:?}"
+        );
+        let mut whole = vec![0u8; 3 * 256 * 256];
+        rs.resize_crop(&rgb, w * 3, &mut whole);
+        for (top, left, right) in [
+            (rows.start, cols.start, cols.end),
+            (rows.start - 3, cols.start - 5, cols.end + 11),
+        ] {
+            let stride = 3 * (right - left) + 7;
+            let mut part = vec![0u8; stride * (h - top)];
+            for y in top..h {
+                let at = (y - top) * stride;
+                part[at..at + 3 * (right - left)]
+                    .copy_from_slice(&rgb[y * w * 3 + 3 * left..y * w * 3 + 3 * right]);
+            }
+            let mut got = vec![0u8; 3 * 256 * 256];
+            rs.resize_crop_part(&part, stride, (top, left), &mut got);
+            assert_eq!(got, whole, "part from ({top}, {left})");
+        }
+        let late = std::panic::catch_unwind(|| {
+            let mut out = vec![0u8; 3 * 256 * 256];
+            rs.resize_crop_part(&rgb, w * 3, (rows.start + 1, 0), &mut out);
+        });
+        assert!(late.is_err());
     }
 
     #[test]

@@ -10,6 +10,15 @@
 //! (autorotation filters, then `scale=W:H` with `flags=bicubic`, then `format=rgb24`), so the
 //! RGB bytes are identical to what moviepy reads from the pipe, including the YUV matrix and
 //! range the scale filter picks from the frame's colour tags.
+//!
+//! A caller that reads only part of the picture (the V-JEPA2 processor's centre crop reads
+//! about half of a 16:9 frame) can ask for that [`Region`] alone. The graph then crops before
+//! the conversion, which for the common formats (libswscale's unscaled YUV to RGB converters)
+//! computes each RGB pixel from its own luma and chroma samples only, so the region's bytes are
+//! the full conversion's bytes. That is checked, not assumed: before the first frame is
+//! converted, one frame of noise in the stream's exact format and colour tags goes through
+//! both the full and the cropped chain, and any difference falls back to converting the whole
+//! picture.
 
 use ffmpeg_next as ffmpeg;
 
@@ -17,13 +26,76 @@ use super::probe::{Ratio, VideoInfo, media_err, open_input};
 use super::reader::rescale;
 use crate::error::{Error, MediaErrorKind, Result};
 
-/// An RGB24 picture borrowed from the decoder (rows of `stride` bytes).
+/// A rectangle of the upright picture: rows `top..top + height`, columns `left..left + width`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub top: usize,
+    pub left: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Region {
+    /// The smallest region with corners on multiples of 4 (so that chroma planes of every
+    /// subsampled format crop exactly) and width a multiple of 16 where the picture allows
+    /// (SIMD converters work in groups of 8 or 16 pixels) that holds `rows` x `cols` of a
+    /// `height` x `width` picture.
+    pub fn covering(
+        rows: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+        height: usize,
+        width: usize,
+    ) -> Self {
+        let top = rows.start.min(height) / 4 * 4;
+        let left = cols.start.min(width) / 4 * 4;
+        let bottom = rows.end.next_multiple_of(4).min(height).max(top);
+        let right = (left + (cols.end.max(left) - left).next_multiple_of(16))
+            .min(width)
+            .max(left);
+        Self {
+            top,
+            left,
+            height: bottom - top,
+            width: right - left,
+        }
+    }
+
+    fn is_whole(&self, height: usize, width: usize) -> bool {
+        (self.top, self.left, self.height, self.width) == (0, 0, height, width)
+    }
+}
+
+/// An RGB24 picture, or a [`Region`] of one, borrowed from the decoder (rows of `stride`
+/// bytes). `top` and `left` place its first pixel in the whole picture.
 #[derive(Debug, Clone, Copy)]
 pub struct RgbView<'a> {
     pub width: usize,
     pub height: usize,
     pub stride: usize,
+    pub top: usize,
+    pub left: usize,
     pub data: &'a [u8],
+}
+
+/// A converted frame taken out of the decoder, so that it can be used on another thread
+/// while the decoder goes on (its pixels are reference-counted FFmpeg buffers, not copied).
+pub struct RgbFrame {
+    frame: ffmpeg::frame::Video,
+    top: usize,
+    left: usize,
+}
+
+impl RgbFrame {
+    pub fn view(&self) -> RgbView<'_> {
+        RgbView {
+            width: self.frame.width() as usize,
+            height: self.frame.height() as usize,
+            stride: self.frame.stride(0),
+            top: self.top,
+            left: self.left,
+            data: self.frame.data(0),
+        }
+    }
 }
 
 impl RgbView<'_> {
@@ -38,6 +110,7 @@ impl RgbView<'_> {
 }
 
 struct Opened {
+    threads: usize,
     ictx: ffmpeg::format::context::Input,
     decoder: ffmpeg::decoder::Video,
     eof_sent: bool,
@@ -51,6 +124,10 @@ pub struct FrameDecoder<'a> {
     frame: ffmpeg::frame::Video,
     rgb: ffmpeg::frame::Video,
     graph: Option<(ffmpeg::filter::Graph, (u32, u32, i32))>,
+    /// What the caller reads ([`Self::set_region`]); `None`: the whole picture.
+    wanted_region: Option<Region>,
+    /// What the conversion graph produces, settled when it is built.
+    region: Option<Region>,
     /// Physical index of the frame in `frame`.
     current: Option<usize>,
     /// After a seek: the frame we must not overshoot (else we restart from the beginning).
@@ -72,15 +149,24 @@ pub struct FrameDecoder<'a> {
 impl<'a> FrameDecoder<'a> {
     /// Open for decoding from frame `start` on: with `start > 0` the container seeks to the
     /// keyframe before it. Frames before `start` still come out (callers skip them).
+    /// The decoder runs as many frame threads as the calling rayon pool has (`--nprocs`).
     pub fn open(info: &'a VideoInfo, start: usize) -> Result<Self> {
+        Self::open_with_threads(info, start, rayon::current_num_threads())
+    }
+
+    /// [`Self::open`] with an explicit number of frame threads, for a decoder opened on a
+    /// thread outside the job's rayon pool.
+    pub fn open_with_threads(info: &'a VideoInfo, start: usize, threads: usize) -> Result<Self> {
         let start = start.min(info.n_frames().saturating_sub(1));
-        let io = open_decoder(info, start)?;
+        let io = open_decoder(info, start, threads.max(1))?;
         Ok(Self {
             info,
             io,
             frame: ffmpeg::frame::Video::empty(),
             rgb: ffmpeg::frame::Video::empty(),
             graph: None,
+            wanted_region: None,
+            region: None,
             current: None,
             seek_target: (start > 0).then_some(start),
             last_index: None,
@@ -100,6 +186,15 @@ impl<'a> FrameDecoder<'a> {
         if self.info.codec == "h264" && needed.len() == self.info.n_frames() {
             self.sent_skippable = vec![false; needed.len()];
             self.needed = Some(needed);
+        }
+    }
+
+    /// Convert only `region` of each frame from now on (see the module docs); frames then
+    /// come out as that region, or as the whole picture where cropping before the conversion
+    /// would change a pixel. Call before the first conversion.
+    pub fn set_region(&mut self, region: Region) {
+        if self.graph.is_none() {
+            self.wanted_region = Some(region);
         }
     }
 
@@ -130,7 +225,7 @@ impl<'a> FrameDecoder<'a> {
                         && idx > target
                     {
                         // The seek overshot: decode from the start instead.
-                        self.io = open_decoder(self.info, 0)?;
+                        self.io = open_decoder(self.info, 0, self.io.threads)?;
                         self.last_index = None;
                         continue;
                     }
@@ -267,8 +362,32 @@ impl<'a> FrameDecoder<'a> {
         Ok(())
     }
 
-    /// The current frame as RGB24, exactly as the reference's CLI pipe delivers it.
+    /// The current frame as RGB24, exactly as the reference's CLI pipe delivers it (the
+    /// region asked for with [`Self::set_region`], or the whole picture).
     pub fn rgb(&mut self) -> Result<RgbView<'_>> {
+        let region = self.convert()?;
+        Ok(RgbView {
+            width: region.width,
+            height: region.height,
+            stride: self.rgb.stride(0),
+            top: region.top,
+            left: region.left,
+            data: self.rgb.data(0),
+        })
+    }
+
+    /// [`Self::rgb`], taken out of the decoder.
+    pub fn take_rgb(&mut self) -> Result<RgbFrame> {
+        let region = self.convert()?;
+        Ok(RgbFrame {
+            frame: std::mem::replace(&mut self.rgb, ffmpeg::frame::Video::empty()),
+            top: region.top,
+            left: region.left,
+        })
+    }
+
+    /// Convert the current frame into `self.rgb`; returns the region it holds.
+    fn convert(&mut self) -> Result<Region> {
         if self.current.is_none() {
             return Err(Error::Other(
                 "FrameDecoder::rgb called without a current frame".into(),
@@ -287,47 +406,99 @@ impl<'a> FrameDecoder<'a> {
                     "the picture size or pixel format changes inside the stream; re-encode it at one size",
                 ));
             }
-            self.graph = Some((self.build_graph()?, key));
+            let whole = Region {
+                top: 0,
+                left: 0,
+                height: self.info.height,
+                width: self.info.width,
+            };
+            let region = match self.wanted_region {
+                Some(r) if !r.is_whole(self.info.height, self.info.width) => {
+                    if self.region_is_exact(r)? {
+                        r
+                    } else {
+                        tracing::debug!(
+                            "{}: cropping before the RGB conversion would change pixels; converting whole frames",
+                            self.info.path.display()
+                        );
+                        whole
+                    }
+                }
+                _ => whole,
+            };
+            self.graph = Some((self.build_graph(region)?, key));
+            self.region = Some(region);
         }
+        let region = self.region.expect("set with the graph");
         let (graph, _) = self.graph.as_mut().expect("graph built above");
-        let fail = |e: ffmpeg::Error| {
-            media_err(
-                &self.info.path,
-                MediaErrorKind::Unsupported,
-                format!("RGB conversion failed: {e}"),
-            )
-        };
-        graph
-            .get("in")
-            .expect("buffer source")
-            .source()
-            .add(&self.frame)
-            .map_err(fail)?;
-        graph
-            .get("out")
-            .expect("buffer sink")
-            .sink()
-            .frame(&mut self.rgb)
-            .map_err(fail)?;
+        run_graph(graph, &self.frame, &mut self.rgb).map_err(|e| self.conversion_err(e))?;
         self.frames_converted += 1;
         let (w, h) = (self.rgb.width() as usize, self.rgb.height() as usize);
-        if (w, h) != (self.info.width, self.info.height) {
+        if (w, h) != (region.width, region.height) {
             return Err(Error::Other(format!(
                 "{}: RGB frame is {w}x{h}, expected {}x{}",
                 self.info.path.display(),
-                self.info.width,
-                self.info.height
+                region.width,
+                region.height
             )));
         }
-        Ok(RgbView {
-            width: w,
-            height: h,
-            stride: self.rgb.stride(0),
-            data: self.rgb.data(0),
-        })
+        Ok(region)
     }
 
-    fn build_graph(&self) -> Result<ffmpeg::filter::Graph> {
+    fn conversion_err(&self, e: ffmpeg::Error) -> Error {
+        media_err(
+            &self.info.path,
+            MediaErrorKind::Unsupported,
+            format!("RGB conversion failed: {e}"),
+        )
+    }
+
+    /// Whether converting only `region` gives exactly the full conversion's bytes there, for
+    /// frames like the current one: a frame of noise with its format, size and colour tags
+    /// goes through both graphs. Conversions are deterministic and content-blind, so a
+    /// converter that mixed pixels across the region's edge would show it on noise.
+    fn region_is_exact(&self, region: Region) -> Result<bool> {
+        let mut noise =
+            ffmpeg::frame::Video::new(self.frame.format(), self.frame.width(), self.frame.height());
+        // SAFETY: both frames are valid; only properties (colour tags, aspect) are copied.
+        unsafe {
+            ffmpeg::ffi::av_frame_copy_props(noise.as_mut_ptr(), self.frame.as_ptr());
+        }
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for p in 0..noise.planes() {
+            for b in noise.data_mut(p).iter_mut() {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                *b = (state >> 56) as u8;
+            }
+        }
+        let whole = Region {
+            top: 0,
+            left: 0,
+            height: self.info.height,
+            width: self.info.width,
+        };
+        let (mut full, mut part) = (ffmpeg::frame::Video::empty(), ffmpeg::frame::Video::empty());
+        // The buffer source takes the frame's buffers, so each graph gets its own copy.
+        run_graph(&mut self.build_graph(whole)?, &noise.clone(), &mut full)
+            .map_err(|e| self.conversion_err(e))?;
+        run_graph(&mut self.build_graph(region)?, &noise, &mut part)
+            .map_err(|e| self.conversion_err(e))?;
+        if (part.width() as usize, part.height() as usize) != (region.width, region.height) {
+            return Ok(false);
+        }
+        let row_bytes = 3 * region.width;
+        Ok((0..region.height).all(|y| {
+            let f = (region.top + y) * full.stride(0) + 3 * region.left;
+            let c = y * part.stride(0);
+            full.data(0)[f..f + row_bytes] == part.data(0)[c..c + row_bytes]
+        }))
+    }
+
+    /// The reference's conversion chain, cropped to `region` (right after autorotation, so
+    /// in upright coordinates) unless that is the whole picture.
+    fn build_graph(&self, region: Region) -> Result<ffmpeg::filter::Graph> {
         let fail = |e: ffmpeg::Error| {
             media_err(
                 &self.info.path,
@@ -368,11 +539,19 @@ impl<'a> FrameDecoder<'a> {
                 "",
             )
             .map_err(fail)?;
+        let crop = if region.is_whole(self.info.height, self.info.width) {
+            String::new()
+        } else {
+            format!(
+                "crop={}:{}:{}:{}:exact=1,",
+                region.width, region.height, region.left, region.top
+            )
+        };
         let spec = format!(
-            "{}scale={}:{}:flags=bicubic,format=rgb24",
+            "{}{crop}scale={}:{}:flags=bicubic,format=rgb24",
             self.info.rotation.filters(),
-            self.info.width,
-            self.info.height
+            region.width,
+            region.height
         );
         graph
             .output("in", 0)
@@ -384,7 +563,22 @@ impl<'a> FrameDecoder<'a> {
     }
 }
 
-fn open_decoder(info: &VideoInfo, start: usize) -> Result<Opened> {
+/// Push `frame` through a conversion graph into `out`. The graph takes `frame`'s buffers
+/// (FFmpeg's `av_buffersrc_add_frame`), leaving it empty.
+fn run_graph(
+    graph: &mut ffmpeg::filter::Graph,
+    frame: &ffmpeg::frame::Video,
+    out: &mut ffmpeg::frame::Video,
+) -> std::result::Result<(), ffmpeg::Error> {
+    graph
+        .get("in")
+        .expect("buffer source")
+        .source()
+        .add(frame)?;
+    graph.get("out").expect("buffer sink").sink().frame(out)
+}
+
+fn open_decoder(info: &VideoInfo, start: usize, threads: usize) -> Result<Opened> {
     let (mut ictx, idx) = open_input(&info.path)?;
     if idx != info.stream_index {
         return Err(Error::Other(format!(
@@ -408,7 +602,7 @@ fn open_decoder(info: &VideoInfo, start: usize) -> Result<Opened> {
     // the automatic count decode equally fast.
     ctx.set_threading(ffmpeg::codec::threading::Config {
         kind: ffmpeg::codec::threading::Type::Frame,
-        count: rayon::current_num_threads(),
+        count: threads,
         ..Default::default()
     });
     // The decoder knows the packet time base.
@@ -441,6 +635,7 @@ fn open_decoder(info: &VideoInfo, start: usize) -> Result<Opened> {
         })?;
     }
     Ok(Opened {
+        threads,
         ictx,
         decoder,
         eof_sent: false,
@@ -490,6 +685,128 @@ mod tests {
             .success();
         assert!(ok, "ffmpeg could not make the test video");
         p
+    }
+
+    /// A 2-second test video made with the ffmpeg CLI: `testsrc2` of size `size`, then `args`
+    /// (codec, pixel format, metadata).
+    fn made_video(
+        dir: &std::path::Path,
+        name: &str,
+        size: &str,
+        args: &[&str],
+    ) -> std::path::PathBuf {
+        let p = dir.join(name);
+        let ok = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=d=2:s={size}:r=12"))
+            .args(args)
+            .arg(&p)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ffmpeg could not make {name}");
+        p
+    }
+
+    #[test]
+    fn covering_regions_hold_the_rows_and_columns_on_aligned_corners() {
+        let r = Region::covering(13..70, 37..101, 96, 160);
+        assert_eq!((r.top, r.left), (12, 36));
+        assert!(r.top + r.height >= 70 && r.left + r.width >= 101);
+        assert_eq!(r.width % 16, 0);
+        assert_eq!(r.height % 4, 0);
+        // Clipped at the picture's edges, which may be odd.
+        let r = Region::covering(0..97, 3..131, 97, 131);
+        assert_eq!((r.top, r.left, r.height, r.width), (0, 0, 97, 131));
+        assert!(r.is_whole(97, 131));
+    }
+
+    /// Converting only a region gives exactly the whole conversion's bytes there, for the
+    /// common formats (where libswscale's unscaled converters are pixel-local and the region
+    /// is used) and for the others (where the noise check falls back to whole frames): 8- and
+    /// 10-bit 4:2:0, full-range 4:2:2, 4:4:4, an odd picture size, and a rotated stream.
+    #[test]
+    fn a_converted_region_equals_the_same_pixels_of_the_whole_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, &str, &[&str], bool); 5] = [
+            (
+                "h264.mp4",
+                "160x96",
+                &["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+                true,
+            ),
+            (
+                "p10.mkv",
+                "150x90",
+                &["-c:v", "ffv1", "-pix_fmt", "yuv420p10le"],
+                false,
+            ),
+            (
+                "j422.mkv",
+                "150x90",
+                &["-c:v", "mjpeg", "-pix_fmt", "yuvj422p"],
+                false,
+            ),
+            (
+                "odd444.mkv",
+                "131x97",
+                &["-c:v", "ffv1", "-pix_fmt", "yuv444p"],
+                false,
+            ),
+            (
+                "rotated.mp4",
+                "160x96",
+                &["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+                true,
+            ),
+        ];
+        for (name, size, args, region_expected) in cases {
+            let mut path = made_video(dir.path(), name, size, args);
+            if name == "rotated.mp4" {
+                // A display matrix of 90 degrees (the ffmpeg 5.1 CLI writes it on a remux).
+                let turned = dir.path().join("turned.mp4");
+                let ok = std::process::Command::new("ffmpeg")
+                    .args(["-v", "error", "-y", "-i"])
+                    .arg(&path)
+                    .args(["-c", "copy", "-metadata:s:v:0", "rotate=90"])
+                    .arg(&turned)
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "ffmpeg could not remux with a rotation");
+                path = turned;
+            }
+            let info = VideoInfo::open(&path).unwrap();
+            if name == "rotated.mp4" {
+                assert_ne!(info.rotation, crate::stimulus::video::Rotation::None);
+                assert_eq!((info.width, info.height), (96, 160));
+            }
+            let (h, w) = (info.height, info.width);
+            let region = Region::covering(h / 5..h * 4 / 5, w / 4..w * 3 / 4, h, w);
+            let mut full = FrameDecoder::open(&info, 0).unwrap();
+            let mut part = FrameDecoder::open(&info, 0).unwrap();
+            part.set_region(region);
+            let mut frames = 0;
+            while let Some(i) = full.next_frame().unwrap() {
+                assert_eq!(part.next_frame().unwrap(), Some(i));
+                let whole = full.rgb().unwrap();
+                let (stride, data) = (whole.stride, whole.data.to_vec());
+                let v = part.rgb().unwrap();
+                if region_expected {
+                    assert_eq!((v.width, v.height), (region.width, region.height), "{name}");
+                }
+                for y in 0..v.height {
+                    let at = (v.top + y) * stride + 3 * v.left;
+                    assert_eq!(
+                        &v.data[y * v.stride..y * v.stride + 3 * v.width],
+                        &data[at..at + 3 * v.width],
+                        "{name}: frame {i} row {y} differs"
+                    );
+                }
+                frames += 1;
+            }
+            assert_eq!(frames, info.n_frames(), "{name}");
+        }
     }
 
     /// The decoder runs as many frame threads as the rayon pool it is opened in has (what
