@@ -30,7 +30,9 @@ use std::sync::mpsc;
 use candle_core::{DType, Device, Tensor};
 
 use self::clips::{ClipTimes, Series, placement, window_bins};
-use self::frames::{AssemblerStats, ClipAssembler, ClipJob, VideoChunk, plan_video_clips};
+use self::frames::{
+    AssemblerStats, ClipAssembler, ClipFrames, ClipJob, VideoChunk, plan_video_clips,
+};
 use self::processor::{ProcessorConfig, Resizer};
 use self::vjepa2::{LastHiddenState, Vjepa2Encoder};
 use crate::cli::toolbox::FeaturesArgs;
@@ -184,7 +186,19 @@ impl VideoExtractor {
 
     /// Features `(groups, hidden)` of one normalized clip `(frames, 3, crop, crop)`.
     pub fn clip_features(&self, clip: &Tensor) -> Result<Tensor> {
-        let means = self.encoder.token_means(clip, &self.keep)?; // (keep, hidden)
+        self.group_means(&self.encoder.token_means(clip, &self.keep)?)
+    }
+
+    /// [`Self::clip_features`] of a clip given as its frames (each `3 x crop x crop`), as the
+    /// clip assembler hands them over: they go to the patch embedding without being copied
+    /// into one clip first.
+    pub fn frames_features(&self, frames: &[&[f32]]) -> Result<Tensor> {
+        let patches = self.encoder.patchify_frames(frames)?;
+        self.group_means(&self.encoder.patch_token_means(&patches, &self.keep)?)
+    }
+
+    /// The group means `(groups, hidden)` of the kept layers' token means `(keep, hidden)`.
+    fn group_means(&self, means: &Tensor) -> Result<Tensor> {
         let pos: HashMap<usize, usize> =
             self.keep.iter().enumerate().map(|(i, &k)| (k, i)).collect();
         let mut out = Vec::with_capacity(self.groups.len());
@@ -325,17 +339,15 @@ impl VideoExtractor {
     /// Features of a clip whose frames are all `crop` (a still image), or all zeros (blank).
     fn constant_clip_features(&self, crop: Option<&[u8]>) -> Result<Vec<f32>> {
         let c = self.processor.crop_height;
-        let plane = 3 * c * c;
-        let mut clip = vec![0f32; self.frames * plane];
+        let mut px = vec![0f32; 3 * c * c];
         if let Some(crop) = crop {
-            let mut px = vec![0f32; plane];
             self.processor.normalize_into(crop, &mut px);
-            for f in 0..self.frames {
-                clip[f * plane..(f + 1) * plane].copy_from_slice(&px);
-            }
         }
-        let t = Tensor::from_vec(clip, (self.frames, 3, c, c), &Device::Cpu)?;
-        Ok(self.clip_features(&t)?.flatten_all()?.to_vec1::<f32>()?)
+        let frames = vec![px.as_slice(); self.frames];
+        Ok(self
+            .frames_features(&frames)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     }
 
     /// Decode one video once and encode its clips, a decoder thread feeding the model.
@@ -346,8 +358,7 @@ impl VideoExtractor {
         out: &mut Accumulator,
         stats: &mut DecodeStats,
     ) -> Result<()> {
-        let (c, nf) = (self.processor.crop_height, self.frames);
-        let (tx, rx) = mpsc::sync_channel::<Result<(usize, Vec<f32>)>>(2);
+        let (tx, rx) = mpsc::sync_channel::<Result<(usize, ClipFrames)>>(2);
         let processor = &self.processor;
         let assembled = std::thread::scope(|s| -> Result<AssemblerStats> {
             let producer = s.spawn(move || {
@@ -371,8 +382,11 @@ impl VideoExtractor {
             let mut result = Ok(());
             for msg in rx.iter() {
                 let step = msg.and_then(|(ji, clip)| {
-                    let t = Tensor::from_vec(clip, (nf, 3, c, c), &Device::Cpu)?;
-                    let f = self.clip_features(&t)?.flatten_all()?.to_vec1::<f32>()?;
+                    let frames: Vec<&[f32]> = clip.iter().map(|f| f.as_slice()).collect();
+                    let f = self
+                        .frames_features(&frames)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?;
                     out.add(&f, jobs[ji].window_bin);
                     out.frames[jobs[ji].window_bin] = Some(jobs[ji].frames.clone());
                     stats.clips_encoded += 1;

@@ -9,6 +9,7 @@
 //! How frames become model input (which frame each clip uses, decoded once into a ring buffer)
 //! lives in `features::video`; the rule for picking a video frame is in [`reader`].
 
+pub mod convert;
 pub mod decode;
 pub mod probe;
 pub mod reader;
@@ -17,7 +18,8 @@ pub mod still;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use decode::{FrameDecoder, Region, RgbFrame, RgbView};
+pub use convert::{DecodedFrame, Region, RgbConverter, RgbFrame, RgbView};
+pub use decode::FrameDecoder;
 pub use probe::{Rotation, VideoInfo};
 pub use reader::FramePicker;
 pub use still::{StillImage, is_image_path};

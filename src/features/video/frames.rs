@@ -7,11 +7,12 @@
 //! normalized, in an order where decoding never goes back. Memory stays at about one clip
 //! span (4 s of preprocessed frames), whatever the video's length.
 //!
-//! Each frame is normalized once, when it enters the buffer, and a clip is a copy of 64
-//! buffered frames: with 0.5 s bins and 4 s clips a frame sits in 8 clips, and normalizing it
-//! per clip did the same float work 8 times. Frame buffers are recycled as frames leave, and a
-//! clip's 50 MB buffer asks the kernel for huge pages: filling fresh 4 KiB pages cost more
-//! kernel time (one page fault every 1024 values) than the copy itself.
+//! Each frame is normalized once, when it enters the buffer, and a clip is 64 shared references
+//! to buffered frames: with 0.5 s bins and 4 s clips a frame sits in 8 clips, and normalizing it
+//! per clip did the same float work 8 times. Nor is a clip copied into one 50 MB block: the
+//! model's patch embedding reads the frames directly ([`super::vjepa2::Vjepa2Encoder::patchify_frames`]).
+//! The copy, and the kernel zeroing the fresh pages it needed, were a sixth of the preparation's
+//! CPU time. Frame buffers are recycled as frames leave.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use super::clips::{ClipTimes, Series, placement};
 use super::frame_feed::FrameFeed;
 use super::processor::{ProcessorConfig, Resizer};
 use crate::error::{Error, Result};
-use crate::stimulus::video::{FramePicker, Region, VideoInfo};
+use crate::stimulus::video::{FramePicker, Region, RgbConverter, VideoInfo};
 
 /// One chunk of a video, located in the file and on the run's clock.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +92,9 @@ pub fn plan_video_clips(
     Ok(jobs)
 }
 
+/// A clip's frames, oldest first, each normalized CHW f32, shared with the ring buffer.
+pub type ClipFrames = Vec<Arc<Vec<f32>>>;
+
 /// Counters of one assembler run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AssemblerStats {
@@ -108,6 +112,7 @@ pub struct ClipAssembler<'a> {
     jobs: &'a [ClipJob],
     processor: &'a ProcessorConfig,
     resizer: Resizer,
+    converter: RgbConverter<'a>,
     feed: Option<FrameFeed>,
     info: &'a VideoInfo,
     /// For each frame, the last job that uses it.
@@ -131,10 +136,19 @@ impl<'a> ClipAssembler<'a> {
                 last_use.insert(f, ji);
             }
         }
+        let resizer = Resizer::new(processor.geometry(info.height, info.width));
+        let mut converter = RgbConverter::new(info);
+        converter.set_region(Region::covering(
+            resizer.source_rows(),
+            resizer.source_cols(),
+            info.height,
+            info.width,
+        ));
         Self {
             jobs,
             processor,
-            resizer: Resizer::new(processor.geometry(info.height, info.width)),
+            resizer,
+            converter,
             feed: None,
             info,
             last_use,
@@ -150,8 +164,8 @@ impl<'a> ClipAssembler<'a> {
         }
     }
 
-    /// The next clip, `(job index, frames x 3 x crop x crop normalized pixels)`.
-    pub fn next_clip(&mut self) -> Result<Option<(usize, Vec<f32>)>> {
+    /// The next clip: its job index and its frames.
+    pub fn next_clip(&mut self) -> Result<Option<(usize, ClipFrames)>> {
         let Some(job) = self.jobs.get(self.next_job) else {
             return Ok(None);
         };
@@ -163,19 +177,13 @@ impl<'a> ClipAssembler<'a> {
                     *n = true;
                 }
             }
-            let region = Region::covering(
-                self.resizer.source_rows(),
-                self.resizer.source_cols(),
-                self.info.height,
-                self.info.width,
-            );
-            self.feed = Some(FrameFeed::start(self.info, needed, Some(region))?);
+            self.feed = Some(FrameFeed::start(self.info, needed)?);
         }
         let feed = self.feed.as_mut().expect("started above");
         let plane = 3 * self.processor.crop_height * self.processor.crop_width;
         let need = job.frames.iter().copied().max().unwrap_or(0);
         while self.head.is_none_or(|h| h < need) {
-            let Some((i, rgb)) = feed.next()? else {
+            let Some((i, decoded)) = feed.next()? else {
                 return Err(Error::Other(format!(
                     "{}: frame {need} was never decoded",
                     self.info.path.display()
@@ -183,6 +191,7 @@ impl<'a> ClipAssembler<'a> {
             };
             self.head = Some(i);
             if self.last_use.get(&i).is_some_and(|&lu| lu >= ji) && !self.store.contains_key(&i) {
+                let rgb = self.converter.convert(decoded)?;
                 let v = rgb.view();
                 self.resizer
                     .resize_crop_part(v.data, v.stride, (v.top, v.left), &mut self.crop);
@@ -195,14 +204,15 @@ impl<'a> ClipAssembler<'a> {
                     self.stats.max_buffered_frames.max(self.store.len());
             }
         }
-        let mut clip = Vec::with_capacity(job.frames.len() * plane);
-        advise_huge_pages(&mut clip);
-        for idx in &job.frames {
-            let px = self.store.get(idx).ok_or_else(|| {
-                Error::Other(format!("frame {idx} is missing from the ring buffer"))
-            })?;
-            clip.extend_from_slice(px);
-        }
+        let clip = job
+            .frames
+            .iter()
+            .map(|idx| {
+                self.store.get(idx).cloned().ok_or_else(|| {
+                    Error::Other(format!("frame {idx} is missing from the ring buffer"))
+                })
+            })
+            .collect::<Result<ClipFrames>>()?;
         // Frames no later clip uses leave the buffer; their memory serves the next frames.
         let last_use = &self.last_use;
         let gone: Vec<usize> = self
@@ -230,36 +240,4 @@ impl<'a> ClipAssembler<'a> {
         }
         Ok(self.stats)
     }
-}
-
-/// Ask Linux to back the (still untouched) capacity of `buf` with transparent huge pages, where
-/// the system allows them on request (`/sys/kernel/mm/transparent_hugepage/enabled` set to
-/// `madvise` or `always`). A clip is 50 MB written once: with 4 KiB pages its first writes take
-/// ~12,000 page faults, which measured as more CPU time than the copy. Only advice: if the
-/// kernel declines, nothing changes but the speed.
-fn advise_huge_pages(buf: &mut Vec<f32>) {
-    #[cfg(target_os = "linux")]
-    {
-        unsafe extern "C" {
-            fn madvise(
-                addr: *mut std::ffi::c_void,
-                len: usize,
-                advice: std::ffi::c_int,
-            ) -> std::ffi::c_int;
-        }
-        const MADV_HUGEPAGE: std::ffi::c_int = 14;
-        const HUGE: usize = 2 << 20;
-        let start = buf.as_mut_ptr() as usize;
-        let end = start + buf.capacity() * std::mem::size_of::<f32>();
-        let (lo, hi) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
-        if hi > lo {
-            // SAFETY: [lo, hi) lies inside this Vec's own allocation; MADV_HUGEPAGE changes
-            // how the kernel backs those pages, never their contents.
-            unsafe {
-                madvise(lo as *mut std::ffi::c_void, hi - lo, MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = buf;
 }

@@ -17,6 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{D, DType, Device, Tensor};
+use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -551,6 +552,57 @@ impl Vjepa2Encoder {
         Ok(x.reshape((nt * nh * nw, c * ts * p * p))?)
     }
 
+    /// [`Self::patchify`] for a clip given as its frames (each `channels x crop x crop`, as
+    /// the clip assembler keeps them), without first copying them into one clip tensor: each
+    /// row of 16 pixels goes straight to its patch. The result is on the encoder's device, in
+    /// its dtype (the same values, since the cut only moves them).
+    pub fn patchify_frames(&self, frames: &[&[f32]]) -> Result<Tensor> {
+        let (c, crop) = (self.cfg.in_chans, self.cfg.crop_size);
+        let (ts, p) = (self.cfg.tubelet_size, self.cfg.patch_size);
+        if frames.is_empty()
+            || !frames.len().is_multiple_of(ts)
+            || frames.iter().any(|f| f.len() != c * crop * crop)
+            || !crop.is_multiple_of(p)
+        {
+            return Err(Error::ShapeMismatch {
+                name: "pixel_values_videos".into(),
+                expected: vec![self.cfg.frames_per_clip, c, crop, crop],
+                found: vec![
+                    frames.len(),
+                    frames.first().map_or(0, |f| f.len() / (crop * crop).max(1)),
+                    crop,
+                    crop,
+                ],
+                path: None,
+            });
+        }
+        let (nt, ng) = (frames.len() / ts, crop / p);
+        let pdim = c * ts * p * p;
+        let mut out = vec![0f32; nt * ng * ng * pdim];
+        // One tubelet row of patches (ng tokens) at a time; its source rows are contiguous.
+        out.par_chunks_mut(ng * pdim)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let (t, y) = (row / ng, row % ng);
+                for ch in 0..c {
+                    for dt in 0..ts {
+                        let frame = frames[t * ts + dt];
+                        for dy in 0..p {
+                            let at = ch * crop * crop + (y * p + dy) * crop;
+                            let src = &frame[at..at + crop];
+                            let o = ((ch * ts + dt) * p + dy) * p;
+                            for (x, seg) in src.chunks_exact(p).enumerate() {
+                                dst[x * pdim + o..x * pdim + o + p].copy_from_slice(seg);
+                            }
+                        }
+                    }
+                }
+            });
+        Ok(Tensor::from_vec(out, (nt * ng * ng, pdim), &Device::Cpu)?
+            .to_device(&self.device)?
+            .to_dtype(self.dtype)?)
+    }
+
     /// Run one clip and hand every hidden state `(tokens, hidden)` to `visit` in order
     /// (index 0 = patch embedding, index i = output of layer i - 1; the last one follows
     /// [`LastHiddenState`]). Passing states to a visitor instead of returning them keeps the
@@ -558,10 +610,19 @@ impl Vjepa2Encoder {
     pub fn forward_visit(
         &self,
         clip: &Tensor,
-        mut visit: impl FnMut(usize, &Tensor) -> Result<()>,
+        visit: impl FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<()> {
         let clip = clip.to_device(&self.device)?.to_dtype(self.dtype)?;
-        let patches = self.patchify(&clip)?;
+        self.forward_patches_visit(&self.patchify(&clip)?, visit)
+    }
+
+    /// [`Self::forward_visit`] from the clip's patches ([`Self::patchify`] or
+    /// [`Self::patchify_frames`]), on the encoder's device and in its dtype.
+    pub fn forward_patches_visit(
+        &self,
+        patches: &Tensor,
+        mut visit: impl FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<()> {
         let n = patches.dim(0)?;
         let mut h = patches
             .matmul(&self.patch_weight.t()?)?
@@ -593,8 +654,14 @@ impl Vjepa2Encoder {
     /// The mean over tokens of the hidden states listed in `keep` (each `< n_hidden_states`),
     /// as f32 `(keep.len(), hidden)`: TRIBE's token aggregation.
     pub fn token_means(&self, clip: &Tensor, keep: &[usize]) -> Result<Tensor> {
+        let clip = clip.to_device(&self.device)?.to_dtype(self.dtype)?;
+        self.patch_token_means(&self.patchify(&clip)?, keep)
+    }
+
+    /// [`Self::token_means`] from the clip's patches (see [`Self::forward_patches_visit`]).
+    pub fn patch_token_means(&self, patches: &Tensor, keep: &[usize]) -> Result<Tensor> {
         let mut means: Vec<Option<Tensor>> = vec![None; keep.len()];
-        self.forward_visit(clip, |i, h| {
+        self.forward_patches_visit(patches, |i, h| {
             let m = h.to_dtype(DType::F32)?.mean(0)?;
             for (slot, &k) in means.iter_mut().zip(keep) {
                 if k == i {
@@ -817,6 +884,38 @@ mod tests {
             "crop_size": 64, "frames_per_clip": 8,
         }))
         .unwrap()
+    }
+
+    /// Cutting patches from the frames is the same permutation as cutting them from the
+    /// stacked clip tensor, value for value; a wrong frame count or frame size is refused.
+    #[test]
+    fn patches_from_frames_equal_patches_from_the_clip() {
+        let enc = Vjepa2Encoder::random(small_config(1), &Device::Cpu, DType::F32, 5).unwrap();
+        let clip = Tensor::randn(0f32, 1f32, (8, 3, 64, 64), &Device::Cpu).unwrap();
+        let want = enc.patchify(&clip).unwrap();
+        let frames: Vec<Vec<f32>> = (0..8)
+            .map(|f| {
+                clip.get(f)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
+            .collect();
+        let refs: Vec<&[f32]> = frames.iter().map(Vec::as_slice).collect();
+        let got = enc.patchify_frames(&refs).unwrap();
+        assert_eq!(got.dims(), want.dims());
+        let (got, want): (Vec<f32>, Vec<f32>) = (
+            got.flatten_all().unwrap().to_vec1().unwrap(),
+            want.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert!(got == want, "patches differ");
+        assert!(enc.patchify_frames(&refs[..7]).is_err());
+        let short = vec![0f32; 3 * 64 * 63];
+        let mut bad = refs.clone();
+        bad[3] = &short;
+        assert!(enc.patchify_frames(&bad).is_err());
     }
 
     /// The MLP in row blocks against the MLP over the whole clip, through two layers.
