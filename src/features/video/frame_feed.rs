@@ -70,7 +70,7 @@ impl FrameFeed {
     }
 
     /// The next needed frame and its physical index; `None` once every needed frame came.
-    pub fn next(&mut self) -> Result<Option<(usize, DecodedFrame)>> {
+    pub fn next_frame(&mut self) -> Result<Option<(usize, DecodedFrame)>> {
         match self.rx.as_ref().map(Receiver::recv) {
             Some(Ok(Ok(frame))) => Ok(Some(frame)),
             Some(Ok(Err(e))) => Err(e),
@@ -132,4 +132,50 @@ fn decode(
     stats.frames_decoded = dec.frames_decoded;
     stats.frames_skipped = dec.frames_skipped;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_video(dir: &std::path::Path) -> VideoInfo {
+        let p = dir.join("feed.mp4");
+        let ok = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+            .arg("testsrc2=d=4:s=128x96:r=24")
+            .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+            .arg(&p)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ffmpeg could not make the test video");
+        VideoInfo::open(&p).unwrap()
+    }
+
+    /// The needed frames come out once each, in order; decoding stops at the last needed
+    /// frame; and a feed dropped half-way stops its thread instead of hanging.
+    #[test]
+    fn needed_frames_come_in_order_and_a_dropped_feed_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = test_video(dir.path());
+        let n = info.n_frames();
+        let needed: Vec<bool> = (0..n).map(|i| i % 3 == 0 && i < n / 2).collect();
+        let mut feed = FrameFeed::start(&info, needed.clone()).unwrap();
+        let mut got = Vec::new();
+        while let Some((i, _frame)) = feed.next_frame().unwrap() {
+            got.push(i);
+        }
+        let want: Vec<usize> = (0..n).filter(|&i| needed[i]).collect();
+        assert_eq!(got, want);
+        let stats = feed.finish().unwrap();
+        let last = *want.last().unwrap();
+        assert!(stats.decode_counts[last + 1..].iter().all(|&c| c == 0));
+        assert!(stats.decode_counts.iter().all(|&c| c <= 1));
+
+        let mut feed = FrameFeed::start(&info, vec![true; n]).unwrap();
+        assert_eq!(feed.next_frame().unwrap().map(|f| f.0), Some(0));
+        let t = std::time::Instant::now();
+        drop(feed);
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    }
 }

@@ -183,7 +183,7 @@ impl<'a> ClipAssembler<'a> {
         let plane = 3 * self.processor.crop_height * self.processor.crop_width;
         let need = job.frames.iter().copied().max().unwrap_or(0);
         while self.head.is_none_or(|h| h < need) {
-            let Some((i, decoded)) = feed.next()? else {
+            let Some((i, decoded)) = feed.next_frame()? else {
                 return Err(Error::Other(format!(
                     "{}: frame {need} was never decoded",
                     self.info.path.display()
