@@ -263,3 +263,24 @@ impl Screen {
 pub fn video_duration(path: &Path) -> Result<f64> {
     Ok(VideoInfo::open(path)?.duration)
 }
+
+/// Test media made at test time with the ffmpeg CLI.
+#[cfg(test)]
+pub(crate) mod test_media {
+    use std::path::{Path, PathBuf};
+
+    /// `dir/name` encoded by the ffmpeg CLI from the lavfi source `source` (e.g.
+    /// `testsrc2=d=2:s=160x96:r=12`) with the output options `args`.
+    pub(crate) fn lavfi_video(dir: &Path, name: &str, source: &str, args: &[&str]) -> PathBuf {
+        let p = dir.join(name);
+        let ok = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i", source])
+            .args(args)
+            .arg(&p)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ffmpeg could not make {name}");
+        p
+    }
+}

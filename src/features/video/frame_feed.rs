@@ -139,16 +139,12 @@ mod tests {
     use super::*;
 
     fn test_video(dir: &std::path::Path) -> VideoInfo {
-        let p = dir.join("feed.mp4");
-        let ok = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg("testsrc2=d=4:s=128x96:r=24")
-            .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
-            .arg(&p)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ffmpeg could not make the test video");
+        let p = crate::stimulus::video::test_media::lavfi_video(
+            dir,
+            "feed.mp4",
+            "testsrc2=d=4:s=128x96:r=24",
+            &["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+        );
         VideoInfo::open(&p).unwrap()
     }
 

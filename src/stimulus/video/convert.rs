@@ -57,6 +57,16 @@ impl Region {
         }
     }
 
+    /// The whole `height` x `width` picture.
+    pub fn whole(height: usize, width: usize) -> Self {
+        Self {
+            top: 0,
+            left: 0,
+            height,
+            width,
+        }
+    }
+
     pub(crate) fn is_whole(&self, height: usize, width: usize) -> bool {
         (self.top, self.left, self.height, self.width) == (0, 0, height, width)
     }
@@ -118,8 +128,6 @@ pub struct RgbConverter<'a> {
     wanted_region: Option<Region>,
     /// What the conversion graph produces, settled when it is built.
     region: Option<Region>,
-    /// Frames converted.
-    pub frames_converted: usize,
 }
 
 impl<'a> RgbConverter<'a> {
@@ -130,7 +138,6 @@ impl<'a> RgbConverter<'a> {
             graph: None,
             wanted_region: None,
             region: None,
-            frames_converted: 0,
         }
     }
 
@@ -186,12 +193,7 @@ impl<'a> RgbConverter<'a> {
                     "the picture size or pixel format changes inside the stream; re-encode it at one size",
                 ));
             }
-            let whole = Region {
-                top: 0,
-                left: 0,
-                height: self.info.height,
-                width: self.info.width,
-            };
+            let whole = Region::whole(self.info.height, self.info.width);
             let region = match self.wanted_region {
                 Some(r) if !r.is_whole(self.info.height, self.info.width) => {
                     if self.region_is_exact(frame, r)? {
@@ -212,7 +214,6 @@ impl<'a> RgbConverter<'a> {
         let region = self.region.expect("set with the graph");
         let (graph, _) = self.graph.as_mut().expect("graph built above");
         run_graph(graph, frame, &mut self.rgb).map_err(|e| self.conversion_err(e))?;
-        self.frames_converted += 1;
         let (w, h) = (self.rgb.width() as usize, self.rgb.height() as usize);
         if (w, h) != (region.width, region.height) {
             return Err(Error::Other(format!(
@@ -252,12 +253,7 @@ impl<'a> RgbConverter<'a> {
                 *b = (state >> 56) as u8;
             }
         }
-        let whole = Region {
-            top: 0,
-            left: 0,
-            height: self.info.height,
-            width: self.info.width,
-        };
+        let whole = Region::whole(self.info.height, self.info.width);
         let (mut full, mut part) = (ffmpeg::frame::Video::empty(), ffmpeg::frame::Video::empty());
         // The buffer source takes the frame's buffers, so each graph gets its own copy.
         run_graph(

@@ -280,11 +280,6 @@ impl<'a> FrameDecoder<'a> {
         )))
     }
 
-    /// Frames converted to RGB by [`Self::rgb`] and [`Self::take_rgb`].
-    pub fn frames_converted(&self) -> usize {
-        self.converter.frames_converted
-    }
-
     fn current_frame(&self) -> Result<()> {
         if self.current.is_none() {
             return Err(Error::Other(
@@ -365,6 +360,7 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     use super::*;
+    use crate::stimulus::video::test_media::lavfi_video;
 
     /// Decode every frame, or only the needed ones: (SHA-256 of each frame that came out,
     /// frames skipped).
@@ -383,46 +379,14 @@ mod tests {
 
     /// An H.264 test file with B frames, made with the ffmpeg CLI in `dir`.
     fn bframes_video(dir: &std::path::Path) -> std::path::PathBuf {
-        let p = dir.join("bframes.mp4");
-        let ok = std::process::Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=d=3:s=128x96:r=24",
-            ])
-            .args(["-c:v", "libx264", "-preset", "veryfast", "-bf", "3"])
-            .args(["-pix_fmt", "yuv420p"])
-            .arg(&p)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ffmpeg could not make the test video");
-        p
-    }
-
-    /// A 2-second test video made with the ffmpeg CLI: `testsrc2` of size `size`, then `args`
-    /// (codec, pixel format, metadata).
-    fn made_video(
-        dir: &std::path::Path,
-        name: &str,
-        size: &str,
-        args: &[&str],
-    ) -> std::path::PathBuf {
-        let p = dir.join(name);
-        let ok = std::process::Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg(format!("testsrc2=d=2:s={size}:r=12"))
-            .args(args)
-            .arg(&p)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ffmpeg could not make {name}");
-        p
+        lavfi_video(
+            dir,
+            "bframes.mp4",
+            "testsrc2=d=3:s=128x96:r=24",
+            &[
+                "-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-pix_fmt", "yuv420p",
+            ],
+        )
     }
 
     #[test]
@@ -478,7 +442,8 @@ mod tests {
             ),
         ];
         for (name, size, args, region_expected) in cases {
-            let mut path = made_video(dir.path(), name, size, args);
+            let source = format!("testsrc2=d=2:s={size}:r=12");
+            let mut path = lavfi_video(dir.path(), name, &source, args);
             if name == "rotated.mp4" {
                 // A display matrix of 90 degrees (the ffmpeg 5.1 CLI writes it on a remux).
                 let turned = dir.path().join("turned.mp4");
