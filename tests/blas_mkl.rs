@@ -74,7 +74,14 @@ fn mkl_linear_matches_f64_reference_in_both_layouts() {
     }
     // Small (one call), large with a column count that is not a multiple of the stripe
     // alignment (split over the pool, a short last stripe), and a 3-D input.
-    let cases: &[(&[usize], usize)] = &[(&[3, 5], 7), (&[2, 97, 130], 1000), (&[300, 64], 129)];
+    // Then a product cut into a 3 x 3 grid of tiles (rows and columns both split, short last
+    // column of tiles).
+    let cases: &[(&[usize], usize)] = &[
+        (&[3, 5], 7),
+        (&[2, 97, 130], 1000),
+        (&[300, 64], 129),
+        (&[1100, 40], 1100),
+    ];
     for &(x_dims, n) in cases {
         let k = *x_dims.last().unwrap();
         let m: usize = x_dims.iter().product::<usize>() / k;

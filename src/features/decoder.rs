@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::features::attention::{Mask, gqa_attention};
+use crate::features::fused_cpu;
 use crate::features::matmul::{linear, map_row_blocks, with_cpu_f32_data};
 
 /// Which model family's details apply.
@@ -719,13 +720,93 @@ impl Decoder {
         let c = &self.config;
         let (b, t, d) = x.dims3()?;
         let eps = c.rms_norm_eps as f32;
-        let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
 
         let xn = rms_norm(x, &layer.input_norm, eps)?;
         let mut qkv = linear(&xn, &layer.qkv)?;
         if let Some(bias) = &layer.qkv_bias {
             qkv = qkv.broadcast_add(bias)?;
         }
+        let (q, k, v) = match self.split_heads_fused(&qkv, layer, (b, t), cos, sin)? {
+            Some(qkv) => qkv,
+            None => self.split_heads(&qkv, layer, (b, t), cos, sin)?,
+        };
+        let attn = self.attention(&q, &k, &v, lens)?; // (b, t, h*hd)
+        let mut o = linear(&attn, &layer.o)?;
+        if let Some(bias) = &layer.o_bias {
+            o = o.broadcast_add(bias)?;
+        }
+        let x = (x + o)?.reshape((b * t, d))?;
+        // The MLP is row-wise, so it runs in row blocks (see `map_row_blocks`): its (rows,
+        // 2 x FFN) activations stay a few MB, which cost ~10 % of CPU time at 512 tokens when
+        // they were fresh mappings in every layer.
+        let f = c.intermediate_size;
+        let x = map_row_blocks(&x, self.mlp_rows, |xr| -> Result<Tensor> {
+            let xn = rms_norm(xr, &layer.post_norm, eps)?;
+            let gu = linear(&xn, &layer.gate_up)?;
+            let fused = with_cpu_f32_data(&gu, |g| fused_cpu::silu_mul(g, f));
+            let act = match fused {
+                Some(act) => Tensor::from_vec(act, (xr.dim(0)?, f), &self.device)?,
+                None => {
+                    (candle_nn::ops::silu(&gu.narrow(D::Minus1, 0, f)?)?
+                        * gu.narrow(D::Minus1, f, f)?)?
+                }
+            };
+            Ok((xr + linear(&act, &layer.down)?)?)
+        })?;
+        Ok(x.reshape((b, t, d))?)
+    }
+
+    /// q, k and v as head-major `(b, heads, t, hd)` with the rotary embedding applied to q and
+    /// k, in one parallel pass ([`fused_cpu::split_heads_rope`]) on the CPU in f32; `None`
+    /// elsewhere, and for Qwen3, whose per-head norms come before the rotation.
+    #[allow(clippy::type_complexity)]
+    fn split_heads_fused(
+        &self,
+        qkv: &Tensor,
+        layer: &Layer,
+        (b, t): (usize, usize),
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+        if layer.q_norm.is_some() || layer.k_norm.is_some() {
+            return Ok(None);
+        }
+        let c = &self.config;
+        let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let shape = fused_cpu::QkvShape {
+            batch: b,
+            tokens: t,
+            heads: h,
+            kv_heads: kvh,
+            head_dim: hd,
+        };
+        let split = with_cpu_f32_data(qkv, |x| {
+            with_cpu_f32_data(cos, |cs| {
+                with_cpu_f32_data(sin, |sn| fused_cpu::split_heads_rope(x, shape, cs, sn))
+            })
+        });
+        let Some(Some(Some((q, k, v)))) = split else {
+            return Ok(None);
+        };
+        Ok(Some((
+            Tensor::from_vec(q, (b, h, t, hd), &self.device)?,
+            Tensor::from_vec(k, (b, kvh, t, hd), &self.device)?,
+            Tensor::from_vec(v, (b, kvh, t, hd), &self.device)?,
+        )))
+    }
+
+    /// The same split with candle ops (GPU, bf16, Qwen3's per-head norms).
+    fn split_heads(
+        &self,
+        qkv: &Tensor,
+        layer: &Layer,
+        (b, t): (usize, usize),
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let c = &self.config;
+        let eps = c.rms_norm_eps as f32;
+        let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let q = qkv.narrow(D::Minus1, 0, h * hd)?.reshape((b, t, h, hd))?;
         let k = qkv
             .narrow(D::Minus1, h * hd, kvh * hd)?
@@ -743,24 +824,7 @@ impl Decoder {
         let q = candle_nn::rotary_emb::rope(&q.transpose(1, 2)?.contiguous()?, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k.transpose(1, 2)?.contiguous()?, cos, sin)?;
         let v = v.transpose(1, 2)?.contiguous()?;
-        let attn = self.attention(&q, &k, &v, lens)?; // (b, t, h*hd)
-        let mut o = linear(&attn, &layer.o)?;
-        if let Some(bias) = &layer.o_bias {
-            o = o.broadcast_add(bias)?;
-        }
-        let x = (x + o)?.reshape((b * t, d))?;
-        // The MLP is row-wise, so it runs in row blocks (see `map_row_blocks`): its (rows,
-        // 2 x FFN) activations stay a few MB, which cost ~10 % of CPU time at 512 tokens when
-        // they were fresh mappings in every layer.
-        let f = c.intermediate_size;
-        let x = map_row_blocks(&x, self.mlp_rows, |xr| -> Result<Tensor> {
-            let xn = rms_norm(xr, &layer.post_norm, eps)?;
-            let gu = linear(&xn, &layer.gate_up)?;
-            let act = (candle_nn::ops::silu(&gu.narrow(D::Minus1, 0, f)?)?
-                * gu.narrow(D::Minus1, f, f)?)?;
-            Ok((xr + linear(&act, &layer.down)?)?)
-        })?;
-        Ok(x.reshape((b, t, d))?)
+        Ok((q, k, v))
     }
 
     /// Causal grouped-query attention, row by row of the batch and in query blocks (the

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod context;
 pub mod decoder;
 pub mod fbank;
+pub mod fused_cpu;
 pub mod layers;
 pub mod matmul;
 pub mod resample;
