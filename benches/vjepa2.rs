@@ -220,7 +220,7 @@ fn bench_attention() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(d)
     };
-    let (qb, kb) = (env("TRIBE_BENCH_QB", 256), env("TRIBE_BENCH_KB", 1024));
+    let (qb, kb) = (env("TRIBE_BENCH_QB", 512), env("TRIBE_BENCH_KB", 512));
     let make = |seed: u32| -> Vec<f32> {
         (0..h * n * hd)
             .map(|i| {

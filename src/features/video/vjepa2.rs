@@ -624,9 +624,13 @@ impl Vjepa2Encoder {
         mut visit: impl FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<()> {
         let n = patches.dim(0)?;
-        let mut h = patches
-            .matmul(&self.patch_weight.t()?)?
-            .broadcast_add(&self.patch_bias)?;
+        // On MKL where it is the backend, like every other product of the encoder.
+        let mut h = linear_bias(
+            patches,
+            &self.patch_weight,
+            WeightLayout::OutIn,
+            Some(&self.patch_bias),
+        )?;
         let rope = self.rope_tables(n)?;
         visit(0, &h)?;
         let n_layers = self.layers.len();
@@ -778,13 +782,17 @@ impl Rope {
     }
 }
 
-/// Query and key block sizes of the CPU attention ([`full_attention_tiled`]): a 256 x 1,024
-/// score block is 1 MiB, inside a core's L2. On a ViT-g layer's attention this was 6-19 %
-/// faster than 512 queries against all 8,192 keys at once (16 MiB of scores a thread, written
-/// out and read back twice), in 6 of 6 runs side by side (benches/vjepa2.rs `attn`); 128 and
-/// 512 queries, 512 and 2,048 keys were no better.
-const Q_BLOCK: usize = 256;
-const K_BLOCK: usize = 1024;
+/// Query and key block sizes of the CPU attention ([`full_attention_tiled`]): a 512 x 512
+/// score block is 1 MiB, so it stays in cache instead of 512 queries against all 8,192 keys at
+/// once (16 MiB of scores a thread, written out and read back twice).
+/// - On the Intel Xeon (AVX-512, 2 MiB L2), 256 x 1,024 was 6-19 % faster than 512 x 8,192 in
+///   6 of 6 runs side by side, and 128 or 512 queries, 512 or 2,048 keys were no better.
+/// - On the AMD EPYC (AVX2, 512 KiB L2, MKL's Zen kernels), 512 x 512 had the lowest median of
+///   5 alternating rounds: 3.20 s per ViT-g layer's attention, against 3.54 s for 256 x 1,024,
+///   3.28 s for 256 x 512 and 3.20 s for 128 x 2,048 (`benches/vjepa2.rs attn` with
+///   `TRIBE_BENCH_QB`/`TRIBE_BENCH_KB`).
+const Q_BLOCK: usize = 512;
+const K_BLOCK: usize = 512;
 
 /// The CPU f32 attention of one layer, from the fused `(n, 3 * hidden)` q/k/v product to the
 /// `(n, hidden)` input of the output projection; `None` off the CPU or in another dtype.
