@@ -726,10 +726,7 @@ impl Decoder {
         if let Some(bias) = &layer.qkv_bias {
             qkv = qkv.broadcast_add(bias)?;
         }
-        let (q, k, v) = match self.split_heads_fused(&qkv, layer, (b, t), cos, sin)? {
-            Some(qkv) => qkv,
-            None => self.split_heads(&qkv, layer, (b, t), cos, sin)?,
-        };
+        let (q, k, v) = self.split_heads(&qkv, layer, (b, t), cos, sin)?;
         let attn = self.attention(&q, &k, &v, lens)?; // (b, t, h*hd)
         let mut o = linear(&attn, &layer.o)?;
         if let Some(bias) = &layer.o_bias {
@@ -756,46 +753,9 @@ impl Decoder {
         Ok(x.reshape((b, t, d))?)
     }
 
-    /// q, k and v as head-major `(b, heads, t, hd)` with the rotary embedding applied to q and
-    /// k, in one parallel pass ([`fused_cpu::split_heads_rope`]) on the CPU in f32; `None`
-    /// elsewhere, and for Qwen3, whose per-head norms come before the rotation.
-    #[allow(clippy::type_complexity)]
-    fn split_heads_fused(
-        &self,
-        qkv: &Tensor,
-        layer: &Layer,
-        (b, t): (usize, usize),
-        cos: &Tensor,
-        sin: &Tensor,
-    ) -> Result<Option<(Tensor, Tensor, Tensor)>> {
-        if layer.q_norm.is_some() || layer.k_norm.is_some() {
-            return Ok(None);
-        }
-        let c = &self.config;
-        let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
-        let shape = fused_cpu::QkvShape {
-            batch: b,
-            tokens: t,
-            heads: h,
-            kv_heads: kvh,
-            head_dim: hd,
-        };
-        let split = with_cpu_f32_data(qkv, |x| {
-            with_cpu_f32_data(cos, |cs| {
-                with_cpu_f32_data(sin, |sn| fused_cpu::split_heads_rope(x, shape, cs, sn))
-            })
-        });
-        let Some(Some(Some((q, k, v)))) = split else {
-            return Ok(None);
-        };
-        Ok(Some((
-            Tensor::from_vec(q, (b, h, t, hd), &self.device)?,
-            Tensor::from_vec(k, (b, kvh, t, hd), &self.device)?,
-            Tensor::from_vec(v, (b, kvh, t, hd), &self.device)?,
-        )))
-    }
-
-    /// The same split with candle ops (GPU, bf16, Qwen3's per-head norms).
+    /// q, k and v as head-major `(b, heads, t, hd)`, with the rotary embedding applied to q and
+    /// k. On the CPU in f32 that is one parallel pass ([`fused_cpu::split_heads_rope`]);
+    /// elsewhere, and for Qwen3, whose per-head norms come before the rotation, candle ops.
     fn split_heads(
         &self,
         qkv: &Tensor,
@@ -807,6 +767,27 @@ impl Decoder {
         let c = &self.config;
         let eps = c.rms_norm_eps as f32;
         let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        if layer.q_norm.is_none() && layer.k_norm.is_none() {
+            let shape = fused_cpu::QkvShape {
+                batch: b,
+                tokens: t,
+                heads: h,
+                kv_heads: kvh,
+                head_dim: hd,
+            };
+            let fused = with_cpu_f32_data(qkv, |x| {
+                with_cpu_f32_data(cos, |cs| {
+                    with_cpu_f32_data(sin, |sn| fused_cpu::split_heads_rope(x, shape, cs, sn))
+                })
+            });
+            if let Some(Some(Some((q, k, v)))) = fused {
+                return Ok((
+                    Tensor::from_vec(q, (b, h, t, hd), &self.device)?,
+                    Tensor::from_vec(k, (b, kvh, t, hd), &self.device)?,
+                    Tensor::from_vec(v, (b, kvh, t, hd), &self.device)?,
+                ));
+            }
+        }
         let q = qkv.narrow(D::Minus1, 0, h * hd)?.reshape((b, t, h, hd))?;
         let k = qkv
             .narrow(D::Minus1, h * hd, kvh * hd)?
