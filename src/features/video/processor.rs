@@ -19,6 +19,9 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 /// What `video_preprocessor_config.json` says, reduced to what the reference uses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessorConfig {
@@ -390,21 +393,12 @@ impl Resizer {
             if std::arch::is_x86_feature_detected!("fma")
                 && std::arch::is_x86_feature_detected!("avx2")
             {
-                // SAFETY: the CPU supports FMA and AVX2, checked just above.
-                unsafe { self.resize_crop_fma(&src, out) };
+                // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+                unsafe { avx2::resize_crop(self, &src, out) };
                 return;
             }
         }
         self.resize_crop_generic(&src, out);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn resize_crop_fma(&self, src: &Source, out: &mut [u8]) {
-        let mut tmp = vec![0f32; 3 * self.row_span.len() * self.geometry.crop_width];
-        // SAFETY: the caller checked AVX2 and FMA.
-        unsafe { self.width_pass_avx2(src, &mut tmp) };
-        self.height_pass(&tmp, out);
     }
 
     /// The separable filter: width pass into an f32 plane, then height pass, then round half
@@ -453,51 +447,6 @@ impl Resizer {
             let acc = self.column_taps(plane, x);
             for (r, &a) in acc.iter().enumerate().take(rows) {
                 tmp[(c * n_rows + r0 + r) * cw + x] = a;
-            }
-        }
-    }
-
-    /// [`Self::width_pass`] with eight output columns at a time: their eight ROWS-lane sums
-    /// are transposed in registers into eight rows of eight columns, stored whole. Storing
-    /// each sum's lanes one by one into eight rows was most of the resize's time. The sums
-    /// themselves are [`Self::column_taps`], so every value is computed as in the plain pass.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn width_pass_avx2(&self, src: &Source, tmp: &mut [f32]) {
-        use std::arch::x86_64::*;
-        let cw = self.geometry.crop_width;
-        let n_rows = self.row_span.len();
-        let n_cols = self.col_span.len();
-        let mut block = vec![0f32; 3 * n_cols * ROWS];
-        for r0 in (0..n_rows).step_by(ROWS) {
-            let rows = ROWS.min(n_rows - r0);
-            if rows == ROWS {
-                let first = self.block_start(src, r0);
-                // SAFETY: the caller checked AVX2.
-                unsafe { fill_block_avx2(src.data, first, src.stride, n_cols, &mut block) };
-            } else {
-                self.load_block(src, r0, rows, &mut block);
-            }
-            for c in 0..3 {
-                let plane = &block[c * n_cols * ROWS..(c + 1) * n_cols * ROWS];
-                let mut x = 0;
-                while x + 8 <= cw {
-                    let sums: [__m256; 8] = std::array::from_fn(|q| {
-                        let acc = self.column_taps(plane, x + q);
-                        // SAFETY: `acc` holds ROWS = 8 floats.
-                        unsafe { _mm256_loadu_ps(acc.as_ptr()) }
-                    });
-                    // SAFETY: AVX is enabled for this function.
-                    let t = unsafe { transpose_8x8_f32(sums) };
-                    for (r, row) in t.iter().enumerate().take(rows) {
-                        let at = (c * n_rows + r0 + r) * cw + x;
-                        let dst = &mut tmp[at..at + 8];
-                        // SAFETY: AVX is enabled; `dst` holds 8 floats.
-                        unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), *row) };
-                    }
-                    x += 8;
-                }
-                self.store_columns(plane, x..cw, c, r0, rows, tmp);
             }
         }
     }
@@ -583,39 +532,6 @@ struct Source<'a> {
     left: usize,
 }
 
-/// Transpose eight 8-lane vectors: lane `i` of output `r` is lane `r` of input `i`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn transpose_8x8_f32(v: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
-    use std::arch::x86_64::*;
-    let t0 = _mm256_unpacklo_ps(v[0], v[1]);
-    let t1 = _mm256_unpackhi_ps(v[0], v[1]);
-    let t2 = _mm256_unpacklo_ps(v[2], v[3]);
-    let t3 = _mm256_unpackhi_ps(v[2], v[3]);
-    let t4 = _mm256_unpacklo_ps(v[4], v[5]);
-    let t5 = _mm256_unpackhi_ps(v[4], v[5]);
-    let t6 = _mm256_unpacklo_ps(v[6], v[7]);
-    let t7 = _mm256_unpackhi_ps(v[6], v[7]);
-    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-    [
-        _mm256_permute2f128_ps::<0x20>(u0, u4),
-        _mm256_permute2f128_ps::<0x20>(u1, u5),
-        _mm256_permute2f128_ps::<0x20>(u2, u6),
-        _mm256_permute2f128_ps::<0x20>(u3, u7),
-        _mm256_permute2f128_ps::<0x31>(u0, u4),
-        _mm256_permute2f128_ps::<0x31>(u1, u5),
-        _mm256_permute2f128_ps::<0x31>(u2, u6),
-        _mm256_permute2f128_ps::<0x31>(u3, u7),
-    ]
-}
-
 /// Rows of [`Resizer`]'s width-pass block (the lanes of its fused multiply-adds).
 const ROWS: usize = 8;
 
@@ -668,78 +584,6 @@ fn fill_block(rgb: &[u8], first: usize, stride: usize, n_cols: usize, block: &mu
                 for (d, &v) in dst.iter_mut().zip(&lanes) {
                     *d = v as f32;
                 }
-            }
-        }
-        b += 24;
-    }
-    for pos in b..n_bytes {
-        let (i, c) = (pos / 3, pos % 3);
-        for (r, row) in rows.iter().enumerate() {
-            block[(c * n_cols + i) * ROWS + r] = row[pos] as f32;
-        }
-    }
-}
-
-/// [`fill_block`] with AVX2: each row's 8 pixels (24 bytes) are split into their R, G and B
-/// bytes with byte shuffles and widened to floats, then each channel's 8 rows x 8 pixels are
-/// transposed in registers, so that every store is one pixel's 8 rows. The 64-bit transposes
-/// of [`fill_block`], spilled to the stack, were three quarters of the resize's time.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn fill_block_avx2(
-    rgb: &[u8],
-    first: usize,
-    stride: usize,
-    n_cols: usize,
-    block: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    let n_bytes = n_cols * 3;
-    let rows: [&[u8]; ROWS] =
-        std::array::from_fn(|r| &rgb[first + r * stride..first + r * stride + n_bytes]);
-    let block = &mut block[..3 * n_cols * ROWS];
-    // Byte k of the low 16 (bytes 0..16 of the group) and high 16 (bytes 8..24) loads that
-    // hold channel c of pixels 0..8; -1 gives zero (the other load supplies the byte).
-    const Z: i8 = -1;
-    let lo_idx = [
-        _mm_setr_epi8(0, 3, 6, 9, 12, 15, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z),
-        _mm_setr_epi8(1, 4, 7, 10, 13, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z),
-        _mm_setr_epi8(2, 5, 8, 11, 14, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z),
-    ];
-    let hi_idx = [
-        _mm_setr_epi8(Z, Z, Z, Z, Z, Z, 10, 13, Z, Z, Z, Z, Z, Z, Z, Z),
-        _mm_setr_epi8(Z, Z, Z, Z, Z, 8, 11, 14, Z, Z, Z, Z, Z, Z, Z, Z),
-        _mm_setr_epi8(Z, Z, Z, Z, Z, 9, 12, 15, Z, Z, Z, Z, Z, Z, Z, Z),
-    ];
-    let mut b = 0;
-    while b + 24 <= n_bytes {
-        let mut chan = [[_mm256_setzero_ps(); ROWS]; 3];
-        for (r, row) in rows.iter().enumerate() {
-            let group = &row[b..b + 24];
-            // SAFETY: `group` holds 24 bytes: [0, 16) and [8, 24) are in bounds.
-            let (lo, hi) = unsafe {
-                (
-                    _mm_loadu_si128(group.as_ptr().cast()),
-                    _mm_loadu_si128(group.as_ptr().add(8).cast()),
-                )
-            };
-            for c in 0..3 {
-                let bytes = _mm_or_si128(
-                    _mm_shuffle_epi8(lo, lo_idx[c]),
-                    _mm_shuffle_epi8(hi, hi_idx[c]),
-                );
-                chan[c][r] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
-            }
-        }
-        let i = b / 3;
-        for (c, rows_of_c) in chan.into_iter().enumerate() {
-            // SAFETY: AVX is enabled (implied by AVX2).
-            let per_pixel = unsafe { transpose_8x8_f32(rows_of_c) };
-            for (q, v) in per_pixel.iter().enumerate() {
-                let at = (c * n_cols + i + q) * ROWS;
-                let dst = &mut block[at..at + ROWS];
-                // SAFETY: `dst` holds ROWS = 8 floats.
-                unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), *v) };
             }
         }
         b += 24;
@@ -844,26 +688,35 @@ mod tests {
             .collect()
     }
 
-    /// The AVX2 path (block fill and width pass) equals the plain one bit for bit on a
-    /// full-HD frame cropped to the released 256 (crop width a multiple of 8) and to 250 (a
-    /// partial column group), with a partial last block of rows.
+    /// The AVX2 path equals the plain one bit for bit: a full-HD frame cropped to the released
+    /// 256 (a multiple of 32 columns) and to 250 (partial column groups), with a partial last
+    /// block of rows; a 4K frame (twice the taps); and small frames that are upscaled (fewer
+    /// taps than rows), in portrait and landscape. Each size runs twice, so that the reused
+    /// per-thread scratch of a bigger frame is seen by a smaller one.
     #[test]
     fn fast_path_equals_plain_path() {
-        let (h, w) = (1083, 1921);
-        let rgb = random_bytes(h * w * 3, &mut 99);
-        for crop in [256, 250] {
-            let rs = Resizer::new(ProcessorConfig::for_crop(crop).geometry(h, w));
-            let mut fast = vec![0u8; 3 * crop * crop];
-            let mut plain = fast.clone();
-            rs.resize_crop(&rgb, w * 3, &mut fast);
-            let src = Source {
-                data: &rgb,
-                stride: w * 3,
-                top: 0,
-                left: 0,
-            };
-            rs.resize_crop_generic(&src, &mut plain);
-            assert_eq!(fast, plain, "crop {crop}");
+        for (h, w, crops) in [
+            (1083, 1921, &[256, 250][..]),
+            (2160, 3840, &[256][..]),
+            (120, 160, &[256, 64][..]),
+            (333, 187, &[224][..]),
+            (1083, 1921, &[256][..]),
+        ] {
+            let rgb = random_bytes(h * w * 3, &mut 99);
+            for &crop in crops {
+                let rs = Resizer::new(ProcessorConfig::for_crop(crop).geometry(h, w));
+                let mut fast = vec![0u8; 3 * crop * crop];
+                let mut plain = fast.clone();
+                rs.resize_crop(&rgb, w * 3, &mut fast);
+                let src = Source {
+                    data: &rgb,
+                    stride: w * 3,
+                    top: 0,
+                    left: 0,
+                };
+                rs.resize_crop_generic(&src, &mut plain);
+                assert_eq!(fast, plain, "{h}x{w} crop {crop}");
+            }
         }
     }
 
@@ -927,7 +780,7 @@ mod tests {
             if std::arch::is_x86_feature_detected!("avx2") {
                 let mut got = vec![-1f32; 3 * n_cols * ROWS];
                 // SAFETY: AVX2 is available, checked just above.
-                unsafe { fill_block_avx2(&rgb, first, stride, n_cols, &mut got) };
+                unsafe { avx2::fill_block_avx2(&rgb, first, stride, n_cols, &mut got) };
                 assert_eq!(want, got, "{n_cols} columns (AVX2)");
             }
         }
