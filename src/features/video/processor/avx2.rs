@@ -87,6 +87,7 @@ unsafe fn width_pass(rs: &Resizer, src: &Source, taps: usize, block: &mut [f32],
         } else {
             fill_block_rows(src.data, first, src.stride, n_cols, rows, block);
         }
+        assert!((2 * n_rows + r0 + rows) * cw <= tmp.len());
         for c in 0..3 {
             let plane = block[c * n_cols * ROWS..].as_ptr();
             let mut x = 0;
@@ -114,11 +115,13 @@ unsafe fn width_pass(rs: &Resizer, src: &Source, taps: usize, block: &mut [f32],
                     }
                     transpose_8x8_f32(acc)
                 };
-                for (r, row) in sums.iter().enumerate().take(rows) {
-                    let at = (c * n_rows + r0 + r) * cw + x;
-                    let dst = &mut tmp[at..at + 8];
-                    // SAFETY: AVX is enabled; `dst` holds 8 floats.
-                    unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), *row) };
+                // SAFETY: rows r0..r0 + rows of channel c lie inside `tmp` (checked for the
+                // block below), and columns x..x + 8 inside each row (x + 8 <= cw).
+                unsafe {
+                    let base = tmp.as_mut_ptr().add((c * n_rows + r0) * cw + x);
+                    for (r, row) in sums.iter().enumerate().take(rows) {
+                        _mm256_storeu_ps(base.add(r * cw), *row);
+                    }
                 }
                 x += 8;
             }
@@ -256,33 +259,33 @@ pub(super) unsafe fn fill_block_avx2(
     ];
     let mut b = 0;
     while b + 24 <= n_bytes {
-        let mut chan = [[_mm256_setzero_ps(); ROWS]; 3];
-        for (r, row) in rows.iter().enumerate() {
-            let group = &row[b..b + 24];
-            // SAFETY: `group` holds 24 bytes: [0, 16) and [8, 24) are in bounds.
-            let (lo, hi) = unsafe {
-                (
-                    _mm_loadu_si128(group.as_ptr().cast()),
-                    _mm_loadu_si128(group.as_ptr().add(8).cast()),
-                )
-            };
-            for c in 0..3 {
+        let i = b / 3;
+        // One channel at a time: its 8 rows are 8 registers (all three channels at once
+        // would need 24 of the 16, and spill).
+        for c in 0..3 {
+            let mut rows_of_c = [_mm256_setzero_ps(); ROWS];
+            for (r, row) in rows.iter().enumerate() {
+                let group = &row[b..b + 24];
+                // SAFETY: `group` holds 24 bytes: [0, 16) and [8, 24) are in bounds.
+                let (lo, hi) = unsafe {
+                    (
+                        _mm_loadu_si128(group.as_ptr().cast()),
+                        _mm_loadu_si128(group.as_ptr().add(8).cast()),
+                    )
+                };
                 let bytes = _mm_or_si128(
                     _mm_shuffle_epi8(lo, lo_idx[c]),
                     _mm_shuffle_epi8(hi, hi_idx[c]),
                 );
-                chan[c][r] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+                rows_of_c[r] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
             }
-        }
-        let i = b / 3;
-        for (c, rows_of_c) in chan.into_iter().enumerate() {
             // SAFETY: AVX is enabled (implied by AVX2).
             let per_pixel = unsafe { transpose_8x8_f32(rows_of_c) };
+            let at = (c * n_cols + i) * ROWS;
+            let dst = &mut block[at..at + ROWS * ROWS];
             for (q, v) in per_pixel.iter().enumerate() {
-                let at = (c * n_cols + i + q) * ROWS;
-                let dst = &mut block[at..at + ROWS];
-                // SAFETY: `dst` holds ROWS = 8 floats.
-                unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), *v) };
+                // SAFETY: `dst` holds ROWS pixels of ROWS floats.
+                unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(q * ROWS), *v) };
             }
         }
         b += 24;
