@@ -5,8 +5,9 @@
 # env:   THREADS (default 2), SECONDS_1080P (default 20), FPS_1080P (default 30).
 # BIN:   a prebuilt benches/video_prep binary (e.g. an older build, for before/after figures);
 #        by default the bench is built here.
-# Each measurement runs REPS times and the best wall time is reported: on a machine shared with
-# other work the best run is the one least disturbed. x realtime = clip seconds / wall seconds.
+# Each measurement runs REPS times, alternating with the others, and the best and median wall
+# times are reported: on a machine shared with other work the best run is the one least
+# disturbed. x realtime = clip seconds / wall seconds.
 # CPU seconds (user + system, all threads) are steadier under load; clip seconds x THREADS /
 # CPU seconds is the x realtime the same work would reach on THREADS otherwise idle cores if
 # it kept them all busy.
@@ -39,23 +40,36 @@ CLIP=$WORK/h264_1080p${FPS}_${SECS}s.mp4
 echo "# machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# clip: 1920x1080 H.264 yuv420p, ${FPS} fps, ${SECS} s; threads: $THREADS; best of $REPS"
 
-best() { # best NAME CMD...: runs CMD REPS times; best wall and CPU seconds, x realtime
-    local name=$1; shift
-    local bw= bc=
-    for _ in $(seq "$REPS"); do
-        /usr/bin/time -f "%e %U %S" -o "$WORK/time.txt" "$@" > "$WORK/$name.txt"
-        read -r w u s < "$WORK/time.txt"
-        local c; c=$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')
-        if [ -z "$bw" ] || awk -v a="$w" -v b="$bw" 'BEGIN{exit !(a<b)}'; then bw=$w; fi
-        if [ -z "$bc" ] || awk -v a="$c" -v b="$bc" 'BEGIN{exit !(a<b)}'; then bc=$c; fi
-    done
-    awk -v n="$name" -v w="$bw" -v c="$bc" -v d="$SECS" -v f="$FPS" -v t="$THREADS" \
-        'BEGIN{printf "%s_wall_s=%.2f %s_cpu_s=%.2f %s_fps=%.1f %s_x_realtime=%.2f (if its CPU time were spread over %d free cores: %.1fx)\n", n, w, n, c, n, d*f/w, n, d/w, t, d*t/c}'
+# The three measurements alternate, round by round (ffmpeg, ours_decode, ours_prep, ffmpeg, ...),
+# so that a slow phase of a shared machine hits all three alike; single runs here move 10-30 %.
+# Per measurement: best and median wall time, and least CPU time, over the REPS rounds; then the
+# median over rounds of ours_prep's speed relative to the ffmpeg CLI in the same round.
+NAMES=(ffmpeg_decode ours_decode ours_prep)
+run_one() { # run_one NAME: one timed run, appends "wall cpu" to $WORK/NAME.times
+    local name=$1 cmd
+    case $name in
+        ffmpeg_decode) cmd=(ffmpeg -v error -threads "$THREADS" -i "$CLIP" -f null -) ;;
+        ours_decode) cmd=("$BIN" decode "$CLIP") ;;
+        ours_prep) cmd=("$BIN" prep "$CLIP") ;;
+    esac
+    /usr/bin/time -f "%e %U %S" -o "$WORK/time.txt" "${cmd[@]}" > "$WORK/$name.txt"
+    read -r w u s < "$WORK/time.txt"
+    awk -v w="$w" -v u="$u" -v s="$s" 'BEGIN{printf "%s %.2f\n", w, u+s}' >> "$WORK/$name.times"
 }
-
-best ffmpeg_decode ffmpeg -v error -threads "$THREADS" -i "$CLIP" -f null -
-best ours_decode "$BIN" decode "$CLIP"
-best ours_prep "$BIN" prep "$CLIP"
+for name in "${NAMES[@]}"; do : > "$WORK/$name.times"; done
+for _ in $(seq "$REPS"); do
+    for name in "${NAMES[@]}"; do run_one "$name"; done
+done
+for name in "${NAMES[@]}"; do
+    sort -n "$WORK/$name.times" | awk -v n="$name" -v d="$SECS" -v f="$FPS" -v t="$THREADS" '
+        { w[NR] = $1; c[NR] = $2; if (NR == 1 || $2 < bc) bc = $2 }
+        END { med = (NR % 2) ? w[(NR + 1) / 2] : (w[NR / 2] + w[NR / 2 + 1]) / 2
+              printf "%s_wall_s=%.2f %s_cpu_s=%.2f %s_fps=%.1f %s_x_realtime=%.2f median=%.2fx (if its CPU time were spread over %d free cores: %.1fx)\n",
+                     n, w[1], n, bc, n, d * f / w[1], n, d / w[1], d / med, t, d * t / bc }'
+done
+paste "$WORK/ffmpeg_decode.times" "$WORK/ours_prep.times" | awk '{ print $1 / $3 }' | sort -n |
+    awk '{ r[NR] = $1; if ($1 > 1) won++ } END { med = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+        printf "ours_prep_vs_ffmpeg_decode: median %.3fx over %d rounds (ours faster in %d)\n", med, NR, won }'
 grep -h 'frames_\|clips=' "$WORK/ours_prep.txt"
 echo "## where the CPU time goes (conversion from decoder runs; resize and normalize: one frame 100 times)"
 "$BIN" stages "$CLIP"
