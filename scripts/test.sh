@@ -11,7 +11,9 @@ scripts/setup-test-env.sh
 export TRIBE_TEST_PYTHON="$PWD/${TRIBE_TEST_VENV:-.venv-test}/bin/python"
 status=0
 TRIBE_BLAS=builtin cargo test --no-fail-fast "$@" || status=$?
-if [ $# -eq 0 ] && /sbin/ldconfig -p 2>/dev/null | grep -q 'libmkl_rt\.so'; then
+# grep reads the whole list (no -q): with pipefail, `grep -q` quitting at the first match could
+# kill ldconfig with SIGPIPE and make the test false, silently skipping the MKL pass.
+if [ $# -eq 0 ] && /sbin/ldconfig -p 2>/dev/null | grep 'libmkl_rt\.so' > /dev/null; then
   echo "== the model golden tests again, on Intel MKL (TRIBE_BLAS=mkl)"
   TRIBE_BLAS=mkl TRIBE_TEST_REQUIRE_MKL=1 cargo test --no-fail-fast \
     --test blas_mkl --test text_decoder --test text_features --test video_model \
