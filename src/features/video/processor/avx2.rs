@@ -140,15 +140,6 @@ unsafe fn height_pass(rs: &Resizer, tmp: &[f32], out: &mut [u8]) {
     let (cw, ch) = (g.crop_width, g.crop_height);
     let n_rows = rs.row_span.len();
     assert!(tmp.len() >= 3 * n_rows * cw && out.len() >= 3 * ch * cw);
-    const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    let (lo, hi) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0));
-    // SAFETY (for the vector ops below): AVX2 is enabled for this function.
-    let to_i32 = |v: __m256| {
-        _mm256_cvtps_epi32(_mm256_min_ps(
-            _mm256_max_ps(_mm256_round_ps::<NEAREST>(v), lo),
-            hi,
-        ))
-    };
     for c in 0..3 {
         let plane = &tmp[c * n_rows * cw..(c + 1) * n_rows * cw];
         for y in 0..ch {
@@ -156,45 +147,66 @@ unsafe fn height_pass(rs: &Resizer, tmp: &[f32], out: &mut [u8]) {
             let s = s - rs.row_span.start;
             assert!(s + w.len() <= n_rows);
             let dst = &mut out[(c * ch + y) * cw..(c * ch + y + 1) * cw];
-            let tap_rows: Vec<&[f32]> = (0..w.len())
-                .map(|j| &plane[(s + j) * cw..(s + j + 1) * cw])
-                .collect();
+            // Tap j's row of the plane starts at `rows_at + j * cw`.
+            let rows_at = &plane[s * cw..(s + w.len()) * cw];
             let mut x = 0;
             while x + 32 <= cw && !w.is_empty() {
-                // SAFETY: each tap row holds cw >= x + 32 floats; `dst` holds cw bytes.
+                // SAFETY: `rows_at` holds w.len() rows of cw >= x + 32 floats; `dst` holds cw
+                // bytes.
                 unsafe {
                     let mut acc: [__m256; 4] = std::array::from_fn(|k| {
                         _mm256_mul_ps(
-                            _mm256_loadu_ps(tap_rows[0].as_ptr().add(x + 8 * k)),
+                            _mm256_loadu_ps(rows_at.as_ptr().add(x + 8 * k)),
                             _mm256_set1_ps(w[0]),
                         )
                     });
-                    for (row, &wj) in tap_rows.iter().zip(w).skip(1) {
-                        let wj = _mm256_set1_ps(wj);
+                    for (j, &wj) in w.iter().enumerate().skip(1) {
+                        let (row, wj) = (rows_at.as_ptr().add(j * cw + x), _mm256_set1_ps(wj));
                         for (k, a) in acc.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(_mm256_loadu_ps(row.as_ptr().add(x + 8 * k)), wj, *a);
+                            *a = _mm256_fmadd_ps(_mm256_loadu_ps(row.add(8 * k)), wj, *a);
                         }
                     }
-                    let [a0, a1, a2, a3] = acc.map(to_i32);
+                    let [a0, a1, a2, a3] = [
+                        round_clamp_i32(acc[0]),
+                        round_clamp_i32(acc[1]),
+                        round_clamp_i32(acc[2]),
+                        round_clamp_i32(acc[3]),
+                    ];
                     // packs work within 128-bit lanes: the permute puts the 4-byte groups
                     // back in column order.
-                    let bytes = _mm256_packus_epi16(_mm256_packs_epi32(a0, a1), _mm256_packs_epi32(a2, a3));
                     let bytes =
-                        _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+                        _mm256_packus_epi16(_mm256_packs_epi32(a0, a1), _mm256_packs_epi32(a2, a3));
+                    let bytes = _mm256_permutevar8x32_epi32(
+                        bytes,
+                        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+                    );
                     _mm256_storeu_si256(dst.as_mut_ptr().add(x).cast(), bytes);
                 }
                 x += 32;
             }
             // The last columns (crops not a multiple of 32), one at a time as the plain pass.
-            for (xx, d) in dst.iter_mut().enumerate().skip(x) {
+            for xx in x..cw {
                 let mut a = 0f32;
-                for (j, (row, &wj)) in tap_rows.iter().zip(w).enumerate() {
-                    a = if j == 0 { row[xx] * wj } else { row[xx].mul_add(wj, a) };
+                for (j, &wj) in w.iter().enumerate() {
+                    let v = rows_at[j * cw + xx];
+                    a = if j == 0 { v * wj } else { v.mul_add(wj, a) };
                 }
-                *d = a.round_ties_even().clamp(0.0, 255.0) as u8;
+                dst[xx] = a.round_ties_even().clamp(0.0, 255.0) as u8;
             }
         }
     }
+}
+
+/// Round half to even (the MXCSR default, as `round_ties_even`), clamp to 0..=255, convert.
+#[inline]
+#[target_feature(enable = "avx")]
+fn round_clamp_i32(v: __m256) -> __m256i {
+    const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let rounded = _mm256_round_ps::<NEAREST>(v);
+    _mm256_cvtps_epi32(_mm256_min_ps(
+        _mm256_max_ps(rounded, _mm256_setzero_ps()),
+        _mm256_set1_ps(255.0),
+    ))
 }
 
 /// Transpose eight 8-lane vectors: lane `i` of output `r` is lane `r` of input `i`.
