@@ -38,7 +38,7 @@ CLIP=$WORK/h264_1080p${FPS}_${SECS}s.mp4
     -c:v libx264 -preset veryfast -crf 23 -pix_fmt yuv420p "$CLIP"
 
 echo "# machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# clip: 1920x1080 H.264 yuv420p, ${FPS} fps, ${SECS} s; threads: $THREADS; best of $REPS"
+echo "# clip: 1920x1080 H.264 yuv420p, ${FPS} fps, ${SECS} s; threads: $THREADS; $REPS alternating rounds"
 
 # The three measurements alternate, round by round (ffmpeg, ours_decode, ours_prep, ffmpeg, ...),
 # so that a slow phase of a shared machine hits all three alike; single runs here move 10-30 %.
@@ -60,16 +60,18 @@ for name in "${NAMES[@]}"; do : > "$WORK/$name.times"; done
 for _ in $(seq "$REPS"); do
     for name in "${NAMES[@]}"; do run_one "$name"; done
 done
+median() { # the median of the numbers on stdin, one per line
+    sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 for name in "${NAMES[@]}"; do
-    sort -n "$WORK/$name.times" | awk -v n="$name" -v d="$SECS" -v f="$FPS" -v t="$THREADS" '
-        { w[NR] = $1; c[NR] = $2; if (NR == 1 || $2 < bc) bc = $2 }
-        END { med = (NR % 2) ? w[(NR + 1) / 2] : (w[NR / 2] + w[NR / 2 + 1]) / 2
-              printf "%s_wall_s=%.2f %s_cpu_s=%.2f %s_fps=%.1f %s_x_realtime=%.2f median=%.2fx (if its CPU time were spread over %d free cores: %.1fx)\n",
-                     n, w[1], n, bc, n, d * f / w[1], n, d / w[1], d / med, t, d * t / bc }'
+    med=$(cut -d' ' -f1 "$WORK/$name.times" | median)
+    sort -n "$WORK/$name.times" | awk -v n="$name" -v d="$SECS" -v f="$FPS" -v t="$THREADS" -v med="$med" '
+        { if (NR == 1) bw = $1; if (NR == 1 || $2 < bc) bc = $2 }
+        END { printf "%s_wall_s=%.2f %s_cpu_s=%.2f %s_fps=%.1f %s_x_realtime=%.2f median=%.2fx (if its CPU time were spread over %d free cores: %.1fx)\n",
+                     n, bw, n, bc, n, d * f / bw, n, d / bw, d / med, t, d * t / bc }'
 done
-paste "$WORK/ffmpeg_decode.times" "$WORK/ours_prep.times" | awk '{ print $1 / $3 }' | sort -n |
-    awk '{ r[NR] = $1; if ($1 > 1) won++ } END { med = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
-        printf "ours_prep_vs_ffmpeg_decode: median %.3fx over %d rounds (ours faster in %d)\n", med, NR, won }'
+ratios=$(paste "$WORK/ffmpeg_decode.times" "$WORK/ours_prep.times" | awk '{ print $1 / $3 }')
+echo "ours_prep_vs_ffmpeg_decode: median $(echo "$ratios" | median | awk '{ printf "%.3f", $1 }')x over $REPS rounds (ours faster in $(echo "$ratios" | awk '$1 > 1' | wc -l))"
 grep -h 'frames_\|clips=' "$WORK/ours_prep.txt"
 echo "## where the CPU time goes (conversion from decoder runs; resize and normalize: one frame 100 times)"
 "$BIN" stages "$CLIP"

@@ -14,8 +14,9 @@
 //!
 //! MKL runs in its sequential mode, and we split each product into tiles of about 512 x 512
 //! outputs over rayon's pool ([`tile_plan`]): that keeps `--nprocs` the one thread limit, and
-//! avoids an OpenMP pool spinning beside rayon's on the same cores. Both libraries agree to about 1e-6 relative, well inside
-//! the parity bounds (1e-4 of the range); the golden tests run on each backend.
+//! avoids an OpenMP pool spinning beside rayon's on the same cores. Both libraries agree to
+//! about 1e-6 relative, well inside the parity bounds (1e-4 of the range); the golden tests run
+//! on each backend.
 
 use std::ffi::{CStr, c_char, c_float, c_int};
 use std::sync::OnceLock;

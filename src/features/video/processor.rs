@@ -494,27 +494,34 @@ impl Resizer {
     /// order: first tap product, then fused multiply-adds), rounded half to even.
     #[inline(always)]
     fn height_pass(&self, tmp: &[f32], out: &mut [u8]) {
+        self.height_pass_columns(tmp, out, 0..self.geometry.crop_width);
+    }
+
+    /// [`Self::height_pass`] for the crop columns `xs` only (the AVX2 pass leaves it the
+    /// columns past its last group of 32).
+    #[inline(always)]
+    fn height_pass_columns(&self, tmp: &[f32], out: &mut [u8], xs: std::ops::Range<usize>) {
         let g = self.geometry;
         let (cw, ch) = (g.crop_width, g.crop_height);
         let span = self.row_span.clone();
         let n_rows = span.len();
-        let mut acc = vec![0f32; cw];
+        let mut acc = vec![0f32; xs.len()];
         for c in 0..3 {
             let plane = &tmp[c * n_rows * cw..(c + 1) * n_rows * cw];
+            let row = |r: usize| &plane[r * cw + xs.start..r * cw + xs.end];
             for y in 0..ch {
                 let (s, w) = self.rows.taps_of(y);
                 let s = s - span.start;
-                let first = &plane[s * cw..(s + 1) * cw];
-                for (a, &v) in acc.iter_mut().zip(first) {
+                for (a, &v) in acc.iter_mut().zip(row(s)) {
                     *a = v * w[0];
                 }
                 for (j, &wj) in w.iter().enumerate().skip(1) {
-                    let row = &plane[(s + j) * cw..(s + j + 1) * cw];
-                    for (a, &v) in acc.iter_mut().zip(row) {
+                    for (a, &v) in acc.iter_mut().zip(row(s + j)) {
                         *a = v.mul_add(wj, *a);
                     }
                 }
-                let dst = &mut out[(c * ch + y) * cw..(c * ch + y + 1) * cw];
+                let at = (c * ch + y) * cw;
+                let dst = &mut out[at + xs.start..at + xs.end];
                 for (d, &a) in dst.iter_mut().zip(&acc) {
                     *d = a.round_ties_even().clamp(0.0, 255.0) as u8;
                 }

@@ -150,7 +150,7 @@ unsafe fn height_pass(rs: &Resizer, tmp: &[f32], out: &mut [u8]) {
             // Tap j's row of the plane starts at `rows_at + j * cw`.
             let rows_at = &plane[s * cw..(s + w.len()) * cw];
             let mut x = 0;
-            while x + 32 <= cw && !w.is_empty() {
+            while x + 32 <= cw {
                 // SAFETY: `rows_at` holds w.len() rows of cw >= x + 32 floats; `dst` holds cw
                 // bytes.
                 unsafe {
@@ -184,16 +184,11 @@ unsafe fn height_pass(rs: &Resizer, tmp: &[f32], out: &mut [u8]) {
                 }
                 x += 32;
             }
-            // The last columns (crops not a multiple of 32), one at a time as the plain pass.
-            for xx in x..cw {
-                let mut a = 0f32;
-                for (j, &wj) in w.iter().enumerate() {
-                    let v = rows_at[j * cw + xx];
-                    a = if j == 0 { v * wj } else { v.mul_add(wj, a) };
-                }
-                dst[xx] = a.round_ties_even().clamp(0.0, 255.0) as u8;
-            }
         }
+    }
+    // The last columns (crops not a multiple of 32), as the plain pass computes them.
+    if cw % 32 != 0 {
+        rs.height_pass_columns(tmp, out, cw - cw % 32..cw);
     }
 }
 
