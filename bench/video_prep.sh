@@ -14,7 +14,10 @@
 #   ffmpeg_decode: `ffmpeg -threads THREADS -i clip -f null -` (decode only, frames discarded)
 #   ours_decode:   our decoder alone (every frame out of libavcodec, nothing converted)
 #   ours_prep:     probe + plan + decode + RGB + resize/crop + normalized 64-frame clips for
-#                  every 0.5 s bin, i.e. frames ready for V-JEPA2
+#                  every 0.5 s bin, i.e. frames ready for V-JEPA2 (decoding chosen per video:
+#                  single-threaded decoders on stretches between IDR pictures where that is
+#                  predicted faster, else frame threads)
+#   ours_prep_ft:  the same, forced to one decoder with frame threads (TRIBE_VIDEO_DECODE)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${1:-3}
@@ -44,13 +47,14 @@ echo "# clip: 1920x1080 H.264 yuv420p, ${FPS} fps, ${SECS} s; threads: $THREADS;
 # so that a slow phase of a shared machine hits all three alike; single runs here move 10-30 %.
 # Per measurement: best and median wall time, and least CPU time, over the REPS rounds; then the
 # median over rounds of ours_prep's speed relative to the ffmpeg CLI in the same round.
-NAMES=(ffmpeg_decode ours_decode ours_prep)
+NAMES=(ffmpeg_decode ours_decode ours_prep ours_prep_ft)
 run_one() { # run_one NAME: one timed run, appends "wall cpu" to $WORK/NAME.times
     local name=$1 cmd
     case $name in
         ffmpeg_decode) cmd=(ffmpeg -v error -threads "$THREADS" -i "$CLIP" -f null -) ;;
         ours_decode) cmd=("$BIN" decode "$CLIP") ;;
-        ours_prep) cmd=("$BIN" prep "$CLIP") ;;
+        ours_prep) cmd=(env TRIBE_VIDEO_DECODE=auto "$BIN" prep "$CLIP") ;;
+        ours_prep_ft) cmd=(env TRIBE_VIDEO_DECODE=frame-threads "$BIN" prep "$CLIP") ;;
     esac
     /usr/bin/time -f "%e %U %S" -o "$WORK/time.txt" "${cmd[@]}" > "$WORK/$name.txt"
     read -r w u s < "$WORK/time.txt"
@@ -70,8 +74,12 @@ for name in "${NAMES[@]}"; do
         END { printf "%s_wall_s=%.2f %s_cpu_s=%.2f %s_fps=%.1f %s_x_realtime=%.2f median=%.2fx (if its CPU time were spread over %d free cores: %.1fx)\n",
                      n, bw, n, bc, n, d * f / bw, n, d / bw, d / med, t, d * t / bc }'
 done
-ratios=$(paste "$WORK/ffmpeg_decode.times" "$WORK/ours_prep.times" | awk '{ print $1 / $3 }')
-echo "ours_prep_vs_ffmpeg_decode: median $(echo "$ratios" | median | awk '{ printf "%.3f", $1 }')x over $REPS rounds (ours faster in $(echo "$ratios" | awk '$1 > 1' | wc -l))"
-grep -h 'frames_\|clips=' "$WORK/ours_prep.txt"
+for name in ours_prep ours_prep_ft; do
+    ratios=$(paste "$WORK/ffmpeg_decode.times" "$WORK/$name.times" | awk '{ print $1 / $3 }')
+    echo "${name}_vs_ffmpeg_decode: median $(echo "$ratios" | median | awk '{ printf "%.3f", $1 }')x over $REPS rounds (ours faster in $(echo "$ratios" | awk '$1 > 1' | wc -l))"
+done
+ratios=$(paste "$WORK/ours_prep_ft.times" "$WORK/ours_prep.times" | awk '{ print $1 / $3 }')
+echo "ours_prep_vs_ours_prep_ft: median $(echo "$ratios" | median | awk '{ printf "%.3f", $1 }')x over $REPS rounds (faster in $(echo "$ratios" | awk '$1 > 1' | wc -l))"
+grep -h 'frames_\|clips=' "$WORK/ours_prep.txt" "$WORK/ours_prep_ft.txt"
 echo "## where the CPU time goes (conversion from decoder runs; resize and normalize: one frame 100 times)"
 "$BIN" stages "$CLIP"

@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Instant;
 
+use tribe_bids::features::video::frame_feed::Decoding;
 use tribe_bids::features::video::frames::{ClipAssembler, VideoChunk, plan_video_clips};
 use tribe_bids::features::video::processor::{ProcessorConfig, Resizer};
 use tribe_bids::stimulus::chunks;
@@ -185,7 +186,8 @@ fn bench_prep(path: &Path) {
     let info = VideoInfo::open(path).unwrap();
     let jobs = plan(&info);
     let processor = ProcessorConfig::for_crop(256);
-    let mut asm = ClipAssembler::new(&info, &jobs, &processor);
+    let decoding = Decoding::from_env().unwrap();
+    let mut asm = ClipAssembler::new(&info, &jobs, &processor).with_decoding(decoding);
     let mut clips = 0;
     while let Some((_, clip)) = asm.next_clip().unwrap() {
         std::hint::black_box(&clip);
@@ -201,8 +203,14 @@ fn bench_prep(path: &Path) {
         info.duration
     );
     println!(
-        "ours_frames_decoded={} ours_frames_skipped={} ours_frames_preprocessed={} ours_max_buffered={}",
-        st.frames_decoded, st.frames_skipped, st.frames_preprocessed, st.max_buffered_frames
+        "ours_frames_decoded={} ours_frames_skipped={} ours_frames_preprocessed={} ours_max_buffered={} ours_decode_segments={} ({decoding:?}, {}={:?})",
+        st.frames_decoded,
+        st.frames_skipped,
+        st.frames_preprocessed,
+        st.max_buffered_frames,
+        st.decode_segments,
+        tribe_bids::features::video::frame_feed::ENV_VAR,
+        std::env::var(tribe_bids::features::video::frame_feed::ENV_VAR).unwrap_or_default()
     );
     report("ours_prep", &info, st.frames_decoded, wall, cpu);
     println!("ours_prep_peak_rss_mb={:.0}", peak_rss_mb());

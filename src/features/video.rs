@@ -21,6 +21,7 @@ pub mod fastmath;
 pub mod frame_feed;
 pub mod frames;
 pub mod processor;
+pub mod segments;
 pub mod vjepa2;
 
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ use std::sync::mpsc;
 use candle_core::{DType, Device, Tensor};
 
 use self::clips::{ClipTimes, Series, placement, window_bins};
+use self::frame_feed::Decoding;
 use self::frames::{
     AssemblerStats, ClipAssembler, ClipFrames, ClipJob, VideoChunk, plan_video_clips,
 };
@@ -88,6 +90,9 @@ pub struct DecodeStats {
     pub max_buffered_frames: usize,
     /// Per source file: how many times each physical frame came out of the decoder.
     pub decode_counts: Vec<Vec<u32>>,
+    /// Stretches between IDR pictures decoded by separate single-threaded decoders, over all
+    /// files (0: every file on one decoder with frame threads); see [`segments`].
+    pub decode_segments: usize,
 }
 
 /// Video features of one window.
@@ -360,9 +365,10 @@ impl VideoExtractor {
     ) -> Result<()> {
         let (tx, rx) = mpsc::sync_channel::<Result<(usize, ClipFrames)>>(2);
         let processor = &self.processor;
+        let decoding = Decoding::from_env()?;
         let assembled = std::thread::scope(|s| -> Result<AssemblerStats> {
             let producer = s.spawn(move || {
-                let mut asm = ClipAssembler::new(info, jobs, processor);
+                let mut asm = ClipAssembler::new(info, jobs, processor).with_decoding(decoding);
                 loop {
                     match asm.next_clip() {
                         Ok(Some(clip)) => {
@@ -407,6 +413,7 @@ impl VideoExtractor {
         stats.frames_preprocessed += assembled.frames_preprocessed;
         stats.max_buffered_frames = stats.max_buffered_frames.max(assembled.max_buffered_frames);
         stats.decode_counts.push(assembled.decode_counts);
+        stats.decode_segments += assembled.decode_segments;
         Ok(())
     }
 }
@@ -465,9 +472,10 @@ pub fn features_cli(args: &FeaturesArgs) -> Result<()> {
     }
     let out = extractor.extract_screen(&screen, args.start, duration)?;
     tracing::info!(
-        "video features {:?}: {} frames decoded, {} preprocessed, {} clips",
+        "video features {:?}: {} frames decoded ({} stretches on separate decoders), {} preprocessed, {} clips",
         out.features.dims(),
         out.stats.frames_decoded,
+        out.stats.decode_segments,
         out.stats.frames_preprocessed,
         out.stats.clips_encoded
     );

@@ -18,10 +18,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::clips::{ClipTimes, Series, placement};
-use super::frame_feed::FrameFeed;
-use super::processor::{ProcessorConfig, Resizer};
+use super::frame_feed::{Decoding, FedFrame, FrameCropper, FrameFeed};
+use super::processor::ProcessorConfig;
 use crate::error::{Error, Result};
-use crate::stimulus::video::{FramePicker, Region, RgbConverter, VideoInfo};
+use crate::stimulus::video::{FramePicker, VideoInfo};
 
 /// One chunk of a video, located in the file and on the run's clock.
 #[derive(Debug, Clone, Copy)]
@@ -105,14 +105,17 @@ pub struct AssemblerStats {
     pub max_buffered_frames: usize,
     /// How many times each physical frame came out of the decoder.
     pub decode_counts: Vec<u32>,
+    /// Stretches decoded by separate single-threaded decoders (0: one decoder with frame
+    /// threads); see [`super::segments`].
+    pub decode_segments: usize,
 }
 
 /// Builds the clips of a plan from one front-to-back decode (see the module docs).
 pub struct ClipAssembler<'a> {
     jobs: &'a [ClipJob],
     processor: &'a ProcessorConfig,
-    resizer: Resizer,
-    converter: RgbConverter<'a>,
+    cropper: FrameCropper<'a>,
+    decoding: Decoding,
     feed: Option<FrameFeed>,
     info: &'a VideoInfo,
     /// For each frame, the last job that uses it.
@@ -136,19 +139,11 @@ impl<'a> ClipAssembler<'a> {
                 last_use.insert(f, ji);
             }
         }
-        let resizer = Resizer::new(processor.geometry(info.height, info.width));
-        let mut converter = RgbConverter::new(info);
-        converter.set_region(Region::covering(
-            resizer.source_rows(),
-            resizer.source_cols(),
-            info.height,
-            info.width,
-        ));
         Self {
             jobs,
             processor,
-            resizer,
-            converter,
+            cropper: FrameCropper::new(info, processor.geometry(info.height, info.width)),
+            decoding: Decoding::Auto,
             feed: None,
             info,
             last_use,
@@ -164,6 +159,12 @@ impl<'a> ClipAssembler<'a> {
         }
     }
 
+    /// Decode this way instead of choosing per video (call before the first clip).
+    pub fn with_decoding(mut self, decoding: Decoding) -> Self {
+        self.decoding = decoding;
+        self
+    }
+
     /// The next clip: its job index and its frames.
     pub fn next_clip(&mut self) -> Result<Option<(usize, ClipFrames)>> {
         let Some(job) = self.jobs.get(self.next_job) else {
@@ -177,7 +178,12 @@ impl<'a> ClipAssembler<'a> {
                     *n = true;
                 }
             }
-            self.feed = Some(FrameFeed::start(self.info, needed)?);
+            self.feed = Some(FrameFeed::start(
+                self.info,
+                needed,
+                self.processor.geometry(self.info.height, self.info.width),
+                self.decoding,
+            )?);
         }
         let feed = self.feed.as_mut().expect("started above");
         let plane = 3 * self.processor.crop_height * self.processor.crop_width;
@@ -191,13 +197,15 @@ impl<'a> ClipAssembler<'a> {
             };
             self.head = Some(i);
             if self.last_use.get(&i).is_some_and(|&lu| lu >= ji) && !self.store.contains_key(&i) {
-                let rgb = self.converter.convert(decoded)?;
-                let v = rgb.view();
-                self.resizer
-                    .resize_crop_part(v.data, v.stride, (v.top, v.left), &mut self.crop);
-                drop(rgb);
+                let crop = match decoded {
+                    FedFrame::Decoded(frame) => {
+                        self.cropper.crop(frame, &mut self.crop)?;
+                        &self.crop
+                    }
+                    FedFrame::Cropped(ref crop) => crop,
+                };
                 let mut px = self.spare.pop().unwrap_or_else(|| vec![0f32; plane]);
-                self.processor.normalize_into(&self.crop, &mut px);
+                self.processor.normalize_into(crop, &mut px);
                 self.store.insert(i, Arc::new(px));
                 self.stats.frames_preprocessed += 1;
                 self.stats.max_buffered_frames =
@@ -237,6 +245,7 @@ impl<'a> ClipAssembler<'a> {
             self.stats.frames_decoded = fed.frames_decoded;
             self.stats.frames_skipped = fed.frames_skipped;
             self.stats.decode_counts = fed.decode_counts;
+            self.stats.decode_segments = fed.segments;
         }
         Ok(self.stats)
     }

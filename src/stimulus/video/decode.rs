@@ -13,8 +13,7 @@
 use ffmpeg_next as ffmpeg;
 
 use super::convert::{DecodedFrame, Region, RgbConverter, RgbFrame, RgbView};
-use super::probe::{Ratio, VideoInfo, media_err, open_input};
-use super::reader::rescale;
+use super::probe::{VideoInfo, media_err, open_input};
 use crate::error::{Error, MediaErrorKind, Result};
 
 struct Opened {
@@ -45,6 +44,9 @@ pub struct FrameDecoder<'a> {
     needed: Option<Vec<bool>>,
     /// Per frame: its packet went in with "discard if non-reference", so it may not come out.
     sent_skippable: Vec<bool>,
+    /// Decoding stops before this frame, a cut point (see [`Self::open_segment`]); `None`: at
+    /// the end of the stream.
+    end: Option<usize>,
 }
 
 impl<'a> FrameDecoder<'a> {
@@ -58,6 +60,27 @@ impl<'a> FrameDecoder<'a> {
     /// [`Self::open`] with an explicit number of frame threads, for a decoder opened on a
     /// thread outside the job's rayon pool.
     pub fn open_with_threads(info: &'a VideoInfo, start: usize, threads: usize) -> Result<Self> {
+        Self::open_segment(info, start, None, threads)
+    }
+
+    /// Decode frames `start..end` only, where `end` is one of the video's cut points
+    /// ([`VideoInfo::cut_points`]): packets from `end` on are never read, and the stream is
+    /// complete once frame `end - 1` came out. With `start` a cut point too, no frame outside
+    /// the range is decoded, so separate decoders can share one file's stretches.
+    pub fn open_segment(
+        info: &'a VideoInfo,
+        start: usize,
+        end: Option<usize>,
+        threads: usize,
+    ) -> Result<Self> {
+        if let Some(e) = end
+            && (e <= start || info.cut_points.binary_search(&e).is_err())
+        {
+            return Err(Error::Other(format!(
+                "{}: cannot stop decoding before frame {e}: it is not a cut point after frame {start}",
+                info.path.display()
+            )));
+        }
         let start = start.min(info.n_frames().saturating_sub(1));
         let io = open_decoder(info, start, threads.max(1))?;
         Ok(Self {
@@ -72,6 +95,7 @@ impl<'a> FrameDecoder<'a> {
             frames_skipped: 0,
             needed: None,
             sent_skippable: Vec::new(),
+            end,
         })
     }
 
@@ -149,7 +173,7 @@ impl<'a> FrameDecoder<'a> {
                 }
                 Err(ffmpeg::Error::Eof) => {
                     let got = self.last_index.map_or(0, |i| i + 1);
-                    let n = self.info.n_frames();
+                    let n = self.end.unwrap_or(self.info.n_frames());
                     if got < n && self.last_index.is_some() && self.skipped(got..n) {
                         self.frames_skipped += n - got;
                         self.last_index = Some(n - 1);
@@ -190,6 +214,7 @@ impl<'a> FrameDecoder<'a> {
             info,
             needed,
             sent_skippable,
+            end,
             ..
         } = self;
         if io.eof_sent {
@@ -205,6 +230,16 @@ impl<'a> FrameDecoder<'a> {
                 Ok(()) => {
                     if packet.stream() != info.stream_index {
                         continue;
+                    }
+                    if let Some(e) = *end
+                        && packet
+                            .pts()
+                            .and_then(|t| info.index_of_pts(t))
+                            .is_some_and(|i| i >= e)
+                    {
+                        // A cut point: every frame before it was in the packets already read.
+                        io.packets_done = true;
+                        break;
                     }
                     let unneeded = needed.as_ref().and_then(|n| {
                         let i = info.index_of_pts(packet.pts()?)?;
@@ -330,21 +365,20 @@ fn open_decoder(info: &VideoInfo, start: usize, threads: usize) -> Result<Opened
         )
     })?;
     if start > 0 {
-        let ts = rescale(
-            info.frame_pts[start],
-            info.time_base,
-            Ratio {
-                num: 1,
-                den: 1_000_000,
-            },
-        );
-        ictx.seek(ts, ..ts + 1).map_err(|e| {
-            media_err(
+        // In the stream's own time base: a round trip through microseconds can land a tick
+        // before a keyframe's timestamp, and the seek then goes to the keyframe before it.
+        let ts = info.frame_pts[start];
+        // SAFETY: a live input context and one of its stream indices.
+        let ret = unsafe {
+            ffmpeg::ffi::avformat_seek_file(ictx.as_mut_ptr(), idx as i32, i64::MIN, ts, ts, 0)
+        };
+        if ret < 0 {
+            return Err(media_err(
                 &info.path,
                 MediaErrorKind::Unreadable,
-                format!("seek failed: {e}"),
-            )
-        })?;
+                format!("seek failed: {}", ffmpeg::Error::from(ret)),
+            ));
+        }
     }
     Ok(Opened {
         threads,

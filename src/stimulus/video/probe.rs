@@ -92,6 +92,10 @@ pub struct VideoInfo {
     pub codec: String,
     /// Sample aspect ratio. The reference ignores it (it reads stored pixels), and so do we.
     pub sample_aspect: Ratio,
+    /// Frames where decoding may start afresh and the frames before them end, ascending
+    /// (physical indices): see [`clean_cuts`]. Empty where unknown (codecs other than H.264,
+    /// streams with discarded packets); decoding then runs front to back on one decoder.
+    pub cut_points: Vec<usize>,
 }
 
 static INIT: std::sync::Once = std::sync::Once::new();
@@ -239,7 +243,25 @@ impl VideoInfo {
             let c = &*ictx.as_ptr();
             (c.duration, c.start_time, c.nb_streams as usize)
         };
-        let frame_pts = scan_frame_pts(&mut ictx, idx, path)?;
+        let nal_length_size = if codec_id == ffmpeg::codec::Id::H264 {
+            // SAFETY: the extradata pointer and size describe one buffer owned by the stream.
+            let extradata = unsafe {
+                let st = *(*ictx.as_ptr()).streams.add(idx);
+                let p = &*(*st).codecpar;
+                if p.extradata.is_null() || p.extradata_size <= 0 {
+                    &[][..]
+                } else {
+                    std::slice::from_raw_parts(p.extradata, p.extradata_size as usize)
+                }
+            };
+            Some(avcc_length_size(extradata))
+        } else {
+            None
+        };
+        let Scan {
+            frame_pts,
+            cut_points,
+        } = scan_frame_pts(&mut ictx, idx, path, nal_length_size)?;
         if frame_pts.is_empty() {
             return Err(media_err(
                 path,
@@ -290,6 +312,7 @@ impl VideoInfo {
             stream_index: idx,
             codec: format!("{codec_id:?}").to_lowercase(),
             sample_aspect: sar,
+            cut_points,
         })
     }
 
@@ -389,13 +412,25 @@ pub(crate) fn moviepy_duration(duration_us: i64) -> Option<f64> {
     Some(((0.0 + s) + 60.0 * mins as f64) + 3600.0 * hours as f64)
 }
 
-/// Presentation timestamps of every frame the decoder will output, from the packets alone.
+/// What the packet scan found.
+struct Scan {
+    frame_pts: Vec<i64>,
+    cut_points: Vec<usize>,
+}
+
+/// Presentation timestamps of every frame the decoder will output, from the packets alone,
+/// and, for H.264 (`nal_length_size` given: `Some(None)` for Annex B, `Some(Some(n))` for
+/// length-prefixed NAL units), the frames decoding can start at ([`clean_cuts`]).
 fn scan_frame_pts(
     ictx: &mut ffmpeg::format::context::Input,
     idx: usize,
     path: &Path,
-) -> Result<Vec<i64>> {
+    nal_length_size: Option<Option<usize>>,
+) -> Result<Scan> {
     let mut pts = Vec::new();
+    // Per packet in decoding order: whether it starts an IDR access unit.
+    let mut idr = Vec::new();
+    let mut any_discarded = false;
     let mut packet = ffmpeg::Packet::empty();
     loop {
         match packet.read(ictx) {
@@ -420,7 +455,11 @@ fn scan_frame_pts(
             (*ffmpeg::codec::packet::Ref::as_ptr(&packet)).flags & ffi::AV_PKT_FLAG_DISCARD != 0
         };
         if discard || packet.size() == 0 {
+            any_discarded |= discard;
             continue;
+        }
+        if let Some(length_size) = nal_length_size {
+            idr.push(h264_has_idr(packet.data().unwrap_or(&[]), length_size));
         }
         match packet.pts().or(packet.dts()) {
             Some(t) => pts.push(t),
@@ -445,6 +484,7 @@ fn scan_frame_pts(
             ),
         ));
     }
+    let decode_order = pts.clone();
     pts.sort_unstable();
     let n = pts.len();
     pts.dedup();
@@ -455,12 +495,159 @@ fn scan_frame_pts(
             "several video frames share one timestamp; remux or re-encode the file",
         ));
     }
-    Ok(pts)
+    let cut_points = if nal_length_size.is_some() && !any_discarded {
+        clean_cuts(&decode_order, &idr)
+            .into_iter()
+            .filter_map(|t| pts.binary_search(&t).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Scan {
+        frame_pts: pts,
+        cut_points,
+    })
+}
+
+/// The presentation timestamps of the packets where decoding can start afresh, ascending:
+/// IDR access units (`idr`, per packet in decoding order) that every earlier packet precedes
+/// and every later packet follows in presentation order.
+///
+/// An IDR picture empties the decoder's reference list, so nothing decoded after it refers to
+/// anything before it; and with no packet on the wrong side of it in presentation order, the
+/// frames before it are exactly the frames decoded before it. So a decoder started at such a
+/// packet produces the same frames from there on, bit for bit, as one that decoded everything
+/// before, and a decoder that stops reading at it has produced every earlier frame. That is what
+/// lets separate single-threaded decoders work on separate stretches of one file
+/// ([`crate::features::video::segments`]). A non-IDR keyframe (an open GOP's recovery point)
+/// is never a cut: later frames may still refer to frames before it.
+pub(crate) fn clean_cuts(decode_order_pts: &[i64], idr: &[bool]) -> Vec<i64> {
+    let n = decode_order_pts.len();
+    if idr.len() != n {
+        return Vec::new();
+    }
+    let mut later_min = vec![i64::MAX; n + 1];
+    for d in (0..n).rev() {
+        later_min[d] = later_min[d + 1].min(decode_order_pts[d]);
+    }
+    let mut cuts = Vec::new();
+    let mut earlier_max = i64::MIN;
+    for d in 0..n {
+        let t = decode_order_pts[d];
+        if d > 0 && idr[d] && earlier_max < t && later_min[d + 1] > t {
+            cuts.push(t);
+        }
+        earlier_max = earlier_max.max(t);
+    }
+    cuts.sort_unstable();
+    cuts
+}
+
+/// The NAL unit length size of an `avcC` (ISO 14496-15) decoder configuration record, the
+/// H.264 extradata of mp4, mov and mkv; `None` when the stream uses Annex B start codes
+/// (MPEG-TS, raw streams) instead.
+pub(crate) fn avcc_length_size(extradata: &[u8]) -> Option<usize> {
+    (extradata.len() >= 7 && extradata[0] == 1).then(|| (extradata[4] & 3) as usize + 1)
+}
+
+/// Whether an H.264 access unit holds a slice of an IDR picture (`nal_unit_type` 5), its NAL
+/// units either length-prefixed (`length_size` bytes, big-endian) or separated by Annex B start
+/// codes. A damaged unit reads as not IDR, which only means decoding will not start there.
+pub(crate) fn h264_has_idr(data: &[u8], length_size: Option<usize>) -> bool {
+    const IDR_SLICE: u8 = 5;
+    match length_size {
+        Some(size) => {
+            let mut p = 0;
+            while p + size < data.len() {
+                let len = data[p..p + size]
+                    .iter()
+                    .fold(0usize, |acc, &b| (acc << 8) | b as usize);
+                p += size;
+                if len == 0 {
+                    continue;
+                }
+                if len > data.len() - p {
+                    return false; // cut off: damaged
+                }
+                if data[p] & 0x1f == IDR_SLICE {
+                    return true;
+                }
+                p = p.saturating_add(len);
+            }
+            false
+        }
+        None => data
+            .windows(4)
+            .any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && w[3] & 0x1f == IDR_SLICE),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// IDR slices are found behind 1-, 2- and 4-byte length prefixes and behind 3- and 4-byte
+    /// Annex B start codes, after parameter sets and SEI; non-IDR slices, and NAL headers
+    /// whose type only looks like 5 in other bits, are not IDR.
+    #[test]
+    fn idr_access_units_are_recognized() {
+        // SPS (0x67), PPS (0x68), IDR slice (0x65); and a non-IDR slice (0x41).
+        let units: [&[u8]; 3] = [
+            &[0x67, 0x64, 0x00, 0x1f],
+            &[0x68, 0xee],
+            &[0x65, 0x88, 0x84],
+        ];
+        for size in [1usize, 2, 4] {
+            let mut au = Vec::new();
+            for u in units {
+                au.extend_from_slice(&(u.len() as u32).to_be_bytes()[4 - size..]);
+                au.extend_from_slice(u);
+            }
+            assert!(h264_has_idr(&au, Some(size)), "length size {size}");
+            let p_slice = [&(2u32).to_be_bytes()[4 - size..], &[0x41, 0x9a]].concat();
+            assert!(!h264_has_idr(&p_slice, Some(size)));
+        }
+        assert!(h264_has_idr(
+            &[0, 0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x65, 0x88],
+            None
+        ));
+        assert!(!h264_has_idr(&[0, 0, 0, 1, 0x41, 0x9a, 0x25], None));
+        // nal_ref_idc bits set, type 1: not IDR; type 5 with ref_idc 1: IDR.
+        assert!(!h264_has_idr(&[0, 0, 1, 0x61], None));
+        assert!(h264_has_idr(&[0, 0, 1, 0x25], None));
+        // A truncated or damaged unit is simply not IDR.
+        assert!(!h264_has_idr(&[0, 0, 0, 9, 0x65], Some(4)));
+        assert!(!h264_has_idr(&[], Some(4)));
+        assert_eq!(
+            avcc_length_size(&[1, 0x64, 0, 0x1f, 0xff, 0xe1, 0]),
+            Some(4)
+        );
+        assert_eq!(
+            avcc_length_size(&[1, 0x64, 0, 0x1f, 0xfd, 0xe1, 0]),
+            Some(2)
+        );
+        assert_eq!(avcc_length_size(&[0, 0, 0, 1, 0x67]), None);
+    }
+
+    /// A cut needs an IDR packet with every earlier packet before it and every later packet
+    /// after it in presentation order; the first packet is never a cut.
+    #[test]
+    fn cuts_are_idr_packets_that_split_presentation_order() {
+        // Decoding order of I0 P3 B1 B2 | IDR6 P8 B7 | IDR9: both IDRs split cleanly.
+        let pts = [0, 3, 1, 2, 6, 8, 7, 9];
+        let idr = [true, false, false, false, true, false, false, true];
+        assert_eq!(clean_cuts(&pts, &idr), vec![6, 9]);
+        // A leading B frame after the IDR in decoding order (open GOP): 5 comes after 6.
+        let pts = [0, 3, 1, 2, 6, 5, 8, 7];
+        let idr = [true, false, false, false, true, false, false, false];
+        assert_eq!(clean_cuts(&pts, &idr), Vec::<i64>::new());
+        // A frame before the IDR in decoding order shown after it.
+        let pts = [0, 7, 1, 6, 8];
+        let idr = [true, false, false, true, false];
+        assert_eq!(clean_cuts(&pts, &idr), Vec::<i64>::new());
+        // Mismatched lengths: no cuts rather than wrong ones.
+        assert_eq!(clean_cuts(&[0, 1], &[true]), Vec::<i64>::new());
+    }
 
     #[test]
     fn ffmpeg_prints_rates_like_this() {

@@ -322,6 +322,7 @@ mod tests {
             stream_index: 0,
             codec: "h264".into(),
             sample_aspect: Ratio { num: 1, den: 1 },
+            cut_points: Vec::new(),
         }
     }
 
