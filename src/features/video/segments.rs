@@ -29,7 +29,7 @@
 //! over those stretches; a worker whose queue is full waits.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -150,6 +150,8 @@ struct Shared {
     stop: AtomicBool,
     /// Each stretch's sending end, taken by the worker that decodes it.
     senders: Mutex<Vec<Option<SyncSender<Crop>>>>,
+    /// Workers still running.
+    alive: AtomicUsize,
     stats: Mutex<FeedStats>,
 }
 
@@ -188,6 +190,7 @@ impl SegmentFeed {
             moved: Condvar::new(),
             stop: AtomicBool::new(false),
             senders: Mutex::new(senders),
+            alive: AtomicUsize::new(workers.min(segments.len())),
             stats: Mutex::new(FeedStats {
                 decode_counts: vec![0; info.n_frames()],
                 segments: segments.len(),
@@ -288,6 +291,7 @@ fn work(
     shared: &Shared,
     geometry: Geometry,
 ) {
+    let _alive = Alive(shared);
     let mut cropper = FrameCropper::new(info, geometry);
     let mut stats = FeedStats {
         decode_counts: vec![0; info.n_frames()],
@@ -336,6 +340,21 @@ fn work(
     all.frames_skipped += stats.frames_skipped;
     for (a, c) in all.decode_counts.iter_mut().zip(&stats.decode_counts) {
         *a += c;
+    }
+}
+
+/// Marks a worker as running; when the last one ends (even by a panic), the stretches nobody
+/// took are closed, so that the assembler reading them gets "ended" (and reports the missing
+/// frames) instead of waiting for ever.
+struct Alive<'a>(&'a Shared);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        if self.0.alive.fetch_sub(1, Ordering::SeqCst) == 1
+            && let Ok(mut senders) = self.0.senders.lock()
+        {
+            senders.clear();
+        }
     }
 }
 
