@@ -119,6 +119,20 @@ fn exit_code_contract() {
         msg.contains("TRIBE_BLAS='openblas'") && msg.contains("TRIBE_BLAS=auto"),
         "{msg}"
     );
+    // 2 usage error: an unknown way of decoding video, before any work
+    let o = app()
+        .env("TRIBE_VIDEO_DECODE", "gop")
+        .arg(&ds)
+        .arg(&out)
+        .args(["participant", "--dry-run"])
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{msg}");
+    assert!(
+        msg.contains("TRIBE_VIDEO_DECODE='gop'") && msg.contains("frame-threads"),
+        "{msg}"
+    );
     // 18 filters matched nothing
     let (c, msg) = code_for(
         &ds,

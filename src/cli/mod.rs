@@ -78,10 +78,12 @@ fn use_threads(n: usize) {
 }
 
 /// Settle the CPU matrix library (`TRIBE_BLAS`, see `features::blas`) before any work, so that
-/// a bad setting fails fast with a usage error, and say in the log which one runs.
+/// a bad setting fails fast with a usage error, and say in the log which one runs. The video
+/// decoding override (`TRIBE_VIDEO_DECODE`) is checked here too, for the same reason.
 fn use_matrix_backend() -> crate::error::Result<()> {
     crate::features::blas::init().map_err(|e| crate::error::Error::Usage(e.to_string()))?;
     tracing::info!("CPU matrix products: {}", crate::features::blas::describe());
+    crate::features::video::frame_feed::Decoding::from_env()?;
     Ok(())
 }
 
