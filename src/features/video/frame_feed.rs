@@ -448,6 +448,32 @@ mod tests {
         assert_eq!(stats.segments, 0);
     }
 
+    /// A file that became unreadable after the probe gives an error naming it, in both ways
+    /// of decoding, instead of a hang or a panic (the stretches' workers report through their
+    /// queues, and stretches nobody took are closed).
+    #[test]
+    fn a_file_gone_bad_after_the_probe_is_an_error_in_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = gop_video(dir.path());
+        std::fs::write(&info.path, b"no longer a video").unwrap();
+        for decoding in [Decoding::FrameThreads, Decoding::Segments { min_frames: 1 }] {
+            let g = geometry(&info);
+            let t = std::time::Instant::now();
+            let mut feed =
+                FrameFeed::start(&info, vec![true; info.n_frames()], g, decoding).unwrap();
+            let err = loop {
+                match feed.next_frame() {
+                    Err(e) => break e.to_string(),
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("{decoding:?}: the feed ended without an error"),
+                }
+            };
+            assert!(err.contains("feed.mp4"), "{decoding:?}: {err}");
+            drop(feed);
+            assert!(t.elapsed() < std::time::Duration::from_secs(10));
+        }
+    }
+
     #[test]
     fn the_decoding_setting_is_checked() {
         assert_eq!(Decoding::parse("").unwrap(), Decoding::Auto);
