@@ -24,8 +24,14 @@ use std::sync::OnceLock;
 use thiserror::Error;
 
 /// Names tried in order: the unversioned link that Debian's `libmkl-rt` installs, then the
-/// sonames of oneAPI releases (the PyPI `mkl` wheel installs `libmkl_rt.so.2`).
-const LIBRARY_NAMES: &[&str] = &["libmkl_rt.so", "libmkl_rt.so.2", "libmkl_rt.so.1"];
+/// sonames of oneAPI releases (PyPI's `mkl` 2024 wheels install `libmkl_rt.so.2`, its 2026.2
+/// wheel `libmkl_rt.so.3`).
+const LIBRARY_NAMES: &[&str] = &[
+    "libmkl_rt.so",
+    "libmkl_rt.so.3",
+    "libmkl_rt.so.2",
+    "libmkl_rt.so.1",
+];
 
 /// The environment variable that chooses the backend.
 pub const ENV_VAR: &str = "TRIBE_BLAS";
