@@ -9,8 +9,9 @@
 //!   the decoder and pass on the frames, a few ahead, while the assembler converts and resizes
 //!   the ones already decoded. The frames travel as reference-counted FFmpeg buffers; nothing
 //!   is copied.
-//! - **Single-threaded decoders on separate stretches** ([`Decoding::Segments`], H.264 with IDR
-//!   pictures to cut at; see [`super::segments`]): each converts and crops its own frames.
+//! - **Single-threaded decoders on separate stretches** ([`Decoding::Segments`], H.264 or HEVC
+//!   with IDR pictures to cut at; see [`super::segments`]): each converts and crops its own
+//!   frames.
 //!
 //! Only the frames some clip uses are sent, in presentation order, and decoding stops at the
 //! last of them. Dropping the feed stops the threads at their next frame.
@@ -69,7 +70,7 @@ impl Decoding {
 #[derive(Debug, Clone, Default)]
 pub struct FeedStats {
     pub frames_decoded: usize,
-    /// Frames no clip uses that were never decoded (H.264 non-reference frames).
+    /// Frames no clip uses that were never decoded (H.264 and HEVC non-reference frames).
     pub frames_skipped: usize,
     /// How many times each physical frame came out of a decoder.
     pub decode_counts: Vec<u32>,
@@ -446,6 +447,44 @@ mod tests {
             Decoding::Segments { min_frames: 1 },
         );
         assert_eq!(stats.segments, 0);
+    }
+
+    /// HEVC too: x265 with closed GOPs starts each at an IDR picture, which is a cut point, and
+    /// stretches give one decoder's frames; with x265's default open GOPs (CRA pictures,
+    /// whose leading pictures refer back) there are no cuts.
+    #[test]
+    fn hevc_idr_pictures_are_cut_points_and_cra_pictures_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let hevc = |name: &str, open_gop: u8| {
+            let params = format!(
+                "keyint=24:min-keyint=24:scenecut=0:bframes=3:open-gop={open_gop}:log-level=error"
+            );
+            let p = lavfi_video(
+                dir.path(),
+                name,
+                "testsrc2=d=4:s=128x96:r=24",
+                &[
+                    "-c:v",
+                    "libx265",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-x265-params",
+                    &params,
+                ],
+            );
+            VideoInfo::open(&p).unwrap()
+        };
+        let closed = hevc("closed.mp4", 0);
+        assert_eq!(closed.codec, "hevc");
+        assert_eq!(closed.cut_points, vec![24, 48, 72]);
+        let needed = vec![true; closed.n_frames()];
+        let (want, _) = crops(&closed, &needed, Decoding::FrameThreads);
+        let (got, split) = crops(&closed, &needed, Decoding::Segments { min_frames: 1 });
+        assert!(split.segments >= 2, "{} stretches", split.segments);
+        assert_eq!(got, want);
+        assert!(split.decode_counts.iter().all(|&c| c == 1));
+        let open = hevc("open.mp4", 1);
+        assert_eq!(open.cut_points, Vec::<usize>::new());
     }
 
     /// A file that became unreadable after the probe gives an error naming it, in both ways

@@ -99,7 +99,7 @@ pub type ClipFrames = Vec<Arc<Vec<f32>>>;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AssemblerStats {
     pub frames_decoded: usize,
-    /// Frames no clip uses that were never decoded (H.264 non-reference frames).
+    /// Frames no clip uses that were never decoded (H.264 and HEVC non-reference frames).
     pub frames_skipped: usize,
     pub frames_preprocessed: usize,
     pub max_buffered_frames: usize,

@@ -7,11 +7,12 @@
 //! core. Two single-threaded decoders on separate copies of the clip, run at the same time,
 //! each took 3.0–3.4 s: the second core is worth a whole core when the decoders share nothing.
 //!
-//! H.264 lets them share nothing at IDR pictures: nothing decoded after one refers to anything
-//! before it. [`crate::stimulus::video::probe::clean_cuts`] finds the IDR pictures that also
-//! split the frames cleanly in presentation order (the video's cut points), and [`plan_segments`]
-//! cuts the needed frames into stretches there. Each worker takes the next stretch, seeks to
-//! it, decodes it alone (skipping unneeded non-reference frames as before), converts and crops
+//! H.264 and HEVC let them share nothing at IDR pictures: nothing decoded after one refers to
+//! anything before it. [`crate::stimulus::video::probe::clean_cuts`] finds the IDR pictures that
+//! also split the frames cleanly in presentation order (the video's cut points), and
+//! [`plan_segments`] cuts the needed frames into stretches there. Each worker takes the next
+//! stretch, seeks to it, decodes it alone (skipping unneeded non-reference frames as
+//! before), converts and crops
 //! the frames some clip uses, and queues the small crops (196 KB at 256 x 256) for the clip
 //! assembler, which takes the stretches in order. The frames, their pixels and their order are
 //! the ones a single decoder gives; only the work is spread.

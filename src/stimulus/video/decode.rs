@@ -1,8 +1,9 @@
 //! Sequential decoding, each frame once, converted to RGB only when asked.
 //!
 //! A caller that knows which frames it will use says so ([`FrameDecoder::set_needed_frames`]);
-//! H.264 frames outside that set then go to the decoder with "discard if non-reference". A
-//! non-reference frame is, by the standard's definition, never used to predict another frame,
+//! H.264 and HEVC frames outside that set then go to the decoder with "discard if
+//! non-reference". A non-reference frame is, by the standard's definition, never used to
+//! predict another frame,
 //! so skipping it changes no other frame's pixels; it is simply never decoded (the B frames
 //! of a typical x264 encode are 40 % of the frames and of the decoding time).
 //!
@@ -100,11 +101,13 @@ impl<'a> FrameDecoder<'a> {
     }
 
     /// Declare which frames the caller will use (`needed[i]` for frame `i`). Frames outside
-    /// the set may then be skipped instead of decoded: H.264 non-reference frames, which no
-    /// other frame depends on. They do not come out of [`Self::next_frame`]; every needed
+    /// the set may then be skipped instead of decoded: H.264 and HEVC non-reference frames,
+    /// which no other frame depends on. They do not come out of [`Self::next_frame`]; every needed
     /// frame still does, bit for bit as without this call.
     pub fn set_needed_frames(&mut self, needed: Vec<bool>) {
-        if self.info.codec == "h264" && needed.len() == self.info.n_frames() {
+        if matches!(self.info.codec.as_str(), "h264" | "hevc")
+            && needed.len() == self.info.n_frames()
+        {
             self.sent_skippable = vec![false; needed.len()];
             self.needed = Some(needed);
         }
@@ -555,14 +558,41 @@ mod tests {
     #[test]
     fn skipping_unneeded_frames_changes_no_needed_frame() {
         let dir = tempfile::tempdir().unwrap();
-        let info = VideoInfo::open(&bframes_video(dir.path())).unwrap();
+        check_skipping(&VideoInfo::open(&bframes_video(dir.path())).unwrap());
+    }
+
+    /// The same for HEVC (x265's B frames, non-reference ones among them).
+    #[test]
+    fn skipping_unneeded_hevc_frames_changes_no_needed_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = lavfi_video(
+            dir.path(),
+            "bframes_hevc.mp4",
+            "testsrc2=d=3:s=128x96:r=24",
+            &[
+                "-c:v",
+                "libx265",
+                "-preset",
+                "veryfast",
+                "-pix_fmt",
+                "yuv420p",
+                "-x265-params",
+                "bframes=3:log-level=error",
+            ],
+        );
+        let info = VideoInfo::open(&p).unwrap();
+        assert_eq!(info.codec, "hevc");
+        check_skipping(&info);
+    }
+
+    fn check_skipping(info: &VideoInfo) {
         let n = info.n_frames();
-        let (all, skipped) = digests(&info, None);
+        let (all, skipped) = digests(info, None);
         assert_eq!(skipped, 0);
         assert!(all.iter().all(Option::is_some));
         // Two frames of every three, as 16 fps clips take from 24 fps video; none at the end.
         let needed: Vec<bool> = (0..n).map(|i| i % 3 != 1 && i + 4 < n).collect();
-        let (some, skipped) = digests(&info, Some(needed.clone()));
+        let (some, skipped) = digests(info, Some(needed.clone()));
         assert!(skipped > 0, "the test video has no skippable frame");
         for i in 0..n {
             if needed[i] {

@@ -93,8 +93,8 @@ pub struct VideoInfo {
     /// Sample aspect ratio. The reference ignores it (it reads stored pixels), and so do we.
     pub sample_aspect: Ratio,
     /// Frames where decoding may start afresh and the frames before them end, ascending
-    /// (physical indices): see [`clean_cuts`]. Empty where unknown (codecs other than H.264,
-    /// streams with discarded packets); decoding then runs front to back on one decoder.
+    /// (physical indices): see [`clean_cuts`]. Empty where unknown (codecs other than H.264 and
+    /// HEVC, streams with discarded packets); decoding then runs front to back on one decoder.
     pub cut_points: Vec<usize>,
 }
 
@@ -243,7 +243,7 @@ impl VideoInfo {
             let c = &*ictx.as_ptr();
             (c.duration, c.start_time, c.nb_streams as usize)
         };
-        let nal_length_size = if codec_id == ffmpeg::codec::Id::H264 {
+        let nal_syntax = if matches!(codec_id, ffmpeg::codec::Id::H264 | ffmpeg::codec::Id::HEVC) {
             // SAFETY: the extradata pointer and size describe one buffer owned by the stream.
             let extradata = unsafe {
                 let st = *(*ictx.as_ptr()).streams.add(idx);
@@ -254,14 +254,22 @@ impl VideoInfo {
                     std::slice::from_raw_parts(p.extradata, p.extradata_size as usize)
                 }
             };
-            Some(avcc_length_size(extradata))
+            Some(if codec_id == ffmpeg::codec::Id::H264 {
+                NalSyntax::H264 {
+                    length_size: avcc_length_size(extradata),
+                }
+            } else {
+                NalSyntax::Hevc {
+                    length_size: hvcc_length_size(extradata),
+                }
+            })
         } else {
             None
         };
         let Scan {
             frame_pts,
             cut_points,
-        } = scan_frame_pts(&mut ictx, idx, path, nal_length_size)?;
+        } = scan_frame_pts(&mut ictx, idx, path, nal_syntax)?;
         if frame_pts.is_empty() {
             return Err(media_err(
                 path,
@@ -419,13 +427,13 @@ struct Scan {
 }
 
 /// Presentation timestamps of every frame the decoder will output, from the packets alone,
-/// and, for H.264 (`nal_length_size` given: `Some(None)` for Annex B, `Some(Some(n))` for
-/// length-prefixed NAL units), the frames decoding can start at ([`clean_cuts`]).
+/// and, for H.264 and HEVC (`nal_syntax` given), the frames decoding can start at
+/// ([`clean_cuts`]).
 fn scan_frame_pts(
     ictx: &mut ffmpeg::format::context::Input,
     idx: usize,
     path: &Path,
-    nal_length_size: Option<Option<usize>>,
+    nal_syntax: Option<NalSyntax>,
 ) -> Result<Scan> {
     let mut pts = Vec::new();
     // Per packet in decoding order: whether it starts an IDR access unit.
@@ -458,8 +466,8 @@ fn scan_frame_pts(
             any_discarded |= discard;
             continue;
         }
-        if let Some(length_size) = nal_length_size {
-            idr.push(h264_has_idr(packet.data().unwrap_or(&[]), length_size));
+        if let Some(syntax) = nal_syntax {
+            idr.push(syntax.has_idr(packet.data().unwrap_or(&[])));
         }
         match packet.pts().or(packet.dts()) {
             Some(t) => pts.push(t),
@@ -495,7 +503,7 @@ fn scan_frame_pts(
             "several video frames share one timestamp; remux or re-encode the file",
         ));
     }
-    let cut_points = if nal_length_size.is_some() && !any_discarded {
+    let cut_points = if nal_syntax.is_some() && !any_discarded {
         clean_cuts(&decode_order, &idr)
             .into_iter()
             .filter_map(|t| pts.binary_search(&t).ok())
@@ -550,11 +558,45 @@ pub(crate) fn avcc_length_size(extradata: &[u8]) -> Option<usize> {
     (extradata.len() >= 7 && extradata[0] == 1).then(|| (extradata[4] & 3) as usize + 1)
 }
 
+/// The NAL unit length size of an `hvcC` record, the HEVC extradata of mp4, mov and mkv; `None`
+/// for Annex B.
+pub(crate) fn hvcc_length_size(extradata: &[u8]) -> Option<usize> {
+    (extradata.len() >= 23 && extradata[0] == 1).then(|| (extradata[21] & 3) as usize + 1)
+}
+
+/// How a stream's packets carry NAL units (`length_size`: length-prefixed, else Annex B start
+/// codes), and which codec's unit types they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NalSyntax {
+    H264 { length_size: Option<usize> },
+    Hevc { length_size: Option<usize> },
+}
+
+impl NalSyntax {
+    /// Whether the access unit holds a slice of an IDR picture: H.264 `nal_unit_type` 5, HEVC
+    /// `IDR_W_RADL` (19) or `IDR_N_LP` (20). HEVC's clean random access pictures (CRA, open
+    /// GOPs) are not IDR: their leading pictures refer to frames before them. A damaged unit
+    /// reads as not IDR, which only means decoding will not start there.
+    pub(crate) fn has_idr(self, data: &[u8]) -> bool {
+        match self {
+            NalSyntax::H264 { length_size } => h264_has_idr(data, length_size),
+            NalSyntax::Hevc { length_size } => {
+                any_nal_header(data, length_size, |b| matches!((b >> 1) & 0x3f, 19 | 20))
+            }
+        }
+    }
+}
+
 /// Whether an H.264 access unit holds a slice of an IDR picture (`nal_unit_type` 5), its NAL
 /// units either length-prefixed (`length_size` bytes, big-endian) or separated by Annex B start
-/// codes. A damaged unit reads as not IDR, which only means decoding will not start there.
+/// codes.
 pub(crate) fn h264_has_idr(data: &[u8], length_size: Option<usize>) -> bool {
-    const IDR_SLICE: u8 = 5;
+    any_nal_header(data, length_size, |b| b & 0x1f == 5)
+}
+
+/// Whether `is_idr` holds for the first header byte of any NAL unit of `data`; false for a
+/// unit cut off by the end of the packet.
+fn any_nal_header(data: &[u8], length_size: Option<usize>, is_idr: impl Fn(u8) -> bool) -> bool {
     match length_size {
         Some(size) => {
             let mut p = 0;
@@ -569,7 +611,7 @@ pub(crate) fn h264_has_idr(data: &[u8], length_size: Option<usize>) -> bool {
                 if len > data.len() - p {
                     return false; // cut off: damaged
                 }
-                if data[p] & 0x1f == IDR_SLICE {
+                if is_idr(data[p]) {
                     return true;
                 }
                 p = p.saturating_add(len);
@@ -578,7 +620,7 @@ pub(crate) fn h264_has_idr(data: &[u8], length_size: Option<usize>) -> bool {
         }
         None => data
             .windows(4)
-            .any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && w[3] & 0x1f == IDR_SLICE),
+            .any(|w| w[0] == 0 && w[1] == 0 && w[2] == 1 && is_idr(w[3])),
     }
 }
 
@@ -627,6 +669,22 @@ mod tests {
             Some(2)
         );
         assert_eq!(avcc_length_size(&[0, 0, 0, 1, 0x67]), None);
+        // HEVC: two-byte NAL headers, type in bits 1..7 of the first. VPS (32), then
+        // IDR_W_RADL (19) / IDR_N_LP (20) are IDR; TRAIL_R (1) and CRA (21) are not.
+        let hevc = |t: u8| [0, 0, 0, 3, 32 << 1, 1, 0x0c, 0, 0, 0, 3, t << 1, 1, 0xaf];
+        let syntax = NalSyntax::Hevc {
+            length_size: Some(4),
+        };
+        assert!(syntax.has_idr(&hevc(19)) && syntax.has_idr(&hevc(20)));
+        assert!(!syntax.has_idr(&hevc(1)) && !syntax.has_idr(&hevc(21)));
+        let annex_b = NalSyntax::Hevc { length_size: None };
+        assert!(annex_b.has_idr(&[0, 0, 0, 1, 0x40, 1, 0, 0, 1, 0x26, 1]));
+        assert!(!annex_b.has_idr(&[0, 0, 0, 1, 0x2a, 1]));
+        let mut hvcc = vec![0u8; 23];
+        hvcc[0] = 1;
+        hvcc[21] = 0x0f;
+        assert_eq!(hvcc_length_size(&hvcc), Some(4));
+        assert_eq!(hvcc_length_size(&hvcc[..10]), None);
     }
 
     /// A cut needs an IDR packet with every earlier packet before it and every later packet
