@@ -83,7 +83,18 @@ fn dry_run_example_shows_stimuli_and_features() {
 }
 
 fn code_for(bids: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
-    let o = app().arg(bids).arg(out).args(extra).output().unwrap();
+    code_with_env(bids, out, &[], extra)
+}
+
+/// [`code_for`] with environment variables set.
+fn code_with_env(bids: &Path, out: &Path, env: &[(&str, &str)], extra: &[&str]) -> (i32, String) {
+    let o = app()
+        .envs(env.iter().copied())
+        .arg(bids)
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
     (
         o.status.code().unwrap(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
@@ -106,29 +117,16 @@ fn exit_code_contract() {
     );
     assert_eq!(code_for(&ds, &out, &["participant", "--no-such-flag"]).0, 2);
     // 2 usage error: an unknown CPU matrix library, named with its fix
-    let o = app()
-        .env("TRIBE_BLAS", "openblas")
-        .arg(&ds)
-        .arg(&out)
-        .args(["participant", "--dry-run"])
-        .output()
-        .unwrap();
-    let msg = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{msg}");
+    let dry_run = ["participant", "--dry-run"];
+    let (c, msg) = code_with_env(&ds, &out, &[("TRIBE_BLAS", "openblas")], &dry_run);
+    assert_eq!(c, 2, "{msg}");
     assert!(
         msg.contains("TRIBE_BLAS='openblas'") && msg.contains("TRIBE_BLAS=auto"),
         "{msg}"
     );
     // 2 usage error: an unknown way of decoding video, before any work
-    let o = app()
-        .env("TRIBE_VIDEO_DECODE", "gop")
-        .arg(&ds)
-        .arg(&out)
-        .args(["participant", "--dry-run"])
-        .output()
-        .unwrap();
-    let msg = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{msg}");
+    let (c, msg) = code_with_env(&ds, &out, &[("TRIBE_VIDEO_DECODE", "gop")], &dry_run);
+    assert_eq!(c, 2, "{msg}");
     assert!(
         msg.contains("TRIBE_VIDEO_DECODE='gop'") && msg.contains("frame-threads"),
         "{msg}"

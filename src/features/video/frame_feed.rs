@@ -105,6 +105,11 @@ impl<'a> FrameCropper<'a> {
         Self { converter, resizer }
     }
 
+    /// Where frames go through resize and crop.
+    pub fn geometry(&self) -> Geometry {
+        self.resizer.geometry()
+    }
+
     /// Bytes of one cropped frame.
     pub fn crop_len(&self) -> usize {
         let g = self.resizer.geometry();
@@ -121,16 +126,13 @@ impl<'a> FrameCropper<'a> {
     }
 }
 
-/// The running decoder threads.
+/// The running decoder threads. Dropping it stops them.
 pub struct FrameFeed {
     inner: Inner,
 }
 
 enum Inner {
-    FrameThreads {
-        rx: Option<Receiver<Result<(usize, DecodedFrame)>>>,
-        thread: Option<JoinHandle<FeedStats>>,
-    },
+    FrameThreads(ThreadFeed),
     Segments(SegmentFeed),
 }
 
@@ -143,41 +145,69 @@ impl FrameFeed {
     /// hand-overs, and two more frames in flight keep the cores busy through those waits.
     /// In 4 alternating rounds on 2 cores (1080p H.264, the released clip plan), 4 frame
     /// threads gave 9.8–11.0x real time, 3 gave 9.2–10.5x and 2 gave 8.4–10.3x. Separate
-    /// stretches get one single-threaded decoder per pool thread.
+    /// stretches get one single-threaded decoder per pool thread (at least two).
     pub fn start(
         info: &VideoInfo,
         needed: Vec<bool>,
         geometry: Geometry,
         decoding: Decoding,
     ) -> Result<Self> {
-        let workers = rayon::current_num_threads();
+        let pool = rayon::current_num_threads();
+        let workers = pool.max(2);
         let segments = match decoding {
             Decoding::FrameThreads => None,
-            Decoding::Auto => plan_segments(&needed, &info.cut_points, workers, MIN_SEGMENT_FRAMES)
-                .filter(|s| segments_are_faster(s, workers)),
+            Decoding::Auto => plan_segments(&needed, &info.cut_points, pool, MIN_SEGMENT_FRAMES)
+                .filter(|s| segments_are_faster(s, pool)),
             // Forced: stretches wherever there are two, predicted faster or not.
             Decoding::Segments { min_frames } => {
-                plan_segments(&needed, &info.cut_points, workers.max(2), min_frames)
+                plan_segments(&needed, &info.cut_points, workers, min_frames)
             }
         };
-        if let Some(segments) = segments {
-            tracing::debug!(
-                "{}: decoding {} stretches on {} single-threaded decoders",
-                info.path.display(),
-                segments.len(),
-                workers.max(2)
-            );
-            return Ok(Self {
-                inner: Inner::Segments(SegmentFeed::start(
-                    info,
-                    needed,
-                    segments,
-                    workers.max(2),
-                    geometry,
-                )?),
-            });
+        let inner = match segments {
+            Some(segments) => {
+                tracing::debug!(
+                    "{}: decoding {} stretches on {workers} single-threaded decoders",
+                    info.path.display(),
+                    segments.len()
+                );
+                Inner::Segments(SegmentFeed::start(
+                    info, needed, segments, workers, geometry,
+                )?)
+            }
+            None => Inner::FrameThreads(ThreadFeed::start(info, needed, pool + 2)?),
+        };
+        Ok(Self { inner })
+    }
+
+    /// The next needed frame and its physical index; `None` once every needed frame came.
+    pub fn next_frame(&mut self) -> Result<Option<(usize, FedFrame)>> {
+        match &mut self.inner {
+            Inner::FrameThreads(feed) => Ok(feed
+                .next_frame()?
+                .map(|(i, frame)| (i, FedFrame::Decoded(frame)))),
+            Inner::Segments(feed) => Ok(feed
+                .next_frame()?
+                .map(|(i, crop)| (i, FedFrame::Cropped(crop)))),
         }
-        let threads = workers + 2;
+    }
+
+    /// Stop the threads (if they are still decoding) and return their counts.
+    pub fn finish(self) -> Result<FeedStats> {
+        match self.inner {
+            Inner::FrameThreads(mut feed) => feed.stop(),
+            Inner::Segments(feed) => feed.finish(),
+        }
+    }
+}
+
+/// One decoder with frame threads, on a thread that passes the needed frames on.
+struct ThreadFeed {
+    rx: Option<Receiver<Result<(usize, DecodedFrame)>>>,
+    thread: Option<JoinHandle<FeedStats>>,
+}
+
+impl ThreadFeed {
+    fn start(info: &VideoInfo, needed: Vec<bool>, threads: usize) -> Result<Self> {
         let info = info.clone();
         let (tx, rx) = sync_channel(DEPTH);
         let thread = std::thread::Builder::new()
@@ -195,54 +225,32 @@ impl FrameFeed {
             })
             .map_err(|e| Error::Other(format!("cannot start the video decoder thread: {e}")))?;
         Ok(Self {
-            inner: Inner::FrameThreads {
-                rx: Some(rx),
-                thread: Some(thread),
-            },
+            rx: Some(rx),
+            thread: Some(thread),
         })
     }
 
-    /// The next needed frame and its physical index; `None` once every needed frame came.
-    pub fn next_frame(&mut self) -> Result<Option<(usize, FedFrame)>> {
-        match &mut self.inner {
-            Inner::FrameThreads { rx, .. } => match rx.as_ref().map(Receiver::recv) {
-                Some(Ok(Ok((i, frame)))) => Ok(Some((i, FedFrame::Decoded(frame)))),
-                Some(Ok(Err(e))) => Err(e),
-                Some(Err(_)) | None => Ok(None),
-            },
-            Inner::Segments(feed) => Ok(feed
-                .next_frame()?
-                .map(|(i, crop)| (i, FedFrame::Cropped(crop)))),
+    fn next_frame(&mut self) -> Result<Option<(usize, DecodedFrame)>> {
+        match self.rx.as_ref().map(Receiver::recv) {
+            Some(Ok(Ok(frame))) => Ok(Some(frame)),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) | None => Ok(None),
         }
     }
 
-    /// Stop the threads (if they are still decoding) and return their counts.
-    pub fn finish(mut self) -> Result<FeedStats> {
-        self.stop()
-    }
-
     fn stop(&mut self) -> Result<FeedStats> {
-        let stopped = Inner::FrameThreads {
-            rx: None,
-            thread: None,
-        };
-        match std::mem::replace(&mut self.inner, stopped) {
-            Inner::FrameThreads { rx, thread } => {
-                // Closing the channel makes the thread's next send fail, and it returns.
-                drop(rx);
-                match thread {
-                    Some(t) => t
-                        .join()
-                        .map_err(|_| Error::Other("the video decoder thread panicked".into())),
-                    None => Ok(FeedStats::default()),
-                }
-            }
-            Inner::Segments(feed) => feed.finish(),
+        // Closing the channel makes the thread's next send fail, and it returns.
+        drop(self.rx.take());
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| Error::Other("the video decoder thread panicked".into())),
+            None => Ok(FeedStats::default()),
         }
     }
 }
 
-impl Drop for FrameFeed {
+impl Drop for ThreadFeed {
     fn drop(&mut self) {
         let _ = self.stop();
     }
@@ -289,29 +297,30 @@ mod tests {
     use crate::features::video::processor::ProcessorConfig;
     use crate::stimulus::video::test_media::lavfi_video;
 
-    /// 4 s at 24 fps, x264 with 3 B frames and an IDR picture every 24 frames: cut points at
-    /// 24, 48 and 72.
-    fn gop_video(dir: &std::path::Path) -> VideoInfo {
-        let p = lavfi_video(
-            dir,
-            "feed.mp4",
-            "testsrc2=d=4:s=128x96:r=24",
-            &[
-                "-c:v",
-                "libx264",
-                "-pix_fmt",
-                "yuv420p",
-                "-g",
-                "24",
-                "-keyint_min",
-                "24",
-                "-sc_threshold",
-                "0",
-                "-bf",
-                "3",
-            ],
-        );
+    /// 4 s at 24 fps, x264 with 3 B frames and a keyframe every 24 frames (IDR pictures, so
+    /// cut points at 24, 48 and 72, unless `extra` asks for open GOPs).
+    fn x264_gop_video(dir: &std::path::Path, name: &str, extra: &[&str]) -> VideoInfo {
+        let mut args = vec![
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "24",
+            "-keyint_min",
+            "24",
+            "-sc_threshold",
+            "0",
+            "-bf",
+            "3",
+        ];
+        args.extend_from_slice(extra);
+        let p = lavfi_video(dir, name, "testsrc2=d=4:s=128x96:r=24", &args);
         VideoInfo::open(&p).unwrap()
+    }
+
+    fn gop_video(dir: &std::path::Path) -> VideoInfo {
+        x264_gop_video(dir, "feed.mp4", &[])
     }
 
     fn geometry(info: &VideoInfo) -> Geometry {
@@ -418,28 +427,7 @@ mod tests {
     #[test]
     fn open_gops_are_not_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let p = lavfi_video(
-            dir.path(),
-            "open.mp4",
-            "testsrc2=d=4:s=128x96:r=24",
-            &[
-                "-c:v",
-                "libx264",
-                "-pix_fmt",
-                "yuv420p",
-                "-g",
-                "24",
-                "-keyint_min",
-                "24",
-                "-sc_threshold",
-                "0",
-                "-bf",
-                "3",
-                "-x264-params",
-                "open-gop=1",
-            ],
-        );
-        let info = VideoInfo::open(&p).unwrap();
+        let info = x264_gop_video(dir.path(), "open.mp4", &["-x264-params", "open-gop=1"]);
         assert_eq!(info.cut_points, Vec::<usize>::new());
         let (_, stats) = crops(
             &info,

@@ -181,7 +181,7 @@ impl<'a> ClipAssembler<'a> {
             self.feed = Some(FrameFeed::start(
                 self.info,
                 needed,
-                self.processor.geometry(self.info.height, self.info.width),
+                self.cropper.geometry(),
                 self.decoding,
             )?);
         }

@@ -579,19 +579,12 @@ impl NalSyntax {
     /// reads as not IDR, which only means decoding will not start there.
     pub(crate) fn has_idr(self, data: &[u8]) -> bool {
         match self {
-            NalSyntax::H264 { length_size } => h264_has_idr(data, length_size),
+            NalSyntax::H264 { length_size } => any_nal_header(data, length_size, |b| b & 0x1f == 5),
             NalSyntax::Hevc { length_size } => {
                 any_nal_header(data, length_size, |b| matches!((b >> 1) & 0x3f, 19 | 20))
             }
         }
     }
-}
-
-/// Whether an H.264 access unit holds a slice of an IDR picture (`nal_unit_type` 5), its NAL
-/// units either length-prefixed (`length_size` bytes, big-endian) or separated by Annex B start
-/// codes.
-pub(crate) fn h264_has_idr(data: &[u8], length_size: Option<usize>) -> bool {
-    any_nal_header(data, length_size, |b| b & 0x1f == 5)
 }
 
 /// Whether `is_idr` holds for the first header byte of any NAL unit of `data`; false for a
@@ -633,6 +626,7 @@ mod tests {
     /// whose type only looks like 5 in other bits, are not IDR.
     #[test]
     fn idr_access_units_are_recognized() {
+        let h264_has_idr = |data: &[u8], length_size| NalSyntax::H264 { length_size }.has_idr(data);
         // SPS (0x67), PPS (0x68), IDR slice (0x65); and a non-IDR slice (0x41).
         let units: [&[u8]; 3] = [
             &[0x67, 0x64, 0x00, 0x1f],
