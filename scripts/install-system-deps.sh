@@ -10,7 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   pkg-config clang libclang-dev \
-  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev \
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev \
   ffmpeg gifti-bin nifti-bin connectome-workbench chromium \
   python3 python3-venv ca-certificates >/dev/null
 # Intel MKL, optional (Debian non-free, Ubuntu multiverse): the feature extractors' large

@@ -20,7 +20,7 @@
 use faer::{MatMut, MatRef};
 use rayon::prelude::*;
 
-use crate::features::video::fastmath::exp_neg;
+use crate::features::video::fastmath::{exp_neg, exp_neg_with};
 
 const LANES: usize = 16;
 
@@ -30,7 +30,11 @@ const LANES: usize = 16;
 /// `exp(prev_max - max)`. Reductions run in 16 independent lanes so that they vectorize (a
 /// sequential float sum cannot).
 #[inline(always)]
-fn online_softmax_body(row: &mut [f32], scale: f32, prev_max: f32) -> (f32, f32) {
+fn online_softmax_body<const FUSED: bool>(
+    row: &mut [f32],
+    scale: f32,
+    prev_max: f32,
+) -> (f32, f32) {
     let mut lane_max = [prev_max; LANES];
     let mut chunks = row.chunks_exact_mut(LANES);
     for c in &mut chunks {
@@ -51,13 +55,13 @@ fn online_softmax_body(row: &mut [f32], scale: f32, prev_max: f32) -> (f32, f32)
     let mut chunks = row.chunks_exact_mut(LANES);
     for c in &mut chunks {
         for (s, x) in lane_sum.iter_mut().zip(c.iter_mut()) {
-            *x = exp_neg(*x - max);
+            *x = exp_neg_with::<FUSED>(*x - max);
             *s += *x;
         }
     }
     let mut sum = 0f32;
     for x in chunks.into_remainder() {
-        *x = exp_neg(*x - max);
+        *x = exp_neg_with::<FUSED>(*x - max);
         sum += *x;
     }
     (max, sum + lane_sum.iter().sum::<f32>())
@@ -66,13 +70,13 @@ fn online_softmax_body(row: &mut [f32], scale: f32, prev_max: f32) -> (f32, f32)
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn online_softmax_avx2(row: &mut [f32], scale: f32, prev_max: f32) -> (f32, f32) {
-    online_softmax_body(row, scale, prev_max)
+    online_softmax_body::<true>(row, scale, prev_max)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn online_softmax_avx512(row: &mut [f32], scale: f32, prev_max: f32) -> (f32, f32) {
-    online_softmax_body(row, scale, prev_max)
+    online_softmax_body::<true>(row, scale, prev_max)
 }
 
 /// The widest vector code this CPU runs (the crate is built for baseline x86-64, i.e. 4-wide
@@ -117,7 +121,7 @@ impl Simd {
     /// See [`online_softmax_body`].
     fn online_softmax(self, row: &mut [f32], scale: f32, prev_max: f32) -> (f32, f32) {
         match self {
-            Simd::Base => online_softmax_body(row, scale, prev_max),
+            Simd::Base => online_softmax_body::<false>(row, scale, prev_max),
             // SAFETY: `detect` found the features at run time.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2 => unsafe { online_softmax_avx2(row, scale, prev_max) },

@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::features::attention::{Mask, gqa_attention};
 use crate::features::fused_cpu;
-use crate::features::matmul::{linear, map_row_blocks, with_cpu_f32_data};
+use crate::features::matmul::{WeightLayout, linear_bias, map_row_blocks, with_cpu_f32_data};
 
 /// Which model family's details apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,7 +287,7 @@ impl DecoderConfig {
 }
 
 /// One decoder layer's weights (q/k/v and gate/up fused so each is one matrix product), the
-/// projection matrices stored transposed, `(in, out)` (see [`linear`]).
+/// projection matrices in the layout [`projection_layout`] chooses.
 struct Layer {
     input_norm: Tensor,
     post_norm: Tensor,
@@ -301,6 +301,31 @@ struct Layer {
     k_norm: Option<Tensor>,
 }
 
+/// How the projection matrices are kept, for the library that multiplies them.
+///
+/// On MKL, as the checkpoint stores them, `(out, in)`: MKL packs a 512-column tile of an
+/// `(in, out)` matrix by reading short rows `out` floats apart (64 KB for the fused gate/up), a
+/// stride that misses the TLB and aliases in the cache on every row, while an `(out, in)` tile
+/// is 512 contiguous rows. On the 2-core AMD EPYC (MKL 2020.4) that weight packing fell from
+/// 6.2 % to 3.6 % of a Llama-3.2-3B layer's CPU time at 512 tokens (`perf`, benches/llama.rs).
+/// candle's `gemm` measured the other way, 8-32 % slower on `(out, in)` in 4 of 5 alternating
+/// rounds, so everything else keeps the `(in, out)` transpose made at load.
+fn projection_layout(device: &Device, dtype: DType) -> WeightLayout {
+    if device.is_cpu() && dtype == DType::F32 && crate::features::blas::is_mkl() {
+        WeightLayout::OutIn
+    } else {
+        WeightLayout::InOut
+    }
+}
+
+/// A checkpoint's `(out, in)` matrix in `layout`.
+fn arrange(w: Tensor, layout: WeightLayout) -> Result<Tensor> {
+    Ok(match layout {
+        WeightLayout::OutIn => w,
+        WeightLayout::InOut => w.t()?.contiguous()?,
+    })
+}
+
 /// The decoder, on one device, computing in one dtype.
 pub struct Decoder {
     pub config: DecoderConfig,
@@ -310,6 +335,8 @@ pub struct Decoder {
     inv_freq: Vec<f32>,
     device: Device,
     dtype: DType,
+    /// How `layers` keep their projection matrices.
+    layout: WeightLayout,
     /// Queries per attention block; bounds the (heads, block, keys) score buffer.
     pub query_block: usize,
     /// Token rows per MLP block (see the constructor for the choice).
@@ -476,6 +503,7 @@ impl Decoder {
         let store = WeightStore::open(dir)?;
         let c = &config;
         let (d, f, hd) = (c.hidden_size, c.intermediate_size, c.head_dim);
+        let layout = projection_layout(device, dtype);
         let (nq, nkv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
         let edt = match embed_dtype(&store)? {
             // A 16-bit embedding is gathered then upcast; f32 stays f32; on GPU bf16 compute
@@ -491,7 +519,7 @@ impl Decoder {
             let q = g("self_attn.q_proj.weight", &[nq, d])?;
             let k = g("self_attn.k_proj.weight", &[nkv, d])?;
             let v = g("self_attn.v_proj.weight", &[nkv, d])?;
-            let qkv = Tensor::cat(&[&q, &k, &v], 0)?.t()?.contiguous()?;
+            let qkv = arrange(Tensor::cat(&[&q, &k, &v], 0)?, layout)?;
             drop((q, k, v));
             let qkv_bias = if c.attention_bias {
                 let qb = g("self_attn.q_proj.bias", &[nq])?;
@@ -508,7 +536,7 @@ impl Decoder {
             };
             let gate = g("mlp.gate_proj.weight", &[f, d])?;
             let up = g("mlp.up_proj.weight", &[f, d])?;
-            let gate_up = Tensor::cat(&[&gate, &up], 0)?.t()?.contiguous()?;
+            let gate_up = arrange(Tensor::cat(&[&gate, &up], 0)?, layout)?;
             drop((gate, up));
             let (q_norm, k_norm) = match c.family {
                 Family::Qwen3 => (
@@ -522,10 +550,10 @@ impl Decoder {
                 post_norm: g("post_attention_layernorm.weight", &[d])?,
                 qkv,
                 qkv_bias,
-                o: g("self_attn.o_proj.weight", &[d, nq])?.t()?.contiguous()?,
+                o: arrange(g("self_attn.o_proj.weight", &[d, nq])?, layout)?,
                 o_bias,
                 gate_up,
-                down: g("mlp.down_proj.weight", &[d, f])?.t()?.contiguous()?,
+                down: arrange(g("mlp.down_proj.weight", &[d, f])?, layout)?,
                 q_norm,
                 k_norm,
             });
@@ -551,6 +579,7 @@ impl Decoder {
             inv_freq,
             device: device.clone(),
             dtype,
+            layout: projection_layout(device, dtype),
             query_block: 512,
             // MKL packs the weights afresh in every call, so it wants tall blocks: the gate and
             // up weights (200 MB at 3B width) are then read once per 2,048 rows, not per 448.
@@ -572,6 +601,7 @@ impl Decoder {
     pub fn random(config: DecoderConfig, device: &Device, dtype: DType) -> Result<Self> {
         let c = &config;
         let (d, f, hd) = (c.hidden_size, c.intermediate_size, c.head_dim);
+        let layout = projection_layout(device, dtype);
         let (nq, nkv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
         // Uniform values with the intended standard deviation from a xorshift generator: a
         // normal sampler spent longer filling 400M weights than the benchmark it serves.
@@ -597,12 +627,15 @@ impl Decoder {
             layers.push(Layer {
                 input_norm: fill((1, d), 1.0, 0.1)?,
                 post_norm: fill((1, d), 1.0, 0.1)?,
-                qkv: fill((d, nq + 2 * nkv), 0.0, (1.0 / d as f32).sqrt())?,
+                qkv: arrange(
+                    fill((nq + 2 * nkv, d), 0.0, (1.0 / d as f32).sqrt())?,
+                    layout,
+                )?,
                 qkv_bias: None,
-                o: fill((nq, d), 0.0, (1.0 / nq as f32).sqrt())?,
+                o: arrange(fill((d, nq), 0.0, (1.0 / nq as f32).sqrt())?, layout)?,
                 o_bias: None,
-                gate_up: fill((d, 2 * f), 0.0, (1.0 / d as f32).sqrt())?,
-                down: fill((f, d), 0.0, (1.0 / f as f32).sqrt())?,
+                gate_up: arrange(fill((2 * f, d), 0.0, (1.0 / d as f32).sqrt())?, layout)?,
+                down: arrange(fill((d, f), 0.0, (1.0 / f as f32).sqrt())?, layout)?,
                 q_norm: if qk {
                     Some(fill((1, hd), 1.0, 0.1)?)
                 } else {
@@ -722,16 +755,10 @@ impl Decoder {
         let eps = c.rms_norm_eps as f32;
 
         let xn = rms_norm(x, &layer.input_norm, eps)?;
-        let mut qkv = linear(&xn, &layer.qkv)?;
-        if let Some(bias) = &layer.qkv_bias {
-            qkv = qkv.broadcast_add(bias)?;
-        }
+        let qkv = linear_bias(&xn, &layer.qkv, self.layout, layer.qkv_bias.as_ref())?;
         let (q, k, v) = self.split_heads(&qkv, layer, (b, t), cos, sin)?;
         let attn = self.attention(&q, &k, &v, lens)?; // (b, t, h*hd)
-        let mut o = linear(&attn, &layer.o)?;
-        if let Some(bias) = &layer.o_bias {
-            o = o.broadcast_add(bias)?;
-        }
+        let o = linear_bias(&attn, &layer.o, self.layout, layer.o_bias.as_ref())?;
         let x = (x + o)?.reshape((b * t, d))?;
         // The MLP is row-wise, so it runs in row blocks (see `map_row_blocks`): its (rows,
         // 2 x FFN) activations stay a few MB, which cost ~10 % of CPU time at 512 tokens when
@@ -739,7 +766,7 @@ impl Decoder {
         let f = c.intermediate_size;
         let x = map_row_blocks(&x, self.mlp_rows, |xr| -> Result<Tensor> {
             let xn = rms_norm(xr, &layer.post_norm, eps)?;
-            let gu = linear(&xn, &layer.gate_up)?;
+            let gu = linear_bias(&xn, &layer.gate_up, self.layout, None)?;
             let fused = with_cpu_f32_data(&gu, |g| fused_cpu::silu_mul(g, f));
             let act = match fused {
                 Some(act) => Tensor::from_vec(act, (xr.dim(0)?, f), &self.device)?,
@@ -748,7 +775,7 @@ impl Decoder {
                         * gu.narrow(D::Minus1, f, f)?)?
                 }
             };
-            Ok((xr + linear(&act, &layer.down)?)?)
+            Ok((xr + linear_bias(&act, &layer.down, self.layout, None)?)?)
         })?;
         Ok(x.reshape((b, t, d))?)
     }
