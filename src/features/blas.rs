@@ -211,21 +211,20 @@ pub fn sgemm(
     };
     assert_eq!(x.len(), m * k, "sgemm: x is not (M, K)");
     assert_eq!(w.len(), k * n, "sgemm: w is not K x N");
-    let mut out = match bias {
-        Some(b) => {
-            assert_eq!(b.len(), n, "sgemm: bias is not (N)");
-            let mut out = Vec::with_capacity(m * n);
-            for _ in 0..m {
-                out.extend_from_slice(b);
-            }
-            out
-        }
-        // Left uninitialized: with beta = 0 MKL writes every element of C without reading
-        // it (a zero fill would be one more pass over up to 100 MB per product).
-        None => Vec::with_capacity(m * n),
-    };
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "sgemm: bias is not (N)");
+    }
+    // Left uninitialized here: with beta = 0 MKL writes every element of C without reading
+    // it, and with a bias each tile copies the bias into its own part of C just before its
+    // product, on its own thread and while that part is in cache. (Filling all of C with the
+    // bias first was one more single-threaded pass over up to 140 MB per product, with the
+    // page faults of fresh memory.)
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
     if m == 0 || n == 0 || k == 0 {
-        out.resize(m * n, 0.0);
+        match bias {
+            Some(b) => (0..m).for_each(|_| out.extend_from_slice(b)),
+            None => out.resize(m * n, 0.0),
+        }
         return Some(out);
     }
     let beta = if bias.is_some() { 1.0 } else { 0.0 };
@@ -244,9 +243,18 @@ pub fn sgemm(
             WeightLayout::OutIn => (j0 * k, CBLAS_TRANS, k),
         };
         // SAFETY: every tile writes only its own rows [i0, i0 + rows) and columns
-        // [j0, j0 + cols) of `out`, through ldc = n; reads stay inside `x` (rows i0.. of k
-        // values) and `w` (checked sizes).
+        // [j0, j0 + cols) of `out`, through ldc = n (the bias copy included); reads stay
+        // inside `x` (rows i0.. of k values), `w` and `bias` (checked sizes).
         unsafe {
+            if let Some(b) = bias {
+                for r in i0..i0 + rows {
+                    std::ptr::copy_nonoverlapping(
+                        b.as_ptr().add(j0),
+                        out_ptr.get().add(r * n + j0),
+                        cols,
+                    );
+                }
+            }
             (mkl.sgemm)(
                 CBLAS_ROW_MAJOR,
                 CBLAS_NO_TRANS,
@@ -278,7 +286,7 @@ pub fn sgemm(
         tiles.into_par_iter().for_each(run);
     }
     // SAFETY: the tiles cover rows 0..m and columns 0..n, so all m * n elements are written
-    // (with beta = 1 they were initialized from the bias before).
+    // (with beta = 1, each tile's from the bias before its product).
     unsafe { out.set_len(m * n) };
     Some(out)
 }
