@@ -8,6 +8,7 @@
 //!   portable candle-only kernels for comparison;
 //! - each shortcut's max deviation from the exact head, against the parity bound;
 //! - peak RSS after loading and after the runs, next to the weights' size.
+//!
 //! With `BENCH_DIR` set it also leaves the weights, one window of features and the exact
 //! prediction there, for `bench/torch_reference.py` (same shapes in PyTorch, same threads).
 //!

@@ -228,7 +228,7 @@ fn bench_front_end(c: &mut Criterion, dir: &Path) {
                 .channels
                 .iter()
                 .map(|ch| r.apply(black_box(ch)))
-                .count()
+                .collect::<Vec<_>>()
         })
     });
     let wav16: Vec<f32> = r.apply(&audio.channels[0]);

@@ -121,7 +121,7 @@ pub fn write_weights(dir: &Path) -> u64 {
         serde_json::json!({"model_build_args": args.to_string()}),
     );
     let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
-    while (h.len() + 8) % 8 != 0 {
+    while !(h.len() + 8).is_multiple_of(8) {
         h.push(b' ');
     }
     let mut w =
@@ -134,9 +134,9 @@ pub fn write_weights(dir: &Path) -> u64 {
         for j in 0..n {
             let x = match *std {
                 // ScaleNorm gains and residual scales: around 1.
-                s if s == -1.0 => 1.0 + 0.1 * rng.normal(),
+                -1.0 => 1.0 + 0.1 * rng.normal(),
                 // The rotary buffer: 1 / 10000^(2j/72).
-                s if s == -2.0 => 1.0 / 10000f32.powf(2.0 * j as f32 / 72.0),
+                -2.0 => 1.0 / 10000f32.powf(2.0 * j as f32 / 72.0),
                 s => s * rng.normal(),
             };
             w.write_all(&x.to_le_bytes()).unwrap();

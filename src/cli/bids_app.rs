@@ -505,6 +505,56 @@ impl RunConfig {
     }
 }
 
+/// Run a validated configuration.
+pub fn run(cfg: &RunConfig) -> Result<()> {
+    let (layout, runs) = crate::cli::plan::select_runs(cfg)?;
+    if cfg.level == AnalysisLevel::Participant {
+        // Contrast typos and bad stats models fail here, before any model loads.
+        crate::cli::first_level::check_requests(cfg, &runs)?;
+    }
+    if cfg.dry_run {
+        print!("{}", crate::cli::plan::plan_table(cfg, &runs));
+        return Ok(());
+    }
+    match cfg.level {
+        AnalysisLevel::Participant => {
+            let outcomes =
+                crate::cli::participant::run_participants(cfg, layout.description(), &runs)?;
+            let (table, code) = crate::cli::participant::summary(&outcomes);
+            eprint!("{table}");
+            let log = format!("{}\n{table}", cfg.command_line.join(" "));
+            // A log that cannot be written (full or read-only disk) must not hide the run's own
+            // error, which names the output that failed; it only fails a job that otherwise worked.
+            let logged = crate::cli::participant::write_log(&cfg.output_dir, &log);
+            match outcomes.into_iter().find_map(|(_, o)| match o {
+                crate::cli::participant::Outcome::Failed(e) => Some(e),
+                _ => None,
+            }) {
+                Some(e) if code != 0 => {
+                    if let Err(le) = logged {
+                        tracing::warn!("the log was not written: {le}");
+                    }
+                    Err(e)
+                }
+                _ => logged,
+            }
+        }
+        AnalysisLevel::Group => {
+            crate::cli::group::run_group(cfg)?;
+            // The subject reports show the group ICA networks, which exist only now: refresh them.
+            let mut outcomes = Vec::new();
+            crate::cli::report::write_reports(cfg, &runs, &mut outcomes);
+            match outcomes.into_iter().find_map(|(_, o)| match o {
+                crate::cli::participant::Outcome::Failed(e) => Some(e),
+                _ => None,
+            }) {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -604,56 +654,6 @@ mod tests {
             let mut args = vec!["tribe-bids", b, "/tmp/tribe-out-x", "participant"];
             args.extend_from_slice(extra);
             assert_eq!(parse(&args).unwrap_err().exit_code(), 2, "{extra:?}");
-        }
-    }
-}
-
-/// Run a validated configuration.
-pub fn run(cfg: &RunConfig) -> Result<()> {
-    let (layout, runs) = crate::cli::plan::select_runs(cfg)?;
-    if cfg.level == AnalysisLevel::Participant {
-        // Contrast typos and bad stats models fail here, before any model loads.
-        crate::cli::first_level::check_requests(cfg, &runs)?;
-    }
-    if cfg.dry_run {
-        print!("{}", crate::cli::plan::plan_table(cfg, &runs));
-        return Ok(());
-    }
-    match cfg.level {
-        AnalysisLevel::Participant => {
-            let outcomes =
-                crate::cli::participant::run_participants(cfg, layout.description(), &runs)?;
-            let (table, code) = crate::cli::participant::summary(&outcomes);
-            eprint!("{table}");
-            let log = format!("{}\n{table}", cfg.command_line.join(" "));
-            // A log that cannot be written (full or read-only disk) must not hide the run's own
-            // error, which names the output that failed; it only fails a job that otherwise worked.
-            let logged = crate::cli::participant::write_log(&cfg.output_dir, &log);
-            match outcomes.into_iter().find_map(|(_, o)| match o {
-                crate::cli::participant::Outcome::Failed(e) => Some(e),
-                _ => None,
-            }) {
-                Some(e) if code != 0 => {
-                    if let Err(le) = logged {
-                        tracing::warn!("the log was not written: {le}");
-                    }
-                    Err(e)
-                }
-                _ => logged,
-            }
-        }
-        AnalysisLevel::Group => {
-            crate::cli::group::run_group(cfg)?;
-            // The subject reports show the group ICA networks, which exist only now: refresh them.
-            let mut outcomes = Vec::new();
-            crate::cli::report::write_reports(cfg, &runs, &mut outcomes);
-            match outcomes.into_iter().find_map(|(_, o)| match o {
-                crate::cli::participant::Outcome::Failed(e) => Some(e),
-                _ => None,
-            }) {
-                Some(e) => Err(e),
-                None => Ok(()),
-            }
         }
     }
 }

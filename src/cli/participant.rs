@@ -638,6 +638,9 @@ fn run_ica_mixing_name(run: &Run) -> DerivName {
     .with("desc", "ICA")
 }
 
+/// One run from features to written outputs. Its inputs are the run, the settings and the
+/// loaded models of this invocation, each already built once for all runs.
+#[allow(clippy::too_many_arguments)]
 fn predict_and_write(
     p: &PlannedRun,
     cfg: &RunConfig,

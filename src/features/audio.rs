@@ -484,7 +484,7 @@ impl AudioExtractor {
     ) -> Result<TimedFeatures> {
         let audio = decode_auto::<f32>(path, 0.0, None)?;
         let duration = duration_s.unwrap_or(audio.duration_s() - start_s);
-        if !(duration > 0.0) {
+        if duration.is_nan() || duration <= 0.0 {
             return Err(Error::Usage(format!(
                 "{}: the window starts at {start_s} s but the audio lasts {:.3} s: give --start inside the stimulus or a positive --duration",
                 path.display(),

@@ -36,6 +36,8 @@ fn ceil_log2(x: usize) -> usize {
 
 /// `multi_row_sum` over `size` rows of `nrows` accumulators, each `width` wide; `load(i, k)`
 /// returns row i, accumulator k.
+// Index loops on purpose: `k` walks the same accumulator through every level, as ATen's loops do.
+#[allow(clippy::needless_range_loop)]
 fn multi_row_sum<const W: usize>(
     size: usize,
     nrows: usize,

@@ -104,13 +104,14 @@ impl W2vBertConfig {
                 cfg.hidden_act
             )));
         }
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
             return Err(bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 cfg.hidden_size, cfg.num_attention_heads
             )));
         }
-        if cfg.conv_depthwise_kernel_size % 2 == 0 {
+        if cfg.conv_depthwise_kernel_size.is_multiple_of(2) {
             return Err(bad(format!(
                 "conv_depthwise_kernel_size {} must be odd",
                 cfg.conv_depthwise_kernel_size
@@ -858,6 +859,9 @@ fn exp_f32(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     // 1.5·2^23: adding it rounds to an integer held in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
+    // Not `clamp`: `max` maps NaN to the lower bound (so its exponential is 0), where `clamp`
+    // would pass NaN through.
+    #[allow(clippy::manual_clamp)]
     let xc = x.max(-87.3).min(88.7);
     let k = xc * LOG2E + ROUND;
     let n = k - ROUND;

@@ -461,8 +461,8 @@ impl Checkpoint {
                 };
                 let numel = info.numel();
                 let contiguous = is_row_major(&r.shape, &r.stride);
-                let v = if contiguous && r.offset == 0 && numel == storage.len() && left == Some(0)
-                {
+
+                if contiguous && r.offset == 0 && numel == storage.len() && left == Some(0) {
                     storage // the common case: the tensor owns its storage; no copy
                 } else {
                     let v = gather(&storage, &r);
@@ -470,8 +470,7 @@ impl Checkpoint {
                         cache.insert(r.storage_key.clone(), storage);
                     }
                     v
-                };
-                v
+                }
             }
         };
         Ok(Tensor::from_vec(data, info.shape.clone(), device)?)

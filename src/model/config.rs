@@ -245,7 +245,7 @@ impl ReleaseConfig {
         let data = top.child("data")?;
         let neuro = data.child("neuro")?;
         let neuro_freq = neuro.child("frequency")?.f64()?;
-        if !(neuro_freq > 0.0) {
+        if neuro_freq.is_nan() || neuro_freq <= 0.0 {
             return Err(neuro.err("'data.neuro.frequency' must be positive".into()));
         }
         let timing = TimingConfig {
@@ -254,7 +254,9 @@ impl ReleaseConfig {
             feature_frequency: data.child("frequency")?.f64()?,
             bold_offset: neuro.child("offset")?.f64()?,
         };
-        if timing.duration_trs == 0 || !(timing.feature_frequency > 0.0) {
+        if timing.duration_trs == 0
+            || (timing.feature_frequency.is_nan() || timing.feature_frequency <= 0.0)
+        {
             return Err(
                 data.err("'data.duration_trs' and 'data.frequency' must be positive".into())
             );
@@ -325,13 +327,13 @@ fn layer_group_count(ex: &Node) -> Option<usize> {
 
 fn brain_config(bm: &Node) -> Result<BrainConfig> {
     use serde_json::json;
-    if let Some(name) = bm.opt_child("name") {
-        if name.str()? != "FmriEncoder" {
-            return Err(bm.err(format!(
-                "'brain_model_config.name' is '{}', expected 'FmriEncoder'",
-                name.str()?
-            )));
-        }
+    if let Some(name) = bm.opt_child("name")
+        && name.str()? != "FmriEncoder"
+    {
+        return Err(bm.err(format!(
+            "'brain_model_config.name' is '{}', expected 'FmriEncoder'",
+            name.str()?
+        )));
     }
     // Options whose other values change the forward pass and are not implemented here.
     bm.require("combiner", &Json::Null)?;
@@ -349,13 +351,13 @@ fn brain_config(bm: &Node) -> Result<BrainConfig> {
         }
     };
     let proj = bm.child("projector")?;
-    if let Some(h) = proj.opt_child("hidden_sizes") {
-        if h.value.as_array().is_none_or(|a| !a.is_empty()) {
-            return Err(proj.err(format!(
+    if let Some(h) = proj.opt_child("hidden_sizes")
+        && h.value.as_array().is_none_or(|a| !a.is_empty())
+    {
+        return Err(proj.err(format!(
                 "'{}' is {}: projectors with hidden layers are not supported (the release uses a single Linear)",
                 h.key, h.value
             )));
-        }
     }
     let enc = bm.child("encoder")?;
     for (key, want) in [

@@ -275,20 +275,20 @@ pub fn inspect(path: &Path) -> Result<InspectReport> {
         describe_weights(&mut s, &ck, path)?;
     } else {
         let _ = writeln!(s, "model folder: {}", dir.display());
-        if let Ok(text) = std::fs::read_to_string(dir.join("config.json")) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-                for key in [
-                    "model_type",
-                    "architectures",
-                    "hidden_size",
-                    "num_hidden_layers",
-                    "num_attention_heads",
-                    "torch_dtype",
-                    "dtype",
-                ] {
-                    if let Some(x) = v.get(key) {
-                        let _ = writeln!(s, "  config.json {key}: {x}");
-                    }
+        if let Ok(text) = std::fs::read_to_string(dir.join("config.json"))
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            for key in [
+                "model_type",
+                "architectures",
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "torch_dtype",
+                "dtype",
+            ] {
+                if let Some(x) = v.get(key) {
+                    let _ = writeln!(s, "  config.json {key}: {x}");
                 }
             }
         }
@@ -353,7 +353,7 @@ fn group_digits(n: usize) -> String {
     let d = n.to_string();
     let mut out = String::new();
     for (i, c) in d.chars().enumerate() {
-        if i > 0 && (d.len() - i) % 3 == 0 {
+        if i > 0 && (d.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

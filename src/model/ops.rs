@@ -308,10 +308,10 @@ pub fn attention(
     let hd = hd3 / 3;
     let dh = hd / heads;
     let scale = (dh as f64).powf(-0.5);
-    if kern.fast(qkv) {
-        if let Some(r) = attention_cpu(qkv, heads, freqs, want_probs, scale)? {
-            return Ok(r);
-        }
+    if kern.fast(qkv)
+        && let Some(r) = attention_cpu(qkv, heads, freqs, want_probs, scale)?
+    {
+        return Ok(r);
     }
     // The frequencies are f32 (SPEC §2.3); cos/sin are rounded to q/k's dtype, as torch's
     // autocast would multiply them.

@@ -77,7 +77,7 @@ pub struct RunPrediction {
 /// reference's `_prepare_strided_windows` rule (an empty span gives none).
 pub fn window_starts(span: StimulusSpan, window_seconds: f64) -> Vec<f64> {
     let dur = span.duration();
-    if !(dur > 0.0) || !(window_seconds > 0.0) {
+    if dur.is_nan() || dur <= 0.0 || window_seconds.is_nan() || window_seconds <= 0.0 {
         return Vec::new();
     }
     let n = (dur / window_seconds - 1e-9).ceil().max(1.0) as usize;

@@ -175,7 +175,7 @@ pub fn decode<T: AudioSample>(
     offset_s: f64,
     duration_s: Option<f64>,
 ) -> Result<AudioBuffer<T>> {
-    if !(offset_s >= 0.0) || duration_s.is_some_and(|d| !(d >= 0.0)) {
+    if offset_s.is_nan() || offset_s < 0.0 || duration_s.is_some_and(|d| d.is_nan() || d < 0.0) {
         return Err(media(
             path,
             MediaErrorKind::Unsupported,
@@ -850,7 +850,7 @@ fn decode_moviepy_wav<T: AudioSample>(path: &Path) -> Result<AudioBuffer<T>> {
         None => decoded,
     };
     let clip = (MOVIEPY_CLIP * 32768.0) as i64; // |x| <= 0.99 after trunc: 32440
-    let mut channels: Vec<Vec<T>> = vec![Vec::with_capacity(n); out_channels];
+    let mut channels: Vec<Vec<T>> = (0..out_channels).map(|_| Vec::with_capacity(n)).collect();
     for k in 0..n {
         for (c, ch) in channels.iter_mut().enumerate() {
             let v = if k < decoded {

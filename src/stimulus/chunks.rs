@@ -18,7 +18,7 @@ pub const MIN_CHUNK_S: f64 = 30.0;
 
 /// Split `[0, duration)` into chunks.
 pub fn chunk(duration: f64, max_s: f64, min_s: f64) -> Vec<Chunk> {
-    if !(duration > 0.0) {
+    if duration.is_nan() || duration <= 0.0 {
         return vec![Chunk {
             offset: 0.0,
             duration: duration.max(0.0),
