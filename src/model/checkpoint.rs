@@ -461,7 +461,6 @@ impl Checkpoint {
                 };
                 let numel = info.numel();
                 let contiguous = is_row_major(&r.shape, &r.stride);
-
                 if contiguous && r.offset == 0 && numel == storage.len() && left == Some(0) {
                     storage // the common case: the tensor owns its storage; no copy
                 } else {

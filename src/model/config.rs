@@ -254,9 +254,8 @@ impl ReleaseConfig {
             feature_frequency: data.child("frequency")?.f64()?,
             bold_offset: neuro.child("offset")?.f64()?,
         };
-        if timing.duration_trs == 0
-            || (timing.feature_frequency.is_nan() || timing.feature_frequency <= 0.0)
-        {
+        let freq = timing.feature_frequency;
+        if timing.duration_trs == 0 || freq.is_nan() || freq <= 0.0 {
             return Err(
                 data.err("'data.duration_trs' and 'data.frequency' must be positive".into())
             );
@@ -355,9 +354,9 @@ fn brain_config(bm: &Node) -> Result<BrainConfig> {
         && h.value.as_array().is_none_or(|a| !a.is_empty())
     {
         return Err(proj.err(format!(
-                "'{}' is {}: projectors with hidden layers are not supported (the release uses a single Linear)",
-                h.key, h.value
-            )));
+            "'{}' is {}: projectors with hidden layers are not supported (the release uses a single Linear)",
+            h.key, h.value
+        )));
     }
     let enc = bm.child("encoder")?;
     for (key, want) in [
